@@ -1,0 +1,83 @@
+//! Generates the JSON Schema file of every command envelope and every event envelope from the
+//! Rust types, so that the files under `schemas/json/` cannot drift from the code (a test
+//! compares them; `UPDATE_SCHEMAS=1 cargo test -p csp-ledger-schemas` rewrites them).
+
+use schemars::generate::SchemaSettings;
+use schemars::SchemaGenerator;
+use serde_json::{json, Value};
+
+use crate::command::{Actor, Command};
+use crate::event::Event;
+
+fn generator() -> SchemaGenerator {
+    SchemaSettings::draft2020_12()
+        .with(|settings| {
+            settings.inline_subschemas = true;
+        })
+        .into_generator()
+}
+
+fn strip_root(mut schema: Value) -> Value {
+    if let Some(map) = schema.as_object_mut() {
+        map.remove("$schema");
+    }
+    schema
+}
+
+/// Every schema file: its path relative to `schemas/json/` and its content.
+pub fn all_schema_files() -> Vec<(String, Value)> {
+    let mut files = Vec::new();
+    let mut generator = generator();
+    let actor = strip_root(generator.root_schema_for::<Actor>().to_value());
+    for (name, payload) in Command::payload_schemas(&mut generator) {
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": format!("csp-ledger/commands/{name}.schema.json"),
+            "title": name,
+            "description": "A command envelope (SPEC.md section 3) carrying this command's payload. Fields marked x-personal-data are personal data.",
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["command_id", "type", "issued_at", "actor", "payload"],
+            "properties": {
+                "command_id": {"type": "string", "format": "uuid", "description": "Idempotency key"},
+                "type": {"const": name},
+                "issued_at": {"type": "string", "format": "date-time"},
+                "actor": actor,
+                "correlation_id": {"type": ["string", "null"], "maxLength": crate::command::CORRELATION_ID_BYTES_MAX},
+                "payload": strip_root(payload.to_value()),
+            }
+        });
+        files.push((format!("commands/{name}.schema.json"), schema));
+    }
+    for (name, data) in Event::data_schemas(&mut generator) {
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": format!("csp-ledger/events/{name}.schema.json"),
+            "title": name,
+            "description": "An event envelope (SPEC.md section 5) carrying this event's data. Fields marked x-personal-data hold commitments; the clear values are in the personal-data store and appear only under personal_data, outside the hash.",
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["event_id", "position", "stream", "stream_version", "type", "schema_version",
+                "occurred_at", "recorded_at", "command_id", "correlation_id", "actor", "data"],
+            "properties": {
+                "event_id": {"type": "string", "format": "uuid"},
+                "position": {"type": "integer", "minimum": 1},
+                "stream": {"type": "string", "pattern": "^(partner-[0-9a-f-]{36}|customer-[0-9a-f-]{36}|relationship-[0-9a-f-]{36}-[0-9a-f-]{36})$"},
+                "stream_version": {"type": "integer", "minimum": 1},
+                "type": {"const": name},
+                "schema_version": {"const": crate::event::SCHEMA_VERSION},
+                "occurred_at": {"type": "string", "format": "date-time"},
+                "recorded_at": {"type": "string", "format": "date-time"},
+                "command_id": {"type": "string", "format": "uuid"},
+                "correlation_id": {"type": ["string", "null"]},
+                "actor": actor,
+                "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "Not part of the canonical bytes"},
+                "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "Not part of the canonical bytes"},
+                "personal_data": {"type": "object", "description": "Clear personal values joined on read; not part of the canonical bytes", "x-personal-data": true},
+                "data": strip_root(data.to_value()),
+            }
+        });
+        files.push((format!("events/{name}.schema.json"), schema));
+    }
+    files
+}

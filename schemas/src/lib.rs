@@ -1,0 +1,17 @@
+//! The wire contract of csp-ledger: command and event types, value types, the regions table,
+//! rejection codes and the JSON Schema files generated from these types.
+//!
+//! Everything here is a persistence or wire key: type names, field names and codes are never
+//! renamed, only versioned (see `event::SCHEMA_VERSION`).
+
+pub mod command;
+pub mod event;
+pub mod json_schema;
+pub mod outcome;
+pub mod regions;
+pub mod values;
+
+pub use command::{Actor, ActorKind, Command, CommandEnvelope, MalformedCommand};
+pub use event::{Event, EventEnvelope, StreamId};
+pub use outcome::RejectionCode;
+pub use values::{Commitment, Country, Month, UsdAmount};
