@@ -1,1 +1,4 @@
+//! csp-ledger: the service. Domain decisions (`domain`), the sled log (`log`), the ledger that
+//! ties them together (`ledger`), the audit walk (`audit`) and the CLI (`cli`).
 
+pub mod domain;
