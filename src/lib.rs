@@ -2,3 +2,10 @@
 //! ties them together (`ledger`), the audit walk (`audit`) and the CLI (`cli`).
 
 pub mod domain;
+pub mod log;
+pub mod audit;
+pub mod ledger;
+pub mod apply;
+pub mod workload;
+pub mod bench;
+pub mod history;

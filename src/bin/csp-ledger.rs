@@ -1,1 +1,160 @@
-fn main() {}
+//! The `csp-ledger` binary: parses the command line and runs one subcommand. The only place
+//! where `anyhow` is used.
+
+use std::io::{BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use csp_ledger::apply::apply_lines;
+use csp_ledger::history::{write_history, HistoryFilter, Until};
+use csp_ledger::ledger::Ledger;
+use csp_ledger::log::{Log, LogOptions};
+use csp_ledger::workload::Generator;
+use csp_ledger_schemas::event::StreamId;
+use uuid::Uuid;
+
+/// Event-sourced relationship ledger for a Cloud Solution Provider partner program.
+#[derive(Debug, Parser)]
+#[command(name = "csp-ledger", version, about)]
+struct Cli {
+    /// Directory of the log (created when missing).
+    #[arg(long, global = true, env = "CSP_LEDGER_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// fdatasync sled's data file after every group commit (turn off only for throwaway data).
+    #[arg(long, global = true, env = "CSP_LEDGER_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    fsync: bool,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Apply command JSON lines; print one outcome line per input line.
+    Apply {
+        /// File of JSON lines, or `-` for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+    /// Print event envelopes as JSON lines.
+    History {
+        /// Only this stream (partner-<id>, customer-<id>, relationship-<provider>-<reseller>).
+        #[arg(long)]
+        stream: Option<String>,
+        /// First position to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last position, or an RFC 3339 time matched against recorded_at.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Walk the hash chain; exit 0 when intact, 2 when not.
+    Verify,
+    /// Print a generated, realistic command stream as JSON lines.
+    Generate {
+        #[arg(long, default_value_t = 10_000)]
+        commands: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Measure apply and replay throughput on a generated workload in a fresh directory.
+    Bench {
+        #[arg(long, default_value_t = 200_000)]
+        commands: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Erase the personal data (e-mail addresses) of a partner or customer; hashes stay valid.
+    ErasePersonalData {
+        /// Partner or customer id.
+        subject: Uuid,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CSP_LEDGER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("csp-ledger: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let options = LogOptions { fsync: cli.fsync };
+    match cli.command {
+        Commands::Apply { file } => {
+            let mut ledger = Ledger::open(&cli.data_dir, options)
+                .with_context(|| format!("opening the ledger in {}", cli.data_dir.display()))?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let stats = if file == "-" {
+                apply_lines(&mut ledger, BufReader::new(std::io::stdin()), &mut out)
+            } else {
+                let input = std::fs::File::open(&file).with_context(|| format!("opening {file}"))?;
+                apply_lines(&mut ledger, BufReader::with_capacity(1 << 20, input), &mut out)
+            }
+            .context("applying commands")?;
+            tracing::info!(message = "Applied.", commands = stats.commands, accepted = stats.accepted, rejected = stats.rejected, duplicates = stats.duplicates, events = stats.events);
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::History { stream, from, until } => {
+            let stream = stream.map(|s| s.parse::<StreamId>()).transpose().map_err(anyhow::Error::msg)?;
+            let until = until.map(|u| u.parse::<Until>()).transpose().map_err(anyhow::Error::msg)?;
+            let log = Log::open(&cli.data_dir, options).with_context(|| format!("opening the log in {}", cli.data_dir.display()))?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            write_history(&log, &HistoryFilter { stream, from, until }, &mut out)?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Verify => {
+            let report = match Log::open(&cli.data_dir, options) {
+                Ok(log) => csp_ledger::audit::verify(&log),
+                Err(csp_ledger::log::LogError::Corrupt { position, reason }) => csp_ledger::audit::VerifyReport {
+                    ok: false,
+                    events: 0,
+                    head_hash: String::new(),
+                    first_bad_position: position.or(Some(1)),
+                    reason: Some(reason),
+                },
+                Err(error) => return Err(error).context("opening the log"),
+            };
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        Commands::Generate { commands, seed } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for envelope in Generator::new(seed).take(commands) {
+                writeln!(out, "{}", envelope.to_json())?;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Bench { commands, seed } => {
+            let dir = cli.data_dir.join(format!("bench-{}", std::process::id()));
+            anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
+            let report = csp_ledger::bench::run(&dir, commands, seed, options).context("running the benchmark");
+            let _ = std::fs::remove_dir_all(&dir);
+            let report = report?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::ErasePersonalData { subject } => {
+            let mut log = Log::open(&cli.data_dir, options).with_context(|| format!("opening the log in {}", cli.data_dir.display()))?;
+            let erased = log.erase_subject(subject)?;
+            println!("{}", serde_json::json!({"subject": subject, "erased_values": erased}));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The ledger: one writer that takes batches of commands, decides each against the live state,
+//! chains the resulting events, appends everything in one durable commit, and only then
+//! answers. Holds the live `LedgerState` and the idempotency index.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use csp_ledger_projections::state::{EventMeta, LedgerState};
+use csp_ledger_schemas::command::{CommandEnvelope, MalformedCommand};
+use csp_ledger_schemas::event::{EventEnvelope, SCHEMA_VERSION};
+use csp_ledger_schemas::RejectionCode;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tracing::{debug, info_span};
+use uuid::Uuid;
+
+use crate::audit::{chain_hash, ChainWalker};
+use crate::domain::{self, Rejection};
+use crate::log::{Commit, Head, Log, LogError, LogOptions, OutcomeRecord, PersonalRecord, StoredEvent, StoredOutcomeKind};
+
+/// Most commands decided and appended under one flush (group commit).
+pub const SUBMIT_BATCH_COMMANDS_MAX: usize = 4096;
+
+/// Failures of the ledger as a whole (never business rejections).
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    /// The log failed. Edge: exit 1 / HTTP 500; the process reopens the ledger.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// An earlier append failed after the live state had moved on; the ledger must be reopened
+    /// from the log. Edge: as `Log`.
+    #[error("the ledger stopped after a failed append; reopen it")]
+    Poisoned,
+}
+
+/// A command read from input: parsed (with its body hash) or malformed.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// 1-based input line, when the command came from a file.
+    pub line: Option<u64>,
+    pub parsed: Result<ParsedCommand, MalformedCommand>,
+}
+
+impl Submission {
+    /// Parses one JSON command envelope.
+    pub fn parse(line: Option<u64>, bytes: &[u8]) -> Submission {
+        Submission { line, parsed: ParsedCommand::parse(bytes) }
+    }
+}
+
+/// A valid envelope and the hash that identifies its body for idempotency.
+#[derive(Debug, Clone)]
+pub struct ParsedCommand {
+    pub envelope: CommandEnvelope,
+    pub body_hash: [u8; 16],
+}
+
+impl ParsedCommand {
+    pub fn parse(bytes: &[u8]) -> Result<ParsedCommand, MalformedCommand> {
+        let envelope = CommandEnvelope::parse(bytes)?;
+        Ok(ParsedCommand::new(envelope))
+    }
+
+    pub fn new(envelope: CommandEnvelope) -> ParsedCommand {
+        let digest = Sha256::digest(envelope.body_bytes());
+        let mut body_hash = [0u8; 16];
+        body_hash.copy_from_slice(&digest[..16]);
+        ParsedCommand { envelope, body_hash }
+    }
+}
+
+/// An event as answered to callers: stored form, its predecessor's hash, clear personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnsweredEvent {
+    pub stored: StoredEvent,
+    pub prev_hash: [u8; 32],
+    pub personal: Vec<(&'static str, String)>,
+}
+
+/// What became of one command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Appended; `events` indexes [`BatchResult::events`].
+    Accepted { command_id: Uuid, events: Range<usize> },
+    Rejected { command_id: Option<Uuid>, rejection: Rejection, line: Option<u64> },
+    /// Seen before with the same body: the first outcome's events (or its rejection).
+    Duplicate { command_id: Uuid, events: Vec<AnsweredEvent>, rejection: Option<Rejection> },
+}
+
+impl Outcome {
+    pub fn command_id(&self) -> Option<Uuid> {
+        match self {
+            Outcome::Accepted { command_id, .. } | Outcome::Duplicate { command_id, .. } => Some(*command_id),
+            Outcome::Rejected { command_id, .. } => *command_id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Accepted { .. } => "accepted",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Duplicate { .. } => "duplicate",
+        }
+    }
+}
+
+/// The answer to a batch: one outcome per submission, in order, and the appended events.
+#[derive(Debug, Clone, Default)]
+pub struct BatchResult {
+    pub events: Vec<AnsweredEvent>,
+    pub outcomes: Vec<Outcome>,
+    /// The log head after the batch.
+    pub head_position: u64,
+}
+
+impl BatchResult {
+    /// The outcome line of SPEC.md section 7 for outcome `index`.
+    pub fn write_outcome_json(&self, index: usize, out: &mut Vec<u8>) {
+        let outcome = &self.outcomes[index];
+        out.extend_from_slice(b"{\"command_id\":");
+        match outcome.command_id() {
+            Some(id) => {
+                out.push(b'"');
+                out.extend_from_slice(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"outcome\":\"");
+        out.extend_from_slice(outcome.kind().as_bytes());
+        out.extend_from_slice(b"\",\"events\":[");
+        let (events, rejection): (&[AnsweredEvent], Option<&Rejection>) = match outcome {
+            Outcome::Accepted { events, .. } => (&self.events[events.clone()], None),
+            Outcome::Rejected { rejection, .. } => (&[], Some(rejection)),
+            Outcome::Duplicate { events, rejection, .. } => (events, rejection.as_ref()),
+        };
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_event_json(event, out);
+        }
+        out.push(b']');
+        if let Some(rejection) = rejection {
+            out.extend_from_slice(b",\"rejection\":");
+            out.extend_from_slice(rejection_json(rejection).to_string().as_bytes());
+        }
+        out.push(b'}');
+    }
+}
+
+/// `{"code","message","details"}` of a rejection.
+pub fn rejection_json(rejection: &Rejection) -> Value {
+    json!({"code": rejection.code.as_str(), "message": rejection.message, "details": rejection.details})
+}
+
+fn rejection_from_json(bytes: &[u8]) -> Option<Rejection> {
+    let value: Value = serde_json::from_slice(bytes).ok()?;
+    let code: RejectionCode = serde_json::from_value(value.get("code")?.clone()).ok()?;
+    Some(Rejection {
+        code,
+        message: value.get("message")?.as_str()?.to_string(),
+        details: value.get("details").cloned().filter(|d| !d.is_null()),
+    })
+}
+
+/// Writes an event envelope as JSON: the canonical bytes plus `hash`, `prev_hash` and, when
+/// present, `personal_data` (none of which is part of the canonical bytes).
+pub fn write_event_json(event: &AnsweredEvent, out: &mut Vec<u8>) {
+    let canonical = &event.stored.canonical;
+    // Canonical bytes are a JSON object: everything up to its closing brace.
+    out.extend_from_slice(&canonical[..canonical.len().saturating_sub(1)]);
+    let mut hex = [0u8; 64];
+    out.extend_from_slice(b",\"hash\":\"");
+    let _ = hex::encode_to_slice(event.stored.hash, &mut hex);
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(b"\",\"prev_hash\":\"");
+    let _ = hex::encode_to_slice(event.prev_hash, &mut hex);
+    out.extend_from_slice(&hex);
+    out.push(b'"');
+    if !event.personal.is_empty() {
+        out.extend_from_slice(b",\"personal_data\":{");
+        for (i, (field, value)) in event.personal.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *out, field);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+/// Idempotency record of a command id, kept in memory and rebuilt from the outcome log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IdempotencyEntry {
+    body_hash: [u8; 16],
+    accepted: bool,
+    first_position: u64,
+    event_count: u32,
+    outcome_seq: u64,
+}
+
+/// Source of the ledger clock.
+pub type Clock = Box<dyn FnMut() -> DateTime<Utc> + Send>;
+/// Source of randomness for event ids and personal-data salts.
+pub type Entropy = Box<dyn FnMut() -> [u8; 16] + Send>;
+
+/// The single writer of a log directory.
+pub struct Ledger {
+    log: Log,
+    state: LedgerState,
+    idempotency: HashMap<Uuid, IdempotencyEntry>,
+    clock: Clock,
+    entropy: Entropy,
+    poisoned: bool,
+}
+
+impl Ledger {
+    /// Opens the log in `dir` with the system clock and OS randomness, replaying it.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(dir, options, Box::new(Utc::now), Box::new(|| *Uuid::new_v4().as_bytes()))
+    }
+
+    /// Opens with an injected clock and entropy (tests, benchmarks).
+    pub fn open_with(dir: &Path, options: LogOptions, clock: Clock, entropy: Entropy) -> Result<Ledger, LedgerError> {
+        let log = Log::open(dir, options)?;
+        let state = replay(&log, u64::MAX)?;
+        let mut idempotency = HashMap::new();
+        for item in log.outcomes() {
+            let (seq, record) = item?;
+            if matches!(record.kind, StoredOutcomeKind::Accepted | StoredOutcomeKind::Rejected) {
+                idempotency.entry(record.command_id).or_insert(IdempotencyEntry {
+                    body_hash: record.body_hash,
+                    accepted: record.kind == StoredOutcomeKind::Accepted,
+                    first_position: record.first_position,
+                    event_count: record.event_count,
+                    outcome_seq: seq,
+                });
+            }
+        }
+        Ok(Ledger { log, state, idempotency, clock, entropy, poisoned: false })
+    }
+
+    pub fn state(&self) -> &LedgerState {
+        &self.state
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn log_mut(&mut self) -> &mut Log {
+        &mut self.log
+    }
+
+    pub fn head(&self) -> Head {
+        self.log.head()
+    }
+
+    /// Number of distinct command ids recorded.
+    pub fn commands_recorded(&self) -> usize {
+        self.idempotency.len()
+    }
+
+    /// Decides a batch of commands and appends the result in one durable commit. Returns only
+    /// after the commit is flushed; on a log failure nothing of the batch is reported.
+    pub fn submit(&mut self, submissions: Vec<Submission>) -> Result<BatchResult, LedgerError> {
+        self.submit_with_offsets(submissions, &[])
+    }
+
+    /// As `submit`, storing consumer offsets in the same commit.
+    pub fn submit_with_offsets(&mut self, submissions: Vec<Submission>, offsets: &[(String, i64)]) -> Result<BatchResult, LedgerError> {
+        if self.poisoned {
+            return Err(LedgerError::Poisoned);
+        }
+        let span = info_span!("append", commands = submissions.len());
+        let _entered = span.enter();
+        let head = self.log.head();
+        let recorded_at = (self.clock)();
+        let recorded_at_micros = recorded_at.timestamp_micros();
+        let mut result = BatchResult { events: Vec::new(), outcomes: Vec::with_capacity(submissions.len()), head_position: head.position };
+        let mut outcome_records: Vec<OutcomeRecord> = Vec::with_capacity(submissions.len());
+        let mut personal_records: Vec<PersonalRecord> = Vec::new();
+        let mut prev_hash = head.hash;
+        let mut position = head.position;
+        let mut outcome_seq = head.next_outcome_seq;
+
+        for submission in submissions {
+            let parsed = match submission.parsed {
+                Ok(parsed) => parsed,
+                Err(malformed) => {
+                    let rejection = Rejection::new(RejectionCode::MalformedCommand, malformed.reason.clone())
+                        .with_details(json!({"line": submission.line, "reason": malformed.reason}));
+                    result.outcomes.push(Outcome::Rejected { command_id: malformed.command_id, rejection, line: submission.line });
+                    continue;
+                }
+            };
+            let envelope = &parsed.envelope;
+            let command_id = envelope.command_id;
+            let mut record = OutcomeRecord {
+                command_id,
+                body_hash: parsed.body_hash,
+                kind: StoredOutcomeKind::Accepted,
+                first_position: 0,
+                event_count: 0,
+                recorded_at_micros,
+                rejection: Vec::new(),
+            };
+            if let Some(entry) = self.idempotency.get(&command_id).copied() {
+                if entry.body_hash != parsed.body_hash {
+                    let rejection = Rejection::new(RejectionCode::CommandIdConflict, format!("command_id {command_id} was already used for a different command"));
+                    record.kind = StoredOutcomeKind::Conflict;
+                    record.rejection = rejection_json(&rejection).to_string().into_bytes();
+                    result.outcomes.push(Outcome::Rejected { command_id: Some(command_id), rejection, line: submission.line });
+                } else {
+                    record.kind = StoredOutcomeKind::Duplicate;
+                    record.first_position = entry.first_position;
+                    record.event_count = entry.event_count;
+                    let outcome = self.duplicate_outcome(command_id, entry, &result.events, &outcome_records, head)?;
+                    result.outcomes.push(outcome);
+                }
+                outcome_records.push(record);
+                outcome_seq += 1;
+                continue;
+            }
+            let decided = domain::decide(&self.state, envelope, &mut *self.entropy);
+            match decided {
+                Ok(decision) => {
+                    let first = result.events.len();
+                    record.first_position = position + 1;
+                    record.event_count = decision.events.len() as u32;
+                    for event in decision.events {
+                        position += 1;
+                        let stream = event.stream();
+                        let stream_version = self.state.next_stream_version(&stream);
+                        let event_id = uuid::Builder::from_random_bytes((self.entropy)()).into_uuid();
+                        let envelope_out = EventEnvelope {
+                            event_id,
+                            position,
+                            stream,
+                            stream_version,
+                            schema_version: SCHEMA_VERSION,
+                            occurred_at: envelope.issued_at,
+                            recorded_at,
+                            command_id,
+                            correlation_id: envelope.correlation_id.clone(),
+                            actor: envelope.actor.clone(),
+                            event,
+                        };
+                        let canonical = envelope_out.canonical_bytes();
+                        let hash = chain_hash(&prev_hash, &canonical);
+                        let meta = EventMeta { position, stream_version, occurred_at: envelope.issued_at, recorded_at };
+                        self.state.apply(&meta, &envelope_out.event);
+                        let personal: Vec<(&'static str, String)> = envelope_out
+                            .event
+                            .personal_fields()
+                            .into_iter()
+                            .filter_map(|(field, commitment)| {
+                                decision.personal.iter().find(|p| p.commitment == commitment).map(|p| (field, p.value.clone()))
+                            })
+                            .collect();
+                        let stored = StoredEvent { position, hash, canonical };
+                        result.events.push(AnsweredEvent { stored, prev_hash, personal });
+                        prev_hash = hash;
+                    }
+                    for p in decision.personal {
+                        personal_records.push(PersonalRecord { subject: p.subject, commitment: p.commitment, salt: p.salt, value: p.value });
+                    }
+                    self.idempotency.insert(command_id, IdempotencyEntry {
+                        body_hash: parsed.body_hash,
+                        accepted: true,
+                        first_position: record.first_position,
+                        event_count: record.event_count,
+                        outcome_seq,
+                    });
+                    result.outcomes.push(Outcome::Accepted { command_id, events: first..result.events.len() });
+                }
+                Err(rejection) => {
+                    debug!(message = "Rejected command.", code = %rejection.code, command_id = %command_id);
+                    record.kind = StoredOutcomeKind::Rejected;
+                    record.rejection = rejection_json(&rejection).to_string().into_bytes();
+                    self.idempotency.insert(command_id, IdempotencyEntry {
+                        body_hash: parsed.body_hash,
+                        accepted: false,
+                        first_position: 0,
+                        event_count: 0,
+                        outcome_seq,
+                    });
+                    result.outcomes.push(Outcome::Rejected { command_id: Some(command_id), rejection, line: submission.line });
+                }
+            }
+            outcome_records.push(record);
+            outcome_seq += 1;
+        }
+
+        let stored_events: Vec<&StoredEvent> = result.events.iter().map(|e| &e.stored).collect();
+        let commit = Commit { prev_hash: head.hash, events: &stored_events, outcomes: &outcome_records, personal: &personal_records, offsets };
+        match self.log.append(commit) {
+            Ok(new_head) => {
+                result.head_position = new_head.position;
+                Ok(result)
+            }
+            Err(error) => {
+                self.poisoned = true;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The duplicate answer: the first outcome's events (read back, or from this batch) or its
+    /// rejection.
+    fn duplicate_outcome(
+        &self,
+        command_id: Uuid,
+        entry: IdempotencyEntry,
+        batch_answered: &[AnsweredEvent],
+        batch_records: &[OutcomeRecord],
+        head: Head,
+    ) -> Result<Outcome, LedgerError> {
+        if !entry.accepted {
+            let record = if entry.outcome_seq >= head.next_outcome_seq {
+                batch_records.get((entry.outcome_seq - head.next_outcome_seq) as usize).cloned()
+            } else {
+                self.log.outcome_at(entry.outcome_seq)?
+            };
+            let rejection = record.and_then(|r| rejection_from_json(&r.rejection));
+            return Ok(Outcome::Duplicate { command_id, events: Vec::new(), rejection });
+        }
+        let range = entry.first_position..entry.first_position + u64::from(entry.event_count);
+        let events = if entry.first_position > head.position {
+            let skip = (entry.first_position - head.position - 1) as usize;
+            batch_answered[skip..skip + entry.event_count as usize].to_vec()
+        } else {
+            self.read_answered(range.start, entry.event_count as usize)?
+        };
+        Ok(Outcome::Duplicate { command_id, events, rejection: None })
+    }
+
+    /// Reads `count` events from `first` with their predecessors' hashes and personal data.
+    pub fn read_answered(&self, first: u64, count: usize) -> Result<Vec<AnsweredEvent>, LedgerError> {
+        read_answered(&self.log, first, count)
+    }
+}
+
+/// Reads events from `first` (at most `count`) with predecessor hashes and clear personal data.
+pub fn read_answered(log: &Log, first: u64, count: usize) -> Result<Vec<AnsweredEvent>, LedgerError> {
+    let mut out = Vec::with_capacity(count.min(1024));
+    let mut prev_hash = [0u8; 32];
+    for item in log.events_from(first.saturating_sub(1).max(1)) {
+        let stored = item?;
+        if stored.position < first {
+            prev_hash = stored.hash;
+            continue;
+        }
+        if out.len() >= count {
+            break;
+        }
+        let personal = join_personal(log, &stored)?;
+        let hash = stored.hash;
+        out.push(AnsweredEvent { stored, prev_hash, personal });
+        prev_hash = hash;
+    }
+    Ok(out)
+}
+
+/// The clear personal values of a stored event, unless erased.
+pub fn join_personal(log: &Log, stored: &StoredEvent) -> Result<Vec<(&'static str, String)>, LedgerError> {
+    let envelope = EventEnvelope::decode(&stored.canonical)
+        .map_err(|reason| LogError::Corrupt { position: Some(stored.position), reason })?;
+    let mut out = Vec::new();
+    if let Some(subject) = envelope.stream.subject() {
+        for (field, commitment) in envelope.event.personal_fields() {
+            if let Some((_, value)) = log.personal(subject, &commitment)? {
+                out.push((field, value));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Folds the log from position 1 up to `until` (inclusive), checking the chain on the way.
+pub fn replay(log: &Log, until: u64) -> Result<LedgerState, LedgerError> {
+    let span = info_span!("replay");
+    let _entered = span.enter();
+    let mut state = LedgerState::new();
+    let mut walker = ChainWalker::default();
+    for item in log.events_from(1) {
+        let stored = item?;
+        if stored.position > until {
+            break;
+        }
+        let envelope = walker.check(&stored).map_err(LogError::from)?;
+        let meta = EventMeta {
+            position: envelope.position,
+            stream_version: envelope.stream_version,
+            occurred_at: envelope.occurred_at,
+            recorded_at: envelope.recorded_at,
+        };
+        state.apply(&meta, &envelope.event);
+    }
+    let head = log.head();
+    if until >= head.position && (walker.next_position - 1 != head.position || walker.prev_hash != head.hash) {
+        return Err(LogError::Corrupt { position: Some(walker.next_position), reason: "the log ends before its head".into() }.into());
+    }
+    Ok(state)
+}

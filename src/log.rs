@@ -1,0 +1,574 @@
+//! The immutable log on sled. All of sled's rules live here, behind a narrow interface:
+//! append a commit (events, command outcomes, personal data, consumer offsets) atomically and
+//! durably; read events from a position; read outcomes; load offsets.
+//!
+//! Layout: one sled tree, keys prefixed by a record kind.
+//!
+//! | key | value |
+//! |---|---|
+//! | `M` | format marker [`FORMAT`] |
+//! | `H` | head: last position (u64 BE), its hash (32 bytes), next outcome sequence (u64 BE) |
+//! | `E` + first position (u64 BE) | event chunk: per event `len` (u32 LE), hash (32), canonical bytes |
+//! | `O` + first sequence (u64 BE) | outcome chunk: per outcome `len` (u32 LE), record |
+//! | `P` + subject (16) + commitment (32) | personal value: salt (16), UTF-8 value |
+//! | `K` + consumer key | consumed offset (i64 BE) |
+//!
+//! Events are packed into chunks of up to [`EVENT_CHUNK_BYTES_MAX`] so that one sled key
+//! carries many events (sled's cost is per key). A commit is one `apply_batch` (atomic), then
+//! `flush`, then an fdatasync of sled's data file (see ARCHITECTURE.md, Durability).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use csp_ledger_schemas::values::Commitment;
+use sled::IVec;
+use thiserror::Error;
+use uuid::Uuid;
+
+/// Format marker stored under `M`; a store with another marker is refused.
+pub const FORMAT: &[u8] = b"csp-ledger-log/1";
+
+/// Largest event chunk value in bytes before a new chunk starts; keeps sled values well under
+/// its blob threshold (segment size / 4 = 128 KiB).
+pub const EVENT_CHUNK_BYTES_MAX: usize = 32 * 1024;
+
+/// Largest outcome chunk value in bytes.
+pub const OUTCOME_CHUNK_BYTES_MAX: usize = 32 * 1024;
+
+/// Failures of the log. None of them is a business answer; each one stops the writer.
+#[derive(Debug, Error)]
+pub enum LogError {
+    /// sled reported an I/O or internal error. Edge: HTTP 500 / exit 1; the writer must reopen.
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+    /// An fsync or file error outside sled. Edge: as `Storage`.
+    #[error("I/O error on {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+    /// The store is damaged: a record does not decode, the head disagrees with the events, or
+    /// the hash chain breaks. Edge: refuse to serve; exit 2 from `verify`.
+    #[error("the log is damaged at position {position:?}: {reason}")]
+    Corrupt { position: Option<u64>, reason: String },
+    /// The directory holds something that is not a csp-ledger log of this format.
+    #[error("{0}")]
+    Incompatible(String),
+    /// A caller broke the append contract (positions not contiguous, wrong prev hash): a bug.
+    #[error("append contract broken: {0}")]
+    Contract(String),
+}
+
+impl LogError {
+    fn corrupt(position: Option<u64>, reason: impl Into<String>) -> LogError {
+        LogError::Corrupt { position, reason: reason.into() }
+    }
+}
+
+/// Durability and tuning switches.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// fdatasync sled's data file after every flush (default true): sled's own flush uses
+    /// `sync_file_range`, which does not persist file metadata.
+    pub fsync: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { fsync: true }
+    }
+}
+
+/// The last appended event and the next outcome sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub position: u64,
+    pub hash: [u8; 32],
+    pub next_outcome_seq: u64,
+}
+
+impl Head {
+    pub const GENESIS: Head = Head { position: 0, hash: [0; 32], next_outcome_seq: 1 };
+
+    fn encode(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        out[..8].copy_from_slice(&self.position.to_be_bytes());
+        out[8..40].copy_from_slice(&self.hash);
+        out[40..].copy_from_slice(&self.next_outcome_seq.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Head> {
+        if bytes.len() != 48 {
+            return None;
+        }
+        Some(Head {
+            position: u64::from_be_bytes(bytes[..8].try_into().ok()?),
+            hash: bytes[8..40].try_into().ok()?,
+            next_outcome_seq: u64::from_be_bytes(bytes[40..].try_into().ok()?),
+        })
+    }
+}
+
+/// One stored event: its slot position (from the chunk key and index), its hash and its
+/// canonical bytes. The position inside the bytes is checked by readers, not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub position: u64,
+    pub hash: [u8; 32],
+    pub canonical: Vec<u8>,
+}
+
+/// What became of a command, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredOutcomeKind {
+    Accepted = 0,
+    Rejected = 1,
+    Duplicate = 2,
+    /// Rejected with `command_id_conflict`: does not own the idempotency record.
+    Conflict = 3,
+}
+
+/// A command outcome record (the idempotency record is the first one per `command_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    pub command_id: Uuid,
+    pub body_hash: [u8; 16],
+    pub kind: StoredOutcomeKind,
+    /// For accepted commands: the first event's position (0 when none).
+    pub first_position: u64,
+    pub event_count: u32,
+    /// Ledger clock, microseconds since the Unix epoch.
+    pub recorded_at_micros: i64,
+    /// For rejections: `{"code","message","details"}` as JSON.
+    pub rejection: Vec<u8>,
+}
+
+const OUTCOME_FIXED_BYTES: usize = 16 + 16 + 1 + 8 + 4 + 8;
+
+impl OutcomeRecord {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.command_id.as_bytes());
+        out.extend_from_slice(&self.body_hash);
+        out.push(self.kind as u8);
+        out.extend_from_slice(&self.first_position.to_be_bytes());
+        out.extend_from_slice(&self.event_count.to_be_bytes());
+        out.extend_from_slice(&self.recorded_at_micros.to_be_bytes());
+        out.extend_from_slice(&self.rejection);
+    }
+
+    fn decode(bytes: &[u8]) -> Option<OutcomeRecord> {
+        if bytes.len() < OUTCOME_FIXED_BYTES {
+            return None;
+        }
+        let kind = match bytes[32] {
+            0 => StoredOutcomeKind::Accepted,
+            1 => StoredOutcomeKind::Rejected,
+            2 => StoredOutcomeKind::Duplicate,
+            3 => StoredOutcomeKind::Conflict,
+            _ => return None,
+        };
+        Some(OutcomeRecord {
+            command_id: Uuid::from_slice(&bytes[..16]).ok()?,
+            body_hash: bytes[16..32].try_into().ok()?,
+            kind,
+            first_position: u64::from_be_bytes(bytes[33..41].try_into().ok()?),
+            event_count: u32::from_be_bytes(bytes[41..45].try_into().ok()?),
+            recorded_at_micros: i64::from_be_bytes(bytes[45..53].try_into().ok()?),
+            rejection: bytes[OUTCOME_FIXED_BYTES..].to_vec(),
+        })
+    }
+}
+
+/// A clear personal value with its salt, stored outside the hashed events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonalRecord {
+    pub subject: Uuid,
+    pub commitment: Commitment,
+    pub salt: [u8; 16],
+    pub value: String,
+}
+
+/// One atomic, durable append.
+#[derive(Debug, Default)]
+pub struct Commit<'a> {
+    /// Hash of the event before the first one here (the head's hash).
+    pub prev_hash: [u8; 32],
+    pub events: &'a [&'a StoredEvent],
+    pub outcomes: &'a [OutcomeRecord],
+    pub personal: &'a [PersonalRecord],
+    /// Consumer offsets to store with these events (Kafka ingest).
+    pub offsets: &'a [(String, i64)],
+}
+
+/// Encodes events into chunks: (first position, value).
+pub fn encode_event_chunks(events: &[&StoredEvent]) -> Vec<(u64, Vec<u8>)> {
+    let mut chunks: Vec<(u64, Vec<u8>)> = Vec::new();
+    for event in events {
+        let record_len = 4 + 32 + event.canonical.len();
+        let start_new = match chunks.last() {
+            Some((_, value)) => value.len() + record_len > EVENT_CHUNK_BYTES_MAX,
+            None => true,
+        };
+        if start_new {
+            chunks.push((event.position, Vec::with_capacity(EVENT_CHUNK_BYTES_MAX.min(record_len * 64))));
+        }
+        if let Some((_, value)) = chunks.last_mut() {
+            value.extend_from_slice(&(event.canonical.len() as u32).to_le_bytes());
+            value.extend_from_slice(&event.hash);
+            value.extend_from_slice(&event.canonical);
+        }
+    }
+    chunks
+}
+
+/// Decodes an event chunk whose first slot is `first_position`.
+pub fn decode_event_chunk(first_position: u64, value: &[u8]) -> Result<Vec<StoredEvent>, LogError> {
+    let mut events = Vec::new();
+    let mut rest = value;
+    let mut position = first_position;
+    while !rest.is_empty() {
+        let damaged = |what: &str| LogError::corrupt(Some(position), format!("event chunk at {first_position}: {what}"));
+        if rest.len() < 36 {
+            return Err(damaged("truncated record header"));
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if rest.len() < 36 + len {
+            return Err(damaged("record longer than the chunk"));
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&rest[4..36]);
+        events.push(StoredEvent { position, hash, canonical: rest[36..36 + len].to_vec() });
+        rest = &rest[36 + len..];
+        position += 1;
+    }
+    Ok(events)
+}
+
+fn event_key(position: u64) -> [u8; 9] {
+    let mut key = [b'E'; 9];
+    key[1..].copy_from_slice(&position.to_be_bytes());
+    key
+}
+
+fn outcome_key(seq: u64) -> [u8; 9] {
+    let mut key = [b'O'; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn personal_key(subject: Uuid, commitment: &Commitment) -> Vec<u8> {
+    let mut key = Vec::with_capacity(49);
+    key.push(b'P');
+    key.extend_from_slice(subject.as_bytes());
+    key.extend_from_slice(&commitment.0);
+    key
+}
+
+fn key_position(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
+}
+
+/// The log. One writer per directory (sled takes a file lock).
+pub struct Log {
+    db: sled::Db,
+    data_file: Option<File>,
+    data_path: PathBuf,
+    head: Head,
+    options: LogOptions,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` and checks that the head agrees with the last
+    /// stored event. A damaged store is reported as [`LogError::Corrupt`], never served.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<Log, LogError> {
+        std::fs::create_dir_all(dir).map_err(|error| LogError::Io { path: dir.to_path_buf(), error })?;
+        let config = sled::Config::new().path(dir.join("sled")).flush_every_ms(None);
+        // sled 0.34 may panic on some damaged files instead of returning an error.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(sled::Error::Corruption { at, .. })) => {
+                return Err(LogError::corrupt(None, format!("sled reports corruption at {at:?}")))
+            }
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => return Err(LogError::corrupt(None, "sled panicked while opening the store")),
+        };
+        match db.get(b"M")? {
+            None if db.is_empty() => {
+                db.insert(b"M", FORMAT)?;
+                db.insert(b"H", &Head::GENESIS.encode()[..])?;
+                db.flush()?;
+            }
+            Some(marker) if marker.as_ref() == FORMAT => {}
+            Some(marker) => {
+                return Err(LogError::Incompatible(format!(
+                    "{} holds format {:?}, this build reads {:?}",
+                    dir.display(),
+                    String::from_utf8_lossy(&marker),
+                    String::from_utf8_lossy(FORMAT)
+                )))
+            }
+            None => return Err(LogError::corrupt(None, "format marker missing from a non-empty store")),
+        }
+        let head = db
+            .get(b"H")?
+            .and_then(|raw| Head::decode(&raw))
+            .ok_or_else(|| LogError::corrupt(None, "head record missing or malformed"))?;
+        let data_path = dir.join("sled").join("db");
+        let data_file = if options.fsync {
+            Some(File::open(&data_path).map_err(|error| LogError::Io { path: data_path.clone(), error })?)
+        } else {
+            None
+        };
+        let log = Log { db, data_file, data_path, head, options };
+        log.check_tail()?;
+        Ok(log)
+    }
+
+    /// The head agrees with the last chunk: same last position, same hash.
+    fn check_tail(&self) -> Result<(), LogError> {
+        let last = self.db.scan_prefix(b"E").next_back().transpose()?;
+        match last {
+            None if self.head.position == 0 => Ok(()),
+            None => Err(LogError::corrupt(Some(1), format!("head says {} events, the store holds none", self.head.position))),
+            Some((key, value)) => {
+                let first = key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
+                let events = decode_event_chunk(first, &value)?;
+                let last = events.last().ok_or_else(|| LogError::corrupt(Some(first), "empty event chunk"))?;
+                if last.position != self.head.position || last.hash != self.head.hash {
+                    return Err(LogError::corrupt(
+                        Some(last.position.min(self.head.position + 1)),
+                        format!("head (position {}) disagrees with the last stored event (position {})", self.head.position, last.position),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    pub fn options(&self) -> LogOptions {
+        self.options
+    }
+
+    /// Appends a commit atomically and durably: nothing of it is visible after a crash unless
+    /// all of it is, and it is on disk when this returns `Ok`.
+    pub fn append(&mut self, commit: Commit<'_>) -> Result<Head, LogError> {
+        if commit.prev_hash != self.head.hash {
+            return Err(LogError::Contract("prev_hash is not the head's hash".into()));
+        }
+        for (i, event) in commit.events.iter().enumerate() {
+            if event.position != self.head.position + 1 + i as u64 {
+                return Err(LogError::Contract(format!("event position {} is not contiguous with head {}", event.position, self.head.position)));
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (first, value) in encode_event_chunks(commit.events) {
+            batch.insert(&event_key(first), value);
+        }
+        let mut seq = self.head.next_outcome_seq;
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut chunk_seq = seq;
+        let mut record = Vec::new();
+        for outcome in commit.outcomes {
+            record.clear();
+            outcome.encode_into(&mut record);
+            if !chunk.is_empty() && chunk.len() + 4 + record.len() > OUTCOME_CHUNK_BYTES_MAX {
+                batch.insert(&outcome_key(chunk_seq), std::mem::take(&mut chunk));
+                chunk_seq = seq;
+            }
+            chunk.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            chunk.extend_from_slice(&record);
+            seq += 1;
+        }
+        if !chunk.is_empty() {
+            batch.insert(&outcome_key(chunk_seq), chunk);
+        }
+        for personal in commit.personal {
+            let mut value = Vec::with_capacity(16 + personal.value.len());
+            value.extend_from_slice(&personal.salt);
+            value.extend_from_slice(personal.value.as_bytes());
+            batch.insert(personal_key(personal.subject, &personal.commitment), value);
+        }
+        for (name, offset) in commit.offsets {
+            let mut key = vec![b'K'];
+            key.extend_from_slice(name.as_bytes());
+            batch.insert(key, &offset.to_be_bytes());
+        }
+        let head = match commit.events.last() {
+            Some(last) => Head { position: last.position, hash: last.hash, next_outcome_seq: seq },
+            None => Head { next_outcome_seq: seq, ..self.head },
+        };
+        batch.insert(b"H", &head.encode()[..]);
+        self.db.apply_batch(batch)?;
+        self.sync()?;
+        self.head = head;
+        Ok(head)
+    }
+
+    /// Makes everything applied so far durable.
+    fn sync(&self) -> Result<(), LogError> {
+        self.db.flush()?;
+        if let Some(file) = &self.data_file {
+            file.sync_data().map_err(|error| LogError::Io { path: self.data_path.clone(), error })?;
+        }
+        Ok(())
+    }
+
+    /// Events from `position` (1-based) to the head, in order, chunk by chunk.
+    pub fn events_from(&self, position: u64) -> EventIter<'_> {
+        let start = position.max(1);
+        // The chunk holding `start` begins at or before it.
+        let chunk_start = self
+            .db
+            .range(event_key(0)..=event_key(start))
+            .next_back()
+            .and_then(|r| r.ok())
+            .and_then(|(key, _)| key_position(&key))
+            .unwrap_or(start);
+        EventIter { inner: self.db.range(event_key(chunk_start)..event_key(u64::MAX)), buffer: Vec::new().into_iter(), start, failed: false, _log: std::marker::PhantomData }
+    }
+
+    /// Every stored command outcome, in order.
+    pub fn outcomes(&self) -> impl Iterator<Item = Result<(u64, OutcomeRecord), LogError>> + '_ {
+        self.db.scan_prefix(b"O").flat_map(|item| -> Vec<Result<(u64, OutcomeRecord), LogError>> {
+            match item {
+                Err(error) => vec![Err(error.into())],
+                Ok((key, value)) => match key_position(&key) {
+                    None => vec![Err(LogError::corrupt(None, "malformed outcome key"))],
+                    Some(first) => decode_outcome_chunk(first, &value),
+                },
+            }
+        })
+    }
+
+    /// The outcome with sequence number `seq`.
+    pub fn outcome_at(&self, seq: u64) -> Result<Option<OutcomeRecord>, LogError> {
+        let Some((key, value)) = self.db.range(outcome_key(0)..=outcome_key(seq)).next_back().transpose()? else {
+            return Ok(None);
+        };
+        let first = key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed outcome key"))?;
+        for item in decode_outcome_chunk(first, &value) {
+            let (s, record) = item?;
+            if s == seq {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The clear value and salt committed to by `commitment` for `subject`, unless erased.
+    pub fn personal(&self, subject: Uuid, commitment: &Commitment) -> Result<Option<([u8; 16], String)>, LogError> {
+        let Some(raw) = self.db.get(personal_key(subject, commitment))? else {
+            return Ok(None);
+        };
+        if raw.len() < 16 {
+            return Err(LogError::corrupt(None, format!("personal record of {subject} is truncated")));
+        }
+        let salt: [u8; 16] = raw[..16].try_into().map_err(|_| LogError::corrupt(None, "salt"))?;
+        let value = String::from_utf8(raw[16..].to_vec()).map_err(|_| LogError::corrupt(None, format!("personal record of {subject} is not UTF-8")))?;
+        Ok(Some((salt, value)))
+    }
+
+    /// Erases every personal value of a data subject; returns how many were removed.
+    /// The hashed events keep their commitments, so the chain stays valid.
+    pub fn erase_subject(&mut self, subject: Uuid) -> Result<usize, LogError> {
+        let mut prefix = vec![b'P'];
+        prefix.extend_from_slice(subject.as_bytes());
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for item in self.db.scan_prefix(&prefix) {
+            let (key, _) = item?;
+            batch.remove(key);
+            count += 1;
+        }
+        self.db.apply_batch(batch)?;
+        self.sync()?;
+        Ok(count)
+    }
+
+    /// Stored consumer offsets by key.
+    pub fn offsets(&self) -> Result<Vec<(String, i64)>, LogError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(b"K") {
+            let (key, value) = item?;
+            let name = String::from_utf8_lossy(&key[1..]).into_owned();
+            let offset = i64::from_be_bytes(value.as_ref().try_into().map_err(|_| LogError::corrupt(None, "malformed offset"))?);
+            out.push((name, offset));
+        }
+        Ok(out)
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> Result<u64, LogError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn decode_outcome_chunk(first: u64, value: &IVec) -> Vec<Result<(u64, OutcomeRecord), LogError>> {
+    let mut out = Vec::new();
+    let mut rest: &[u8] = value;
+    let mut seq = first;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            out.push(Err(LogError::corrupt(None, format!("outcome chunk {first}: truncated"))));
+            break;
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        match rest.get(4..4 + len).and_then(OutcomeRecord::decode) {
+            Some(record) => out.push(Ok((seq, record))),
+            None => {
+                out.push(Err(LogError::corrupt(None, format!("outcome {seq} does not decode"))));
+                break;
+            }
+        }
+        rest = &rest[4 + len..];
+        seq += 1;
+    }
+    out
+}
+
+/// Iterator over stored events; see [`Log::events_from`].
+pub struct EventIter<'a> {
+    inner: sled::Iter,
+    buffer: std::vec::IntoIter<StoredEvent>,
+    start: u64,
+    failed: bool,
+    #[allow(dead_code)]
+    _log: std::marker::PhantomData<&'a Log>,
+}
+
+impl Iterator for EventIter<'_> {
+    type Item = Result<StoredEvent, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            for event in self.buffer.by_ref() {
+                if event.position >= self.start {
+                    return Some(Ok(event));
+                }
+            }
+            let (key, value) = match self.inner.next()? {
+                Ok(kv) => kv,
+                Err(error) => {
+                    self.failed = true;
+                    return Some(Err(error.into()));
+                }
+            };
+            let decoded = key_position(&key)
+                .ok_or_else(|| LogError::corrupt(None, "malformed event key"))
+                .and_then(|first| decode_event_chunk(first, &value));
+            match decoded {
+                Ok(events) => self.buffer = events.into_iter(),
+                Err(error) => {
+                    self.failed = true;
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+}
