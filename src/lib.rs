@@ -9,3 +9,4 @@ pub mod apply;
 pub mod workload;
 pub mod bench;
 pub mod history;
+pub mod testkit;
