@@ -1,0 +1,160 @@
+//! The example files: every line deserializes into the Rust types, validates against its
+//! committed JSON Schema file, and the onboarding scenario is accepted end to end by `apply`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A structural check of `value` against the subset of JSON Schema the generated files use:
+/// type, properties, required, additionalProperties, const, enum, anyOf/oneOf, items.
+fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+    if let Some(c) = schema.get("const") {
+        if c != value {
+            errors.push(format!("{path}: {value} is not {c}"));
+        }
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
+        if !options.contains(value) {
+            errors.push(format!("{path}: {value} not in {options:?}"));
+        }
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(options) = schema.get(key).and_then(Value::as_array) {
+            let matching = options.iter().filter(|o| {
+                let mut sub = Vec::new();
+                validate(o, value, path, &mut sub);
+                sub.is_empty()
+            });
+            if matching.count() == 0 {
+                errors.push(format!("{path}: {value} matches none of {key}"));
+            }
+        }
+    }
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let actual = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        if !types.iter().any(|t| *t == actual || (*t == "number" && actual == "integer")) {
+            errors.push(format!("{path}: {actual} is not {types:?}"));
+        }
+    }
+    if let (Some(object), Some(properties)) = (value.as_object(), schema.get("properties").and_then(Value::as_object)) {
+        for required in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            if !object.contains_key(required.as_str().unwrap_or_default()) {
+                errors.push(format!("{path}: missing {required}"));
+            }
+        }
+        for (key, item) in object {
+            match properties.get(key) {
+                Some(sub) => validate(sub, item, &format!("{path}.{key}"), errors),
+                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => errors.push(format!("{path}: unknown field {key}")),
+                None => {}
+            }
+        }
+    }
+}
+
+fn example_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("examples")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "jsonl")).collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+}
+
+fn schema_for(kind: &str, type_name: &str) -> Value {
+    let path = root().join("schemas/json").join(kind).join(format!("{type_name}.schema.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+#[test]
+fn every_example_command_deserializes_and_validates_against_its_schema() {
+    let mut types = std::collections::BTreeSet::new();
+    for file in example_files() {
+        for (number, line) in std::fs::read_to_string(&file).unwrap().lines().enumerate() {
+            let where_ = format!("{}:{}", file.display(), number + 1);
+            csp_ledger_schemas::CommandEnvelope::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{where_}: {}", e.reason));
+            let value: Value = serde_json::from_str(line).unwrap();
+            let type_name = value["type"].as_str().unwrap();
+            types.insert(type_name.to_string());
+            let mut errors = Vec::new();
+            validate(&schema_for("commands", type_name), &value, "$", &mut errors);
+            assert!(errors.is_empty(), "{where_}: {errors:?}");
+        }
+    }
+    assert!(types.len() >= 20, "the examples cover most command types: {types:?}");
+}
+
+#[test]
+fn the_validator_rejects_what_the_types_reject() {
+    let line = std::fs::read_to_string(root().join("examples/onboarding.jsonl")).unwrap().lines().next().unwrap().to_string();
+    let mut value: Value = serde_json::from_str(&line).unwrap();
+    value["payload"]["legal_nam"] = Value::from("typo");
+    let mut errors = Vec::new();
+    validate(&schema_for("commands", "EnrollPartner"), &value, "$", &mut errors);
+    assert_eq!(errors, ["$.payload: unknown field legal_nam"]);
+    assert!(csp_ledger_schemas::CommandEnvelope::parse(value.to_string().as_bytes()).is_err());
+}
+
+#[test]
+fn every_event_of_the_onboarding_scenario_validates_against_its_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["apply", "examples/onboarding.jsonl"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let mut event_types = std::collections::BTreeSet::new();
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let outcome: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(outcome["outcome"], "accepted", "{line}");
+        for event in outcome["events"].as_array().unwrap() {
+            let type_name = event["type"].as_str().unwrap();
+            event_types.insert(type_name.to_string());
+            let mut errors = Vec::new();
+            validate(&schema_for("events", type_name), event, "$", &mut errors);
+            assert!(errors.is_empty(), "{type_name}: {errors:?}");
+        }
+    }
+    assert!(event_types.len() >= 20, "{event_types:?}");
+}
+
+#[test]
+fn the_lifecycle_example_after_onboarding_gives_the_outcomes_its_correlation_ids_announce() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |file: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger")).arg("--data-dir").arg(dir.path()).args(["apply", file]).current_dir(root()).output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    run("examples/onboarding.jsonl");
+    let outcomes = run("examples/lifecycle.jsonl");
+    let commands = std::fs::read_to_string(root().join("examples/lifecycle.jsonl")).unwrap();
+    for (command, outcome) in commands.lines().zip(outcomes.lines()) {
+        let command: Value = serde_json::from_str(command).unwrap();
+        let outcome: Value = serde_json::from_str(outcome).unwrap();
+        match command["correlation_id"].as_str().and_then(|c| c.strip_prefix("expect-rejected:")) {
+            Some(code) => assert_eq!(outcome["rejection"]["code"], code, "{outcome}"),
+            None => assert_eq!(outcome["outcome"], "accepted", "{outcome}"),
+        }
+    }
+    assert_eq!(outcomes.lines().count(), commands.lines().count());
+}
