@@ -35,6 +35,14 @@ pub struct ApplyStats {
     pub events: u64,
     pub batches: u64,
     pub seconds: f64,
+    /// Writer time deciding and encoding.
+    pub decide_seconds: f64,
+    /// Writer time in durable appends.
+    pub append_seconds: f64,
+    /// Writer time writing outcome lines.
+    pub output_seconds: f64,
+    /// Writer time waiting for parsed input.
+    pub wait_seconds: f64,
 }
 
 enum Read {
@@ -81,6 +89,7 @@ where
     let mut stats = ApplyStats::default();
     let mut buffer = Vec::with_capacity(1 << 20);
     loop {
+        let waiting = Instant::now();
         let first = match receiver.recv() {
             Ok(Read::Line(submission)) => submission,
             Ok(Read::Failed(error)) => return Err(error.into()),
@@ -99,7 +108,11 @@ where
                 Err(_) => break,
             }
         }
+        stats.wait_seconds += waiting.elapsed().as_secs_f64();
         let result = ledger.submit(batch)?;
+        let writing = Instant::now();
+        stats.decide_seconds += result.decide_micros as f64 / 1e6;
+        stats.append_seconds += result.append_micros as f64 / 1e6;
         stats.batches += 1;
         stats.events += result.events.len() as u64;
         buffer.clear();
@@ -115,6 +128,7 @@ where
         }
         output.write_all(&buffer)?;
         output.flush()?;
+        stats.output_seconds += writing.elapsed().as_secs_f64();
         if let Some(error) = read_error {
             return Err(error.into());
         }

@@ -114,6 +114,10 @@ pub struct BatchResult {
     pub outcomes: Vec<Outcome>,
     /// The log head after the batch.
     pub head_position: u64,
+    /// Time spent deciding, chaining and encoding, in microseconds.
+    pub decide_micros: u64,
+    /// Time spent in the durable append (sled batch, flush, fsync), in microseconds.
+    pub append_micros: u64,
 }
 
 impl BatchResult {
@@ -284,7 +288,8 @@ impl Ledger {
         let head = self.log.head();
         let recorded_at = (self.clock)();
         let recorded_at_micros = recorded_at.timestamp_micros();
-        let mut result = BatchResult { events: Vec::new(), outcomes: Vec::with_capacity(submissions.len()), head_position: head.position };
+        let started = std::time::Instant::now();
+        let mut result = BatchResult { events: Vec::new(), outcomes: Vec::with_capacity(submissions.len()), head_position: head.position, ..BatchResult::default() };
         let mut outcome_records: Vec<OutcomeRecord> = Vec::with_capacity(submissions.len());
         let mut personal_records: Vec<PersonalRecord> = Vec::new();
         let mut prev_hash = head.hash;
@@ -401,8 +406,11 @@ impl Ledger {
 
         let stored_events: Vec<&StoredEvent> = result.events.iter().map(|e| &e.stored).collect();
         let commit = Commit { prev_hash: head.hash, events: &stored_events, outcomes: &outcome_records, personal: &personal_records, offsets };
+        let appending = std::time::Instant::now();
+        result.decide_micros = (appending - started).as_micros() as u64;
         match self.log.append(commit) {
             Ok(new_head) => {
+                result.append_micros = appending.elapsed().as_micros() as u64;
                 result.head_position = new_head.position;
                 Ok(result)
             }
