@@ -1,11 +1,18 @@
 //! The hash chain: how an event's hash is computed, the walker that checks a sequence of
 //! stored events against it, and `verify`, which walks the whole log.
 
+use crossbeam_channel::bounded;
 use csp_ledger_schemas::event::EventEnvelope;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::log::{Log, LogError, StoredEvent};
+use crate::log::{decode_event_chunk, Log, LogError, StoredEvent};
+
+/// Threads that check and decode chunks during a parallel walk.
+pub const WALK_WORKER_THREADS: usize = 2;
+
+/// Chunks queued per walk worker.
+const WALK_QUEUE_CHUNKS: usize = 8;
 
 /// `prev_hash` of the first event: 32 zero bytes (64 zeros in hex).
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
@@ -76,6 +83,146 @@ impl ChainWalker {
     }
 }
 
+/// One chunk checked and decoded by a walk worker. Links inside the chunk are checked by the
+/// worker; the link from the previous chunk is checked in order by the caller.
+struct CheckedChunk {
+    first_position: u64,
+    first: Option<StoredEvent>,
+    last_hash: [u8; 32],
+    envelopes: Vec<(EventEnvelope, [u8; 32])>,
+    /// The first break inside the chunk, if any (envelopes before it are intact).
+    broken: Option<ChainBreak>,
+}
+
+fn check_chunk(first_position: u64, value: &[u8]) -> CheckedChunk {
+    let mut checked = CheckedChunk { first_position, first: None, last_hash: [0; 32], envelopes: Vec::new(), broken: None };
+    let events = match decode_event_chunk(first_position, value) {
+        Ok(events) => events,
+        Err(error) => {
+            checked.broken = Some(ChainBreak { position: first_position, reason: error.to_string() });
+            return checked;
+        }
+    };
+    let mut prev: Option<[u8; 32]> = None;
+    for stored in events {
+        let position = stored.position;
+        if let Some(prev) = prev {
+            if chain_hash(&prev, &stored.canonical) != stored.hash {
+                checked.broken = Some(ChainBreak { position, reason: format!("hash of event {position} does not match its bytes and predecessor") });
+                return checked;
+            }
+        }
+        let envelope = match EventEnvelope::decode(&stored.canonical) {
+            Ok(envelope) if envelope.position == position => envelope,
+            Ok(envelope) => {
+                checked.broken = Some(ChainBreak { position, reason: format!("slot {position} holds the event of position {}", envelope.position) });
+                return checked;
+            }
+            Err(error) => {
+                checked.broken = Some(ChainBreak { position, reason: format!("event {position} does not decode: {error}") });
+                return checked;
+            }
+        };
+        prev = Some(stored.hash);
+        checked.last_hash = stored.hash;
+        checked.envelopes.push((envelope, stored.hash));
+        if checked.first.is_none() {
+            checked.first = Some(stored);
+        }
+    }
+    checked
+}
+
+/// Walks the log from position 1 with the chain checked, decoding chunks on
+/// [`WALK_WORKER_THREADS`] threads, and hands every event to `visit` in position order. Stops
+/// at `until` (inclusive) or at the first break, which it returns with its exact position.
+/// Returns the number of events visited and the hash of the last one.
+pub fn walk(log: &Log, until: u64, mut visit: impl FnMut(&EventEnvelope)) -> Result<(u64, [u8; 32]), WalkError> {
+    std::thread::scope(|scope| {
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..WALK_WORKER_THREADS {
+            let (work_tx, work_rx) = bounded::<(u64, sled::IVec)>(WALK_QUEUE_CHUNKS);
+            let (done_tx, done_rx) = bounded::<CheckedChunk>(WALK_QUEUE_CHUNKS);
+            scope.spawn(move || {
+                for (first, value) in work_rx {
+                    if done_tx.send(check_chunk(first, &value)).is_err() {
+                        break;
+                    }
+                }
+            });
+            senders.push(work_tx);
+            receivers.push(done_rx);
+        }
+        let reader = scope.spawn(move || -> Result<(), LogError> {
+            for (index, item) in log.event_chunks().enumerate() {
+                let (first, value) = item?;
+                if first > until || senders[index % WALK_WORKER_THREADS].send((first, value)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut next = 1u64;
+        let mut prev_hash = GENESIS_HASH;
+        let mut index = 0usize;
+        let outcome = loop {
+            let Ok(chunk) = receivers[index % WALK_WORKER_THREADS].recv() else {
+                break Ok((next - 1, prev_hash));
+            };
+            index += 1;
+            if chunk.first_position != next {
+                break Err(WalkError::Broken(ChainBreak { position: next, reason: format!("event {next} is missing (the next stored slot is {})", chunk.first_position) }));
+            }
+            if let Some(first) = &chunk.first {
+                if chain_hash(&prev_hash, &first.canonical) != first.hash {
+                    break Err(WalkError::Broken(ChainBreak { position: next, reason: format!("hash of event {next} does not match its bytes and predecessor") }));
+                }
+            }
+            let mut stop = false;
+            for (envelope, hash) in &chunk.envelopes {
+                if envelope.position > until {
+                    stop = true;
+                    break;
+                }
+                visit(envelope);
+                prev_hash = *hash;
+                next += 1;
+            }
+            if let Some(broken) = chunk.broken {
+                if !stop {
+                    break Err(WalkError::Broken(broken));
+                }
+            }
+            if stop {
+                break Ok((next - 1, prev_hash));
+            }
+        };
+        // Unblock the reader and workers before joining them.
+        drop(receivers);
+        match reader.join() {
+            Ok(Err(error)) if outcome.is_ok() => Err(WalkError::Log(error)),
+            _ => outcome,
+        }
+    })
+}
+
+/// Why a walk stopped early.
+#[derive(Debug)]
+pub enum WalkError {
+    Broken(ChainBreak),
+    Log(LogError),
+}
+
+impl From<WalkError> for LogError {
+    fn from(error: WalkError) -> LogError {
+        match error {
+            WalkError::Broken(broken) => broken.into(),
+            WalkError::Log(error) => error,
+        }
+    }
+}
+
 /// Result of walking the whole log (`/v1/audit/verify`, `csp-ledger verify`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
@@ -91,32 +238,24 @@ pub struct VerifyReport {
 /// Walks the chain from position 1 to the head.
 pub fn verify(log: &Log) -> VerifyReport {
     let head = log.head();
-    let mut walker = ChainWalker::default();
-    let broken = |walker: &ChainWalker, position: u64, reason: String| VerifyReport {
+    let mut intact = 0u64;
+    let broken = |intact: u64, position: u64, reason: String| VerifyReport {
         ok: false,
-        events: walker.next_position - 1,
+        events: intact,
         head_hash: hex::encode(head.hash),
         first_bad_position: Some(position),
         reason: Some(reason),
     };
-    for item in log.events_from(1) {
-        let stored = match item {
-            Ok(stored) => stored,
-            Err(LogError::Corrupt { position, reason }) => {
-                return broken(&walker, position.unwrap_or(walker.next_position).min(walker.next_position), reason)
-            }
-            Err(error) => return broken(&walker, walker.next_position, error.to_string()),
-        };
-        if let Err(chain_break) = walker.check(&stored) {
-            return broken(&walker, chain_break.position, chain_break.reason);
-        }
-    }
-    let walked = walker.next_position - 1;
+    let (walked, last_hash) = match walk(log, u64::MAX, |_| intact += 1) {
+        Ok(done) => done,
+        Err(WalkError::Broken(chain_break)) => return broken(intact, chain_break.position, chain_break.reason),
+        Err(WalkError::Log(error)) => return broken(intact, intact + 1, error.to_string()),
+    };
     if walked != head.position {
-        return broken(&walker, walked + 1, format!("the head names position {} but the log ends at {walked}", head.position));
+        return broken(walked, walked + 1, format!("the head names position {} but the log ends at {walked}", head.position));
     }
-    if walker.prev_hash != head.hash {
-        return broken(&walker, walked, "the head hash differs from the last event's hash".to_string());
+    if last_hash != head.hash {
+        return broken(walked, walked, "the head hash differs from the last event's hash".to_string());
     }
     VerifyReport { ok: true, events: walked, head_hash: hex::encode(head.hash), first_bad_position: None, reason: None }
 }

@@ -17,7 +17,7 @@ use thiserror::Error;
 use tracing::{debug, info_span};
 use uuid::Uuid;
 
-use crate::audit::{chain_hash, ChainWalker};
+use crate::audit::chain_hash;
 use crate::domain::{self, Rejection};
 use crate::log::{Commit, Head, Log, LogError, LogOptions, OutcomeRecord, PersonalRecord, StoredEvent, StoredOutcomeKind};
 
@@ -492,18 +492,13 @@ pub fn join_personal(log: &Log, stored: &StoredEvent) -> Result<Vec<(&'static st
     Ok(out)
 }
 
-/// Folds the log from position 1 up to `until` (inclusive), checking the chain on the way.
+/// Folds the log from position 1 up to `until` (inclusive), checking the chain on the way
+/// (chunks are checked and decoded in parallel, folded in order).
 pub fn replay(log: &Log, until: u64) -> Result<LedgerState, LedgerError> {
     let span = info_span!("replay");
     let _entered = span.enter();
     let mut state = LedgerState::new();
-    let mut walker = ChainWalker::default();
-    for item in log.events_from(1) {
-        let stored = item?;
-        if stored.position > until {
-            break;
-        }
-        let envelope = walker.check(&stored).map_err(LogError::from)?;
+    let (walked, last_hash) = crate::audit::walk(log, until, |envelope| {
         let meta = EventMeta {
             position: envelope.position,
             stream_version: envelope.stream_version,
@@ -511,10 +506,11 @@ pub fn replay(log: &Log, until: u64) -> Result<LedgerState, LedgerError> {
             recorded_at: envelope.recorded_at,
         };
         state.apply(&meta, &envelope.event);
-    }
+    })
+    .map_err(LogError::from)?;
     let head = log.head();
-    if until >= head.position && (walker.next_position - 1 != head.position || walker.prev_hash != head.hash) {
-        return Err(LogError::Corrupt { position: Some(walker.next_position), reason: "the log ends before its head".into() }.into());
+    if until >= head.position && (walked != head.position || last_hash != head.hash) {
+        return Err(LogError::Corrupt { position: Some(walked + 1), reason: "the log ends before its head".into() }.into());
     }
     Ok(state)
 }

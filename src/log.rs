@@ -469,6 +469,15 @@ impl Log {
         EventIter { inner: self.db.range(event_key(chunk_start)..event_key(u64::MAX)), buffer: Vec::new().into_iter(), start, failed: false, _log: std::marker::PhantomData }
     }
 
+    /// The raw event chunks in position order: (first position, value).
+    pub fn event_chunks(&self) -> impl Iterator<Item = Result<(u64, IVec), LogError>> + '_ {
+        self.db.scan_prefix(b"E").map(|item| {
+            let (key, value) = item?;
+            let first = key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
+            Ok((first, value))
+        })
+    }
+
     /// Every stored command outcome, in order.
     pub fn outcomes(&self) -> impl Iterator<Item = Result<(u64, OutcomeRecord), LogError>> + '_ {
         self.db.scan_prefix(b"O").flat_map(|item| -> Vec<Result<(u64, OutcomeRecord), LogError>> {
