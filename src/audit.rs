@@ -2,11 +2,11 @@
 //! stored events against it, and `verify`, which walks the whole log.
 
 use crossbeam_channel::bounded;
-use csp_ledger_schemas::event::EventEnvelope;
+use csp_ledger_schemas::event::{EventEnvelope, FoldEvent};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::log::{decode_event_chunk, Log, LogError, StoredEvent};
+use crate::log::{for_each_event_record, Log, LogError, StoredEvent};
 
 /// Threads that check and decode chunks during a parallel walk.
 pub const WALK_WORKER_THREADS: usize = 2;
@@ -85,51 +85,64 @@ impl ChainWalker {
 
 /// One chunk checked and decoded by a walk worker. Links inside the chunk are checked by the
 /// worker; the link from the previous chunk is checked in order by the caller.
-struct CheckedChunk {
+struct CheckedChunk<T> {
     first_position: u64,
     first: Option<StoredEvent>,
     last_hash: [u8; 32],
-    envelopes: Vec<(EventEnvelope, [u8; 32])>,
+    envelopes: Vec<(T, [u8; 32])>,
     /// The first break inside the chunk, if any (envelopes before it are intact).
     broken: Option<ChainBreak>,
 }
 
-fn check_chunk(first_position: u64, value: &[u8]) -> CheckedChunk {
+/// How a walk decodes canonical bytes: to the value it hands on, and the position inside.
+pub type Decoder<T> = fn(&[u8]) -> Result<(u64, T), String>;
+
+/// Full decode: the whole envelope, every field checked (verify, history).
+pub fn decode_full(bytes: &[u8]) -> Result<(u64, EventEnvelope), String> {
+    EventEnvelope::decode(bytes).map(|e| (e.position, e))
+}
+
+/// Fold decode: only what the projections need (replay).
+pub fn decode_fold(bytes: &[u8]) -> Result<(u64, FoldEvent), String> {
+    FoldEvent::decode(bytes).map(|e| (e.position, e))
+}
+
+fn check_chunk<T>(first_position: u64, value: &[u8], decode: Decoder<T>) -> CheckedChunk<T> {
     let mut checked = CheckedChunk { first_position, first: None, last_hash: [0; 32], envelopes: Vec::new(), broken: None };
-    let events = match decode_event_chunk(first_position, value) {
-        Ok(events) => events,
-        Err(error) => {
-            checked.broken = Some(ChainBreak { position: first_position, reason: error.to_string() });
-            return checked;
-        }
-    };
     let mut prev: Option<[u8; 32]> = None;
-    for stored in events {
-        let position = stored.position;
+    let mut broken = None;
+    let result = for_each_event_record(first_position, value, |position, hash, canonical| {
         if let Some(prev) = prev {
-            if chain_hash(&prev, &stored.canonical) != stored.hash {
-                checked.broken = Some(ChainBreak { position, reason: format!("hash of event {position} does not match its bytes and predecessor") });
-                return checked;
+            if chain_hash(&prev, canonical) != *hash {
+                broken = Some(ChainBreak { position, reason: format!("hash of event {position} does not match its bytes and predecessor") });
+                return false;
             }
         }
-        let envelope = match EventEnvelope::decode(&stored.canonical) {
-            Ok(envelope) if envelope.position == position => envelope,
-            Ok(envelope) => {
-                checked.broken = Some(ChainBreak { position, reason: format!("slot {position} holds the event of position {}", envelope.position) });
-                return checked;
+        let envelope = match decode(canonical) {
+            Ok((declared, envelope)) if declared == position => envelope,
+            Ok((declared, _)) => {
+                broken = Some(ChainBreak { position, reason: format!("slot {position} holds the event of position {declared}") });
+                return false;
             }
             Err(error) => {
-                checked.broken = Some(ChainBreak { position, reason: format!("event {position} does not decode: {error}") });
-                return checked;
+                broken = Some(ChainBreak { position, reason: format!("event {position} does not decode: {error}") });
+                return false;
             }
         };
-        prev = Some(stored.hash);
-        checked.last_hash = stored.hash;
-        checked.envelopes.push((envelope, stored.hash));
+        prev = Some(*hash);
+        checked.last_hash = *hash;
+        checked.envelopes.push((envelope, *hash));
         if checked.first.is_none() {
-            checked.first = Some(stored);
+            checked.first = Some(StoredEvent { position, hash: *hash, canonical: canonical.to_vec() });
         }
-    }
+        true
+    });
+    checked.broken = match (broken, result) {
+        (Some(broken), _) => Some(broken),
+        (None, Err(LogError::Corrupt { position, reason })) => Some(ChainBreak { position: position.unwrap_or(first_position), reason }),
+        (None, Err(error)) => Some(ChainBreak { position: first_position, reason: error.to_string() }),
+        (None, Ok(())) => None,
+    };
     checked
 }
 
@@ -137,16 +150,16 @@ fn check_chunk(first_position: u64, value: &[u8]) -> CheckedChunk {
 /// [`WALK_WORKER_THREADS`] threads, and hands every event to `visit` in position order. Stops
 /// at `until` (inclusive) or at the first break, which it returns with its exact position.
 /// Returns the number of events visited and the hash of the last one.
-pub fn walk(log: &Log, until: u64, mut visit: impl FnMut(&EventEnvelope)) -> Result<(u64, [u8; 32]), WalkError> {
+pub fn walk<T: Send>(log: &Log, until: u64, decode: Decoder<T>, mut visit: impl FnMut(u64, &T)) -> Result<(u64, [u8; 32]), WalkError> {
     std::thread::scope(|scope| {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..WALK_WORKER_THREADS {
             let (work_tx, work_rx) = bounded::<(u64, sled::IVec)>(WALK_QUEUE_CHUNKS);
-            let (done_tx, done_rx) = bounded::<CheckedChunk>(WALK_QUEUE_CHUNKS);
+            let (done_tx, done_rx) = bounded::<CheckedChunk<T>>(WALK_QUEUE_CHUNKS);
             scope.spawn(move || {
                 for (first, value) in work_rx {
-                    if done_tx.send(check_chunk(first, &value)).is_err() {
+                    if done_tx.send(check_chunk(first, &value, decode)).is_err() {
                         break;
                     }
                 }
@@ -181,11 +194,11 @@ pub fn walk(log: &Log, until: u64, mut visit: impl FnMut(&EventEnvelope)) -> Res
             }
             let mut stop = false;
             for (envelope, hash) in &chunk.envelopes {
-                if envelope.position > until {
+                if next > until {
                     stop = true;
                     break;
                 }
-                visit(envelope);
+                visit(next, envelope);
                 prev_hash = *hash;
                 next += 1;
             }
@@ -246,7 +259,7 @@ pub fn verify(log: &Log) -> VerifyReport {
         first_bad_position: Some(position),
         reason: Some(reason),
     };
-    let (walked, last_hash) = match walk(log, u64::MAX, |_| intact += 1) {
+    let (walked, last_hash) = match walk(log, u64::MAX, decode_full, |_, _| intact += 1) {
         Ok(done) => done,
         Err(WalkError::Broken(chain_break)) => return broken(intact, chain_break.position, chain_break.reason),
         Err(WalkError::Log(error)) => return broken(intact, intact + 1, error.to_string()),

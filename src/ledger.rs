@@ -498,9 +498,9 @@ pub fn replay(log: &Log, until: u64) -> Result<LedgerState, LedgerError> {
     let span = info_span!("replay");
     let _entered = span.enter();
     let mut state = LedgerState::new();
-    let (walked, last_hash) = crate::audit::walk(log, until, |envelope| {
+    let (walked, last_hash) = crate::audit::walk(log, until, crate::audit::decode_fold, |position, envelope| {
         let meta = EventMeta {
-            position: envelope.position,
+            position,
             stream_version: envelope.stream_version,
             occurred_at: envelope.occurred_at,
             recorded_at: envelope.recorded_at,

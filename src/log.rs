@@ -246,39 +246,54 @@ fn encode_event_chunks_raw(events: &[&StoredEvent]) -> Vec<(u64, Vec<u8>)> {
 
 /// Decodes an event chunk whose first slot is `first_position`.
 pub fn decode_event_chunk(first_position: u64, value: &[u8]) -> Result<Vec<StoredEvent>, LogError> {
-    let damaged = |what: &str| LogError::corrupt(Some(first_position), format!("event chunk at {first_position}: {what}"));
+    let mut events = Vec::new();
+    for_each_event_record(first_position, value, |position, hash, canonical| {
+        events.push(StoredEvent { position, hash: *hash, canonical: canonical.to_vec() });
+        true
+    })?;
+    Ok(events)
+}
+
+/// Calls `visit(position, hash, canonical bytes)` for each record of a chunk without copying
+/// the records; stops early when `visit` returns false.
+pub fn for_each_event_record(
+    first_position: u64,
+    value: &[u8],
+    mut visit: impl FnMut(u64, &[u8; 32], &[u8]) -> bool,
+) -> Result<(), LogError> {
+    let damaged = |position: u64, what: &str| LogError::corrupt(Some(position), format!("event chunk at {first_position}: {what}"));
     let decompressed;
     let records: &[u8] = match value.split_first() {
         Some((&CHUNK_RAW, rest)) => rest,
         Some((&CHUNK_LZ4, rest)) => {
             let size = rest.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
             if size.is_none_or(|size| size > 2 * EVENT_CHUNK_BYTES_MAX + 1024 * 1024) {
-                return Err(damaged("implausible decompressed size"));
+                return Err(damaged(first_position, "implausible decompressed size"));
             }
-            decompressed = lz4_flex::block::decompress_size_prepended(rest).map_err(|e| damaged(&format!("does not decompress: {e}")))?;
+            decompressed = lz4_flex::block::decompress_size_prepended(rest)
+                .map_err(|e| damaged(first_position, &format!("does not decompress: {e}")))?;
             &decompressed
         }
-        _ => return Err(damaged("unknown chunk format")),
+        _ => return Err(damaged(first_position, "unknown chunk format")),
     };
-    let mut events = Vec::new();
     let mut rest = records;
     let mut position = first_position;
     while !rest.is_empty() {
-        let damaged = |what: &str| LogError::corrupt(Some(position), format!("event chunk at {first_position}: {what}"));
         if rest.len() < 36 {
-            return Err(damaged("truncated record header"));
+            return Err(damaged(position, "truncated record header"));
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         if rest.len() < 36 + len {
-            return Err(damaged("record longer than the chunk"));
+            return Err(damaged(position, "record longer than the chunk"));
         }
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&rest[4..36]);
-        events.push(StoredEvent { position, hash, canonical: rest[36..36 + len].to_vec() });
+        let hash: &[u8; 32] = rest[4..36].try_into().map_err(|_| damaged(position, "hash"))?;
+        if !visit(position, hash, &rest[36..36 + len]) {
+            return Ok(());
+        }
         rest = &rest[36 + len..];
         position += 1;
     }
-    Ok(events)
+    Ok(())
 }
 
 fn event_key(position: u64) -> [u8; 9] {
@@ -305,6 +320,12 @@ fn key_position(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
 
+/// The sled configuration of a log directory (also for forensic tools and tests that edit a
+/// store directly: sled refuses to open a store with another segment size).
+pub fn sled_config(dir: &Path) -> sled::Config {
+    sled::Config::new().path(dir.join("sled")).flush_every_ms(None).segment_size(SLED_SEGMENT_BYTES)
+}
+
 /// The log. One writer per directory (sled takes a file lock).
 pub struct Log {
     db: sled::Db,
@@ -319,7 +340,7 @@ impl Log {
     /// stored event. A damaged store is reported as [`LogError::Corrupt`], never served.
     pub fn open(dir: &Path, options: LogOptions) -> Result<Log, LogError> {
         std::fs::create_dir_all(dir).map_err(|error| LogError::Io { path: dir.to_path_buf(), error })?;
-        let config = sled::Config::new().path(dir.join("sled")).flush_every_ms(None).segment_size(SLED_SEGMENT_BYTES);
+        let config = sled_config(dir);
         // sled 0.34 may panic on some damaged files instead of returning an error.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
         let db = match opened {

@@ -114,7 +114,7 @@ fn malformed_lines_get_an_outcome_with_the_line_number_and_processing_goes_on() 
 
 /// The canonical (hashed) bytes of every stored event, read from sled directly.
 fn stored_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let db = sled::open(dir.join("sled")).unwrap();
+    let db = csp_ledger::log::sled_config(dir).open().unwrap();
     let mut all = Vec::new();
     for item in db.scan_prefix(b"E") {
         let (key, value) = item.unwrap();
@@ -180,7 +180,7 @@ fn verify(dir: &std::path::Path) -> (i32, Value) {
 
 /// Rewrites the event chunk holding `position` with `edit` applied to its decoded events.
 fn edit_chunk(dir: &std::path::Path, position: u64, edit: impl FnOnce(&mut Vec<csp_ledger::log::StoredEvent>, usize)) {
-    let db = sled::open(dir.join("sled")).unwrap();
+    let db = csp_ledger::log::sled_config(dir).open().unwrap();
     let mut key = vec![b'E'];
     key.extend_from_slice(&position.to_be_bytes());
     let (chunk_key, value) = db.range(&[b'E'][..]..=&key[..]).next_back().unwrap().unwrap();
