@@ -6,10 +6,11 @@
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use thiserror::Error;
 
-use crate::ledger::{Ledger, LedgerError, Submission, SUBMIT_BATCH_COMMANDS_MAX};
+use crate::ledger::{Ledger, LedgerError, Prepared, Submission, SUBMIT_BATCH_COMMANDS_MAX};
+use crate::log::LogError;
 
 /// Parsed commands waiting for the writer; bounds the memory the reader can run ahead with.
 pub const PIPELINE_DEPTH_COMMANDS: usize = 4 * SUBMIT_BATCH_COMMANDS_MAX;
@@ -64,7 +65,10 @@ fn spawn_reader<R: BufRead + Send + 'static>(mut input: R) -> Receiver<Read> {
                     while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                         line.pop();
                     }
-                    if sender.send(Read::Line(Submission::parse(Some(number), &line))).is_err() {
+                    if sender
+                        .send(Read::Line(Submission::parse(Some(number), &line)))
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -79,60 +83,154 @@ fn spawn_reader<R: BufRead + Send + 'static>(mut input: R) -> Receiver<Read> {
 }
 
 /// Applies every line of `input` and writes one outcome line per input line to `output`.
-pub fn apply_lines<R, W>(ledger: &mut Ledger, input: R, output: &mut W) -> Result<ApplyStats, ApplyError>
+///
+/// Two batches are in flight at most: while a committer thread makes batch N durable, this
+/// thread decides batch N+1. Outcomes of a batch are written only after its commit returned.
+pub fn apply_lines<R, W>(
+    ledger: &mut Ledger,
+    input: R,
+    output: &mut W,
+) -> Result<ApplyStats, ApplyError>
 where
     R: BufRead + Send + 'static,
     W: Write,
 {
     let started = Instant::now();
     let receiver = spawn_reader(input);
+    let log = ledger.log_handle();
     let mut stats = ApplyStats::default();
-    let mut buffer = Vec::with_capacity(1 << 20);
-    loop {
-        let waiting = Instant::now();
-        let first = match receiver.recv() {
-            Ok(Read::Line(submission)) => submission,
-            Ok(Read::Failed(error)) => return Err(error.into()),
-            Err(_) => break,
-        };
-        let mut batch = Vec::with_capacity(SUBMIT_BATCH_COMMANDS_MAX.min(receiver.len() + 1));
-        batch.push(first);
-        let mut read_error = None;
-        while batch.len() < SUBMIT_BATCH_COMMANDS_MAX {
-            match receiver.try_recv() {
-                Ok(Read::Line(submission)) => batch.push(submission),
-                Ok(Read::Failed(error)) => {
-                    read_error = Some(error);
+    let (commit_tx, commit_rx) = bounded::<Prepared>(1);
+    let (done_tx, done_rx) = bounded::<(Prepared, Result<(), LogError>)>(1);
+    let committer = std::thread::Builder::new()
+        .name("committer".into())
+        .spawn(move || {
+            for mut prepared in commit_rx {
+                let committed = prepared.commit(&log).map(|_| ());
+                let failed = committed.is_err();
+                if done_tx.send((prepared, committed)).is_err() || failed {
                     break;
                 }
-                Err(_) => break,
             }
-        }
-        stats.wait_seconds += waiting.elapsed().as_secs_f64();
-        let result = ledger.submit(batch)?;
-        let writing = Instant::now();
-        stats.decide_seconds += result.decide_micros as f64 / 1e6;
-        stats.append_seconds += result.append_micros as f64 / 1e6;
-        stats.batches += 1;
-        stats.events += result.events.len() as u64;
-        buffer.clear();
-        for (index, outcome) in result.outcomes.iter().enumerate() {
-            stats.commands += 1;
-            match outcome.kind() {
-                "accepted" => stats.accepted += 1,
-                "rejected" => stats.rejected += 1,
-                _ => stats.duplicates += 1,
-            }
-            result.write_outcome_json(index, &mut buffer);
-            buffer.push(b'\n');
-        }
-        output.write_all(&buffer)?;
-        output.flush()?;
-        stats.output_seconds += writing.elapsed().as_secs_f64();
-        if let Some(error) = read_error {
-            return Err(error.into());
-        }
-    }
+        })?;
+    let outcome = pipeline(ledger, &receiver, &commit_tx, &done_rx, output, &mut stats);
+    drop(commit_tx);
+    let _ = committer.join();
+    outcome?;
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+fn pipeline<W: Write>(
+    ledger: &mut Ledger,
+    receiver: &Receiver<Read>,
+    commit_tx: &Sender<Prepared>,
+    done_rx: &Receiver<(Prepared, Result<(), LogError>)>,
+    output: &mut W,
+    stats: &mut ApplyStats,
+) -> Result<(), ApplyError> {
+    let mut in_flight = 0usize;
+    let mut buffer = Vec::with_capacity(1 << 20);
+    let mut input_done = false;
+    loop {
+        // Gather what has arrived. Block for input only when nothing is in flight.
+        let mut batch = Vec::new();
+        let mut read_error = None;
+        if !input_done {
+            let waiting = Instant::now();
+            let first = if in_flight == 0 {
+                receiver.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                receiver.try_recv()
+            };
+            stats.wait_seconds += waiting.elapsed().as_secs_f64();
+            match first {
+                Ok(Read::Line(submission)) => batch.push(submission),
+                Ok(Read::Failed(error)) => read_error = Some(error),
+                Err(TryRecvError::Disconnected) => input_done = true,
+                Err(TryRecvError::Empty) => {}
+            }
+            while !batch.is_empty()
+                && batch.len() < SUBMIT_BATCH_COMMANDS_MAX
+                && read_error.is_none()
+            {
+                match receiver.try_recv() {
+                    Ok(Read::Line(submission)) => batch.push(submission),
+                    Ok(Read::Failed(error)) => read_error = Some(error),
+                    Err(_) => break,
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let prepared = ledger.prepare(batch, Vec::new())?;
+            stats.decide_seconds += prepared.result.decide_micros as f64 / 1e6;
+            if commit_tx.send(prepared).is_err() {
+                ledger.poison();
+                return Err(ApplyError::Io(std::io::Error::other(
+                    "the committer thread stopped",
+                )));
+            }
+            in_flight += 1;
+        }
+        // Finish a commit when the pipeline is full, when input is idle, or at the end.
+        if in_flight > 0
+            && (in_flight >= 2 || batch_idle(receiver) || input_done || read_error.is_some())
+        {
+            finish_one(ledger, done_rx, output, &mut buffer, stats)?;
+            in_flight -= 1;
+        }
+        if let Some(error) = read_error {
+            while in_flight > 0 {
+                finish_one(ledger, done_rx, output, &mut buffer, stats)?;
+                in_flight -= 1;
+            }
+            return Err(error.into());
+        }
+        if input_done && in_flight == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn batch_idle(receiver: &Receiver<Read>) -> bool {
+    receiver.is_empty()
+}
+
+fn finish_one<W: Write>(
+    ledger: &mut Ledger,
+    done_rx: &Receiver<(Prepared, Result<(), LogError>)>,
+    output: &mut W,
+    buffer: &mut Vec<u8>,
+    stats: &mut ApplyStats,
+) -> Result<(), ApplyError> {
+    let Ok((prepared, committed)) = done_rx.recv() else {
+        ledger.poison();
+        return Err(ApplyError::Io(std::io::Error::other(
+            "the committer thread stopped",
+        )));
+    };
+    if let Err(error) = committed {
+        ledger.poison();
+        return Err(ApplyError::Ledger(error.into()));
+    }
+    let writing = Instant::now();
+    let mut result = prepared.result;
+    ledger.resolve(&mut result)?;
+    stats.append_seconds += result.append_micros as f64 / 1e6;
+    stats.batches += 1;
+    stats.events += result.events.len() as u64;
+    buffer.clear();
+    for (index, outcome) in result.outcomes.iter().enumerate() {
+        stats.commands += 1;
+        match outcome.kind() {
+            "accepted" => stats.accepted += 1,
+            "rejected" => stats.rejected += 1,
+            _ => stats.duplicates += 1,
+        }
+        result.write_outcome_json(index, buffer);
+        buffer.push(b'\n');
+    }
+    output.write_all(buffer)?;
+    output.flush()?;
+    stats.output_seconds += writing.elapsed().as_secs_f64();
+    Ok(())
 }

@@ -38,7 +38,10 @@ pub struct ChainBreak {
 
 impl From<ChainBreak> for LogError {
     fn from(broken: ChainBreak) -> LogError {
-        LogError::Corrupt { position: Some(broken.position), reason: broken.reason }
+        LogError::Corrupt {
+            position: Some(broken.position),
+            reason: broken.reason,
+        }
     }
 }
 
@@ -52,7 +55,10 @@ pub struct ChainWalker {
 
 impl Default for ChainWalker {
     fn default() -> Self {
-        ChainWalker { next_position: 1, prev_hash: GENESIS_HASH }
+        ChainWalker {
+            next_position: 1,
+            prev_hash: GENESIS_HASH,
+        }
     }
 }
 
@@ -63,18 +69,31 @@ impl ChainWalker {
         if stored.position != position {
             return Err(ChainBreak {
                 position,
-                reason: format!("event {position} is missing (the next stored slot is {})", stored.position),
+                reason: format!(
+                    "event {position} is missing (the next stored slot is {})",
+                    stored.position
+                ),
             });
         }
         if chain_hash(&self.prev_hash, &stored.canonical) != stored.hash {
-            return Err(ChainBreak { position, reason: format!("hash of event {position} does not match its bytes and predecessor") });
+            return Err(ChainBreak {
+                position,
+                reason: format!(
+                    "hash of event {position} does not match its bytes and predecessor"
+                ),
+            });
         }
-        let envelope = EventEnvelope::decode(&stored.canonical)
-            .map_err(|error| ChainBreak { position, reason: format!("event {position} does not decode: {error}") })?;
+        let envelope = EventEnvelope::decode(&stored.canonical).map_err(|error| ChainBreak {
+            position,
+            reason: format!("event {position} does not decode: {error}"),
+        })?;
         if envelope.position != position {
             return Err(ChainBreak {
                 position,
-                reason: format!("slot {position} holds the event of position {}", envelope.position),
+                reason: format!(
+                    "slot {position} holds the event of position {}",
+                    envelope.position
+                ),
             });
         }
         self.next_position += 1;
@@ -108,24 +127,41 @@ pub fn decode_fold(bytes: &[u8]) -> Result<(u64, FoldEvent), String> {
 }
 
 fn check_chunk<T>(first_position: u64, value: &[u8], decode: Decoder<T>) -> CheckedChunk<T> {
-    let mut checked = CheckedChunk { first_position, first: None, last_hash: [0; 32], envelopes: Vec::new(), broken: None };
+    let mut checked = CheckedChunk {
+        first_position,
+        first: None,
+        last_hash: [0; 32],
+        envelopes: Vec::new(),
+        broken: None,
+    };
     let mut prev: Option<[u8; 32]> = None;
     let mut broken = None;
     let result = for_each_event_record(first_position, value, |position, hash, canonical| {
         if let Some(prev) = prev {
             if chain_hash(&prev, canonical) != *hash {
-                broken = Some(ChainBreak { position, reason: format!("hash of event {position} does not match its bytes and predecessor") });
+                broken = Some(ChainBreak {
+                    position,
+                    reason: format!(
+                        "hash of event {position} does not match its bytes and predecessor"
+                    ),
+                });
                 return false;
             }
         }
         let envelope = match decode(canonical) {
             Ok((declared, envelope)) if declared == position => envelope,
             Ok((declared, _)) => {
-                broken = Some(ChainBreak { position, reason: format!("slot {position} holds the event of position {declared}") });
+                broken = Some(ChainBreak {
+                    position,
+                    reason: format!("slot {position} holds the event of position {declared}"),
+                });
                 return false;
             }
             Err(error) => {
-                broken = Some(ChainBreak { position, reason: format!("event {position} does not decode: {error}") });
+                broken = Some(ChainBreak {
+                    position,
+                    reason: format!("event {position} does not decode: {error}"),
+                });
                 return false;
             }
         };
@@ -133,14 +169,24 @@ fn check_chunk<T>(first_position: u64, value: &[u8], decode: Decoder<T>) -> Chec
         checked.last_hash = *hash;
         checked.envelopes.push((envelope, *hash));
         if checked.first.is_none() {
-            checked.first = Some(StoredEvent { position, hash: *hash, canonical: canonical.to_vec() });
+            checked.first = Some(StoredEvent {
+                position,
+                hash: *hash,
+                canonical: canonical.to_vec(),
+            });
         }
         true
     });
     checked.broken = match (broken, result) {
         (Some(broken), _) => Some(broken),
-        (None, Err(LogError::Corrupt { position, reason })) => Some(ChainBreak { position: position.unwrap_or(first_position), reason }),
-        (None, Err(error)) => Some(ChainBreak { position: first_position, reason: error.to_string() }),
+        (None, Err(LogError::Corrupt { position, reason })) => Some(ChainBreak {
+            position: position.unwrap_or(first_position),
+            reason,
+        }),
+        (None, Err(error)) => Some(ChainBreak {
+            position: first_position,
+            reason: error.to_string(),
+        }),
         (None, Ok(())) => None,
     };
     checked
@@ -150,7 +196,12 @@ fn check_chunk<T>(first_position: u64, value: &[u8], decode: Decoder<T>) -> Chec
 /// [`WALK_WORKER_THREADS`] threads, and hands every event to `visit` in position order. Stops
 /// at `until` (inclusive) or at the first break, which it returns with its exact position.
 /// Returns the number of events visited and the hash of the last one.
-pub fn walk<T: Send>(log: &Log, until: u64, decode: Decoder<T>, mut visit: impl FnMut(u64, &T)) -> Result<(u64, [u8; 32]), WalkError> {
+pub fn walk<T: Send>(
+    log: &Log,
+    until: u64,
+    decode: Decoder<T>,
+    mut visit: impl FnMut(u64, &T),
+) -> Result<(u64, [u8; 32]), WalkError> {
     std::thread::scope(|scope| {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
@@ -170,7 +221,11 @@ pub fn walk<T: Send>(log: &Log, until: u64, decode: Decoder<T>, mut visit: impl 
         let reader = scope.spawn(move || -> Result<(), LogError> {
             for (index, item) in log.event_chunks().enumerate() {
                 let (first, value) = item?;
-                if first > until || senders[index % WALK_WORKER_THREADS].send((first, value)).is_err() {
+                if first > until
+                    || senders[index % WALK_WORKER_THREADS]
+                        .send((first, value))
+                        .is_err()
+                {
                     break;
                 }
             }
@@ -185,11 +240,22 @@ pub fn walk<T: Send>(log: &Log, until: u64, decode: Decoder<T>, mut visit: impl 
             };
             index += 1;
             if chunk.first_position != next {
-                break Err(WalkError::Broken(ChainBreak { position: next, reason: format!("event {next} is missing (the next stored slot is {})", chunk.first_position) }));
+                break Err(WalkError::Broken(ChainBreak {
+                    position: next,
+                    reason: format!(
+                        "event {next} is missing (the next stored slot is {})",
+                        chunk.first_position
+                    ),
+                }));
             }
             if let Some(first) = &chunk.first {
                 if chain_hash(&prev_hash, &first.canonical) != first.hash {
-                    break Err(WalkError::Broken(ChainBreak { position: next, reason: format!("hash of event {next} does not match its bytes and predecessor") }));
+                    break Err(WalkError::Broken(ChainBreak {
+                        position: next,
+                        reason: format!(
+                            "hash of event {next} does not match its bytes and predecessor"
+                        ),
+                    }));
                 }
             }
             let mut stop = false;
@@ -261,14 +327,33 @@ pub fn verify(log: &Log) -> VerifyReport {
     };
     let (walked, last_hash) = match walk(log, u64::MAX, decode_full, |_, _| intact += 1) {
         Ok(done) => done,
-        Err(WalkError::Broken(chain_break)) => return broken(intact, chain_break.position, chain_break.reason),
+        Err(WalkError::Broken(chain_break)) => {
+            return broken(intact, chain_break.position, chain_break.reason)
+        }
         Err(WalkError::Log(error)) => return broken(intact, intact + 1, error.to_string()),
     };
     if walked != head.position {
-        return broken(walked, walked + 1, format!("the head names position {} but the log ends at {walked}", head.position));
+        return broken(
+            walked,
+            walked + 1,
+            format!(
+                "the head names position {} but the log ends at {walked}",
+                head.position
+            ),
+        );
     }
     if last_hash != head.hash {
-        return broken(walked, walked, "the head hash differs from the last event's hash".to_string());
+        return broken(
+            walked,
+            walked,
+            "the head hash differs from the last event's hash".to_string(),
+        );
     }
-    VerifyReport { ok: true, events: walked, head_hash: hex::encode(head.hash), first_bad_position: None, reason: None }
+    VerifyReport {
+        ok: true,
+        events: walked,
+        head_hash: hex::encode(head.hash),
+        first_bad_position: None,
+        reason: None,
+    }
 }

@@ -46,7 +46,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// Generates `commands` commands, applies them to a fresh log in `dir` through the same
 /// pipeline as `csp-ledger apply`, then replays the log.
-pub fn run(dir: &Path, commands: usize, seed: u64, options: LogOptions) -> Result<BenchReport, ApplyError> {
+pub fn run(
+    dir: &Path,
+    commands: usize,
+    seed: u64,
+    options: LogOptions,
+) -> Result<BenchReport, ApplyError> {
     let mut input = Vec::with_capacity(commands * 450);
     for envelope in Generator::new(seed).take(commands) {
         input.extend_from_slice(envelope.to_json().as_bytes());

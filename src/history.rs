@@ -37,7 +37,11 @@ pub struct HistoryFilter {
 }
 
 /// Writes matching events as JSON lines; returns how many.
-pub fn write_history(log: &Log, filter: &HistoryFilter, out: &mut impl Write) -> Result<u64, LedgerError> {
+pub fn write_history(
+    log: &Log,
+    filter: &HistoryFilter,
+    out: &mut impl Write,
+) -> Result<u64, LedgerError> {
     let mut prev_hash = [0u8; 32];
     let mut written = 0;
     let mut line = Vec::with_capacity(1024);
@@ -54,8 +58,11 @@ pub fn write_history(log: &Log, filter: &HistoryFilter, out: &mut impl Write) ->
                 break;
             }
         }
-        let envelope = EventEnvelope::decode(&stored.canonical)
-            .map_err(|reason| LogError::Corrupt { position: Some(stored.position), reason })?;
+        let envelope =
+            EventEnvelope::decode(&stored.canonical).map_err(|reason| LogError::Corrupt {
+                position: Some(stored.position),
+                reason,
+            })?;
         if let Some(Until::Time(until)) = filter.until {
             if envelope.recorded_at > until {
                 break;
@@ -64,9 +71,19 @@ pub fn write_history(log: &Log, filter: &HistoryFilter, out: &mut impl Write) ->
         if filter.stream.is_none_or(|s| s == envelope.stream) {
             let personal = join_personal(log, &stored)?;
             line.clear();
-            crate::ledger::write_event_json(&AnsweredEvent { stored, prev_hash, personal }, &mut line);
+            crate::ledger::write_event_json(
+                &AnsweredEvent {
+                    stored,
+                    prev_hash,
+                    personal,
+                },
+                &mut line,
+            );
             line.push(b'\n');
-            out.write_all(&line).map_err(|error| LogError::Io { path: "<output>".into(), error })?;
+            out.write_all(&line).map_err(|error| LogError::Io {
+                path: "<output>".into(),
+                error,
+            })?;
             written += 1;
         }
         prev_hash = hash;

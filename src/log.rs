@@ -49,11 +49,17 @@ pub enum LogError {
     Storage(#[from] sled::Error),
     /// An fsync or file error outside sled. Edge: as `Storage`.
     #[error("I/O error on {path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The store is damaged: a record does not decode, the head disagrees with the events, or
     /// the hash chain breaks. Edge: refuse to serve; exit 2 from `verify`.
     #[error("the log is damaged at position {position:?}: {reason}")]
-    Corrupt { position: Option<u64>, reason: String },
+    Corrupt {
+        position: Option<u64>,
+        reason: String,
+    },
     /// The directory holds something that is not a csp-ledger log of this format.
     #[error("{0}")]
     Incompatible(String),
@@ -64,7 +70,10 @@ pub enum LogError {
 
 impl LogError {
     fn corrupt(position: Option<u64>, reason: impl Into<String>) -> LogError {
-        LogError::Corrupt { position, reason: reason.into() }
+        LogError::Corrupt {
+            position,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -91,7 +100,11 @@ pub struct Head {
 }
 
 impl Head {
-    pub const GENESIS: Head = Head { position: 0, hash: [0; 32], next_outcome_seq: 1 };
+    pub const GENESIS: Head = Head {
+        position: 0,
+        hash: [0; 32],
+        next_outcome_seq: 1,
+    };
 
     fn encode(&self) -> [u8; 48] {
         let mut out = [0u8; 48];
@@ -248,7 +261,11 @@ fn encode_event_chunks_raw(events: &[&StoredEvent]) -> Vec<(u64, Vec<u8>)> {
 pub fn decode_event_chunk(first_position: u64, value: &[u8]) -> Result<Vec<StoredEvent>, LogError> {
     let mut events = Vec::new();
     for_each_event_record(first_position, value, |position, hash, canonical| {
-        events.push(StoredEvent { position, hash: *hash, canonical: canonical.to_vec() });
+        events.push(StoredEvent {
+            position,
+            hash: *hash,
+            canonical: canonical.to_vec(),
+        });
         true
     })?;
     Ok(events)
@@ -261,12 +278,19 @@ pub fn for_each_event_record(
     value: &[u8],
     mut visit: impl FnMut(u64, &[u8; 32], &[u8]) -> bool,
 ) -> Result<(), LogError> {
-    let damaged = |position: u64, what: &str| LogError::corrupt(Some(position), format!("event chunk at {first_position}: {what}"));
+    let damaged = |position: u64, what: &str| {
+        LogError::corrupt(
+            Some(position),
+            format!("event chunk at {first_position}: {what}"),
+        )
+    };
     let decompressed;
     let records: &[u8] = match value.split_first() {
         Some((&CHUNK_RAW, rest)) => rest,
         Some((&CHUNK_LZ4, rest)) => {
-            let size = rest.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            let size = rest
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
             if size.is_none_or(|size| size > 2 * EVENT_CHUNK_BYTES_MAX + 1024 * 1024) {
                 return Err(damaged(first_position, "implausible decompressed size"));
             }
@@ -286,7 +310,9 @@ pub fn for_each_event_record(
         if rest.len() < 36 + len {
             return Err(damaged(position, "record longer than the chunk"));
         }
-        let hash: &[u8; 32] = rest[4..36].try_into().map_err(|_| damaged(position, "hash"))?;
+        let hash: &[u8; 32] = rest[4..36]
+            .try_into()
+            .map_err(|_| damaged(position, "hash"))?;
         if !visit(position, hash, &rest[36..36 + len]) {
             return Ok(());
         }
@@ -323,7 +349,10 @@ fn key_position(key: &[u8]) -> Option<u64> {
 /// The sled configuration of a log directory (also for forensic tools and tests that edit a
 /// store directly: sled refuses to open a store with another segment size).
 pub fn sled_config(dir: &Path) -> sled::Config {
-    sled::Config::new().path(dir.join("sled")).flush_every_ms(None).segment_size(SLED_SEGMENT_BYTES)
+    sled::Config::new()
+        .path(dir.join("sled"))
+        .flush_every_ms(None)
+        .segment_size(SLED_SEGMENT_BYTES)
 }
 
 /// The log. One writer per directory (sled takes a file lock).
@@ -331,7 +360,8 @@ pub struct Log {
     db: sled::Db,
     data_file: Option<File>,
     data_path: PathBuf,
-    head: Head,
+    /// The durable head; the lock also serialises appends (one writer).
+    head: std::sync::Mutex<Head>,
     options: LogOptions,
 }
 
@@ -339,17 +369,28 @@ impl Log {
     /// Opens (or creates) the log in `dir` and checks that the head agrees with the last
     /// stored event. A damaged store is reported as [`LogError::Corrupt`], never served.
     pub fn open(dir: &Path, options: LogOptions) -> Result<Log, LogError> {
-        std::fs::create_dir_all(dir).map_err(|error| LogError::Io { path: dir.to_path_buf(), error })?;
+        std::fs::create_dir_all(dir).map_err(|error| LogError::Io {
+            path: dir.to_path_buf(),
+            error,
+        })?;
         let config = sled_config(dir);
         // sled 0.34 may panic on some damaged files instead of returning an error.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Corruption { at, .. })) => {
-                return Err(LogError::corrupt(None, format!("sled reports corruption at {at:?}")))
+                return Err(LogError::corrupt(
+                    None,
+                    format!("sled reports corruption at {at:?}"),
+                ))
             }
             Ok(Err(error)) => return Err(error.into()),
-            Err(_) => return Err(LogError::corrupt(None, "sled panicked while opening the store")),
+            Err(_) => {
+                return Err(LogError::corrupt(
+                    None,
+                    "sled panicked while opening the store",
+                ))
+            }
         };
         match db.get(b"M")? {
             None if db.is_empty() => {
@@ -366,7 +407,12 @@ impl Log {
                     String::from_utf8_lossy(FORMAT)
                 )))
             }
-            None => return Err(LogError::corrupt(None, "format marker missing from a non-empty store")),
+            None => {
+                return Err(LogError::corrupt(
+                    None,
+                    "format marker missing from a non-empty store",
+                ))
+            }
         }
         let head = db
             .get(b"H")?
@@ -374,29 +420,48 @@ impl Log {
             .ok_or_else(|| LogError::corrupt(None, "head record missing or malformed"))?;
         let data_path = dir.join("sled").join("db");
         let data_file = if options.fsync {
-            Some(File::open(&data_path).map_err(|error| LogError::Io { path: data_path.clone(), error })?)
+            Some(File::open(&data_path).map_err(|error| LogError::Io {
+                path: data_path.clone(),
+                error,
+            })?)
         } else {
             None
         };
-        let log = Log { db, data_file, data_path, head, options };
+        let log = Log {
+            db,
+            data_file,
+            data_path,
+            head: std::sync::Mutex::new(head),
+            options,
+        };
         log.check_tail()?;
         Ok(log)
     }
 
     /// The head agrees with the last chunk: same last position, same hash.
     fn check_tail(&self) -> Result<(), LogError> {
+        let head = self.head();
         let last = self.db.scan_prefix(b"E").next_back().transpose()?;
         match last {
-            None if self.head.position == 0 => Ok(()),
-            None => Err(LogError::corrupt(Some(1), format!("head says {} events, the store holds none", self.head.position))),
+            None if head.position == 0 => Ok(()),
+            None => Err(LogError::corrupt(
+                Some(1),
+                format!("head says {} events, the store holds none", head.position),
+            )),
             Some((key, value)) => {
-                let first = key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
+                let first = key_position(&key)
+                    .ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
                 let events = decode_event_chunk(first, &value)?;
-                let last = events.last().ok_or_else(|| LogError::corrupt(Some(first), "empty event chunk"))?;
-                if last.position != self.head.position || last.hash != self.head.hash {
+                let last = events
+                    .last()
+                    .ok_or_else(|| LogError::corrupt(Some(first), "empty event chunk"))?;
+                if last.position != head.position || last.hash != head.hash {
                     return Err(LogError::corrupt(
-                        Some(last.position.min(self.head.position + 1)),
-                        format!("head (position {}) disagrees with the last stored event (position {})", self.head.position, last.position),
+                        Some(last.position.min(head.position + 1)),
+                        format!(
+                            "head (position {}) disagrees with the last stored event (position {})",
+                            head.position, last.position
+                        ),
                     ));
                 }
                 Ok(())
@@ -404,8 +469,12 @@ impl Log {
         }
     }
 
+    /// The durable head.
     pub fn head(&self) -> Head {
-        self.head
+        *self
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn options(&self) -> LogOptions {
@@ -414,20 +483,29 @@ impl Log {
 
     /// Appends a commit atomically and durably: nothing of it is visible after a crash unless
     /// all of it is, and it is on disk when this returns `Ok`.
-    pub fn append(&mut self, commit: Commit<'_>) -> Result<Head, LogError> {
-        if commit.prev_hash != self.head.hash {
-            return Err(LogError::Contract("prev_hash is not the head's hash".into()));
+    pub fn append(&self, commit: Commit<'_>) -> Result<Head, LogError> {
+        let mut current = self
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if commit.prev_hash != current.hash {
+            return Err(LogError::Contract(
+                "prev_hash is not the head's hash".into(),
+            ));
         }
         for (i, event) in commit.events.iter().enumerate() {
-            if event.position != self.head.position + 1 + i as u64 {
-                return Err(LogError::Contract(format!("event position {} is not contiguous with head {}", event.position, self.head.position)));
+            if event.position != current.position + 1 + i as u64 {
+                return Err(LogError::Contract(format!(
+                    "event position {} is not contiguous with head {}",
+                    event.position, current.position
+                )));
             }
         }
         let mut batch = sled::Batch::default();
         for (first, value) in encode_event_chunks(commit.events) {
             batch.insert(&event_key(first), value);
         }
-        let mut seq = self.head.next_outcome_seq;
+        let mut seq = current.next_outcome_seq;
         let mut chunk: Vec<u8> = Vec::new();
         let mut chunk_seq = seq;
         let mut record = Vec::new();
@@ -457,13 +535,20 @@ impl Log {
             batch.insert(key, &offset.to_be_bytes());
         }
         let head = match commit.events.last() {
-            Some(last) => Head { position: last.position, hash: last.hash, next_outcome_seq: seq },
-            None => Head { next_outcome_seq: seq, ..self.head },
+            Some(last) => Head {
+                position: last.position,
+                hash: last.hash,
+                next_outcome_seq: seq,
+            },
+            None => Head {
+                next_outcome_seq: seq,
+                ..*current
+            },
         };
         batch.insert(b"H", &head.encode()[..]);
         self.db.apply_batch(batch)?;
         self.sync()?;
-        self.head = head;
+        *current = head;
         Ok(head)
     }
 
@@ -471,7 +556,10 @@ impl Log {
     fn sync(&self) -> Result<(), LogError> {
         self.db.flush()?;
         if let Some(file) = &self.data_file {
-            file.sync_data().map_err(|error| LogError::Io { path: self.data_path.clone(), error })?;
+            file.sync_data().map_err(|error| LogError::Io {
+                path: self.data_path.clone(),
+                error,
+            })?;
         }
         Ok(())
     }
@@ -487,37 +575,52 @@ impl Log {
             .and_then(|r| r.ok())
             .and_then(|(key, _)| key_position(&key))
             .unwrap_or(start);
-        EventIter { inner: self.db.range(event_key(chunk_start)..event_key(u64::MAX)), buffer: Vec::new().into_iter(), start, failed: false, _log: std::marker::PhantomData }
+        EventIter {
+            inner: self.db.range(event_key(chunk_start)..event_key(u64::MAX)),
+            buffer: Vec::new().into_iter(),
+            start,
+            failed: false,
+            _log: std::marker::PhantomData,
+        }
     }
 
     /// The raw event chunks in position order: (first position, value).
     pub fn event_chunks(&self) -> impl Iterator<Item = Result<(u64, IVec), LogError>> + '_ {
         self.db.scan_prefix(b"E").map(|item| {
             let (key, value) = item?;
-            let first = key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
+            let first =
+                key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
             Ok((first, value))
         })
     }
 
     /// Every stored command outcome, in order.
     pub fn outcomes(&self) -> impl Iterator<Item = Result<(u64, OutcomeRecord), LogError>> + '_ {
-        self.db.scan_prefix(b"O").flat_map(|item| -> Vec<Result<(u64, OutcomeRecord), LogError>> {
-            match item {
-                Err(error) => vec![Err(error.into())],
-                Ok((key, value)) => match key_position(&key) {
-                    None => vec![Err(LogError::corrupt(None, "malformed outcome key"))],
-                    Some(first) => decode_outcome_chunk(first, &value),
-                },
-            }
-        })
+        self.db
+            .scan_prefix(b"O")
+            .flat_map(|item| -> Vec<Result<(u64, OutcomeRecord), LogError>> {
+                match item {
+                    Err(error) => vec![Err(error.into())],
+                    Ok((key, value)) => match key_position(&key) {
+                        None => vec![Err(LogError::corrupt(None, "malformed outcome key"))],
+                        Some(first) => decode_outcome_chunk(first, &value),
+                    },
+                }
+            })
     }
 
     /// The outcome with sequence number `seq`.
     pub fn outcome_at(&self, seq: u64) -> Result<Option<OutcomeRecord>, LogError> {
-        let Some((key, value)) = self.db.range(outcome_key(0)..=outcome_key(seq)).next_back().transpose()? else {
+        let Some((key, value)) = self
+            .db
+            .range(outcome_key(0)..=outcome_key(seq))
+            .next_back()
+            .transpose()?
+        else {
             return Ok(None);
         };
-        let first = key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed outcome key"))?;
+        let first =
+            key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed outcome key"))?;
         for item in decode_outcome_chunk(first, &value) {
             let (s, record) = item?;
             if s == seq {
@@ -528,21 +631,32 @@ impl Log {
     }
 
     /// The clear value and salt committed to by `commitment` for `subject`, unless erased.
-    pub fn personal(&self, subject: Uuid, commitment: &Commitment) -> Result<Option<([u8; 16], String)>, LogError> {
+    pub fn personal(
+        &self,
+        subject: Uuid,
+        commitment: &Commitment,
+    ) -> Result<Option<([u8; 16], String)>, LogError> {
         let Some(raw) = self.db.get(personal_key(subject, commitment))? else {
             return Ok(None);
         };
         if raw.len() < 16 {
-            return Err(LogError::corrupt(None, format!("personal record of {subject} is truncated")));
+            return Err(LogError::corrupt(
+                None,
+                format!("personal record of {subject} is truncated"),
+            ));
         }
-        let salt: [u8; 16] = raw[..16].try_into().map_err(|_| LogError::corrupt(None, "salt"))?;
-        let value = String::from_utf8(raw[16..].to_vec()).map_err(|_| LogError::corrupt(None, format!("personal record of {subject} is not UTF-8")))?;
+        let salt: [u8; 16] = raw[..16]
+            .try_into()
+            .map_err(|_| LogError::corrupt(None, "salt"))?;
+        let value = String::from_utf8(raw[16..].to_vec()).map_err(|_| {
+            LogError::corrupt(None, format!("personal record of {subject} is not UTF-8"))
+        })?;
         Ok(Some((salt, value)))
     }
 
     /// Erases every personal value of a data subject; returns how many were removed.
     /// The hashed events keep their commitments, so the chain stays valid.
-    pub fn erase_subject(&mut self, subject: Uuid) -> Result<usize, LogError> {
+    pub fn erase_subject(&self, subject: Uuid) -> Result<usize, LogError> {
         let mut prefix = vec![b'P'];
         prefix.extend_from_slice(subject.as_bytes());
         let mut batch = sled::Batch::default();
@@ -563,7 +677,12 @@ impl Log {
         for item in self.db.scan_prefix(b"K") {
             let (key, value) = item?;
             let name = String::from_utf8_lossy(&key[1..]).into_owned();
-            let offset = i64::from_be_bytes(value.as_ref().try_into().map_err(|_| LogError::corrupt(None, "malformed offset"))?);
+            let offset = i64::from_be_bytes(
+                value
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| LogError::corrupt(None, "malformed offset"))?,
+            );
             out.push((name, offset));
         }
         Ok(out)
@@ -581,14 +700,20 @@ fn decode_outcome_chunk(first: u64, value: &IVec) -> Vec<Result<(u64, OutcomeRec
     let mut seq = first;
     while !rest.is_empty() {
         if rest.len() < 4 {
-            out.push(Err(LogError::corrupt(None, format!("outcome chunk {first}: truncated"))));
+            out.push(Err(LogError::corrupt(
+                None,
+                format!("outcome chunk {first}: truncated"),
+            )));
             break;
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         match rest.get(4..4 + len).and_then(OutcomeRecord::decode) {
             Some(record) => out.push(Ok((seq, record))),
             None => {
-                out.push(Err(LogError::corrupt(None, format!("outcome {seq} does not decode"))));
+                out.push(Err(LogError::corrupt(
+                    None,
+                    format!("outcome {seq} does not decode"),
+                )));
                 break;
             }
         }

@@ -4,7 +4,10 @@
 //! Used by the benchmark, the crash test and `csp-ledger generate`.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use csp_ledger_schemas::command::{self as c, Actor, Command, CommandEnvelope, CreditOutcome, RevenueCategory, SupportPlan, VerificationOutcome};
+use csp_ledger_schemas::command::{
+    self as c, Actor, Command, CommandEnvelope, CreditOutcome, RevenueCategory, SupportPlan,
+    VerificationOutcome,
+};
 use csp_ledger_schemas::values::{Country, Email, Month, UsdAmount};
 use uuid::Uuid;
 
@@ -12,7 +15,13 @@ use uuid::Uuid;
 pub const RESELLERS_PER_PROVIDER: usize = 40;
 
 /// Markets the generator enrolls partners in: (countries of one region).
-const MARKETS: &[&[&str]] = &[&["DE", "FR", "NL", "ES", "IT", "SE", "PL"], &["US"], &["JP"], &["AU", "FJ"], &["BR"]];
+const MARKETS: &[&[&str]] = &[
+    &["DE", "FR", "NL", "ES", "IT", "SE", "PL"],
+    &["US"],
+    &["JP"],
+    &["AU", "FJ"],
+    &["BR"],
+];
 
 /// xorshift64*: small, deterministic, good enough for workload shapes.
 #[derive(Debug, Clone)]
@@ -58,7 +67,10 @@ impl Generator {
     pub fn new(seed: u64) -> Generator {
         Generator {
             rng: Rng::new(seed),
-            clock: Utc.with_ymd_and_hms(2025, 1, 6, 9, 0, 0).single().unwrap_or_default(),
+            clock: Utc
+                .with_ymd_and_hms(2025, 1, 6, 9, 0, 0)
+                .single()
+                .unwrap_or_default(),
             queue: Default::default(),
             scripts: Vec::new(),
             market: 0,
@@ -69,7 +81,13 @@ impl Generator {
 
     fn envelope(&mut self, actor: Actor, command: Command) -> CommandEnvelope {
         self.clock += Duration::seconds(1);
-        CommandEnvelope { command_id: self.rng.uuid(), issued_at: self.clock, actor, correlation_id: None, command }
+        CommandEnvelope {
+            command_id: self.rng.uuid(),
+            issued_at: self.clock,
+            actor,
+            correlation_id: None,
+            command,
+        }
     }
 
     fn country(&mut self) -> Country {
@@ -84,22 +102,53 @@ impl Generator {
         let tenant_id = self.rng.uuid();
         let n = self.rng.next_u64() % 1_000_000;
         let mut out = vec![
-            self.envelope(admin.clone(), Command::EnrollPartner(c::EnrollPartner {
-                partner_id,
-                legal_name: format!("Partner {n} GmbH"),
-                country,
-                tenant_id,
-                primary_contact_email: Email(format!("contact{n}@partner{n}.example")),
-            })),
-            self.envelope(Actor::operator(), Command::VerifyPartner(c::VerifyPartner { partner_id, outcome: VerificationOutcome::Approved, reason: None })),
+            self.envelope(
+                admin.clone(),
+                Command::EnrollPartner(c::EnrollPartner {
+                    partner_id,
+                    legal_name: format!("Partner {n} GmbH"),
+                    country,
+                    tenant_id,
+                    primary_contact_email: Email(format!("contact{n}@partner{n}.example")),
+                }),
+            ),
+            self.envelope(
+                Actor::operator(),
+                Command::VerifyPartner(c::VerifyPartner {
+                    partner_id,
+                    outcome: VerificationOutcome::Approved,
+                    reason: None,
+                }),
+            ),
         ];
         let mpn_id = format!("{}", 1_000_000 + self.rng.below(8_000_000_000));
-        out.push(self.envelope(admin.clone(), Command::AssociateMpnId(c::AssociateMpnId { partner_id, mpn_id, mpn_country: country })));
+        out.push(self.envelope(
+            admin.clone(),
+            Command::AssociateMpnId(c::AssociateMpnId {
+                partner_id,
+                mpn_id,
+                mpn_country: country,
+            }),
+        ));
         if self.rng.chance(5) {
             // An admin agent tries to sign: signer_not_global_admin.
-            out.push(self.envelope(Actor::partner(partner_id, "admin_agent"), Command::SignMPA(c::SignMPA { partner_id, signer_email: Email(format!("agent{n}@partner{n}.example")), agreement_version: "2026-01".into() })));
+            out.push(self.envelope(
+                Actor::partner(partner_id, "admin_agent"),
+                Command::SignMPA(c::SignMPA {
+                    partner_id,
+                    signer_email: Email(format!("agent{n}@partner{n}.example")),
+                    agreement_version: "2026-01".into(),
+                }),
+            ));
         }
-        out.push(self.envelope(admin, Command::SignMPA(c::SignMPA { partner_id, signer_email: Email(format!("admin{n}@partner{n}.example")), agreement_version: "2026-01".into() })));
+        out.push(self.envelope(
+            admin,
+            Command::SignMPA(c::SignMPA {
+                partner_id,
+                signer_email: Email(format!("admin{n}@partner{n}.example")),
+                agreement_version: "2026-01".into(),
+            }),
+        ));
         out
     }
 
@@ -107,52 +156,162 @@ impl Generator {
         let partner_id = self.rng.uuid();
         let country = self.country();
         let mut out = self.onboarding(partner_id, country);
-        out.push(self.envelope(Actor::operator(), Command::AuthorizeIndirectProvider(c::AuthorizeIndirectProvider { partner_id })));
+        out.push(self.envelope(
+            Actor::operator(),
+            Command::AuthorizeIndirectProvider(c::AuthorizeIndirectProvider { partner_id }),
+        ));
         self.provider = Some((partner_id, 0));
         out
     }
 
-    fn reseller_script(&mut self, provider_id: Uuid) -> std::collections::VecDeque<CommandEnvelope> {
+    fn reseller_script(
+        &mut self,
+        provider_id: Uuid,
+    ) -> std::collections::VecDeque<CommandEnvelope> {
         let reseller_id = self.rng.uuid();
         let country = self.country();
         let mut out = self.onboarding(reseller_id, country);
         let admin = Actor::partner(reseller_id, "admin_agent");
         let provider_admin = Actor::partner(provider_id, "admin_agent");
         let invitation_id = self.rng.uuid();
-        out.push(self.envelope(provider_admin, Command::InviteReseller(c::InviteReseller { invitation_id, provider_id, reseller_id })));
-        out.push(self.envelope(admin.clone(), Command::AcceptInvitation(c::AcceptInvitation { invitation_id, reseller_id })));
+        out.push(self.envelope(
+            provider_admin,
+            Command::InviteReseller(c::InviteReseller {
+                invitation_id,
+                provider_id,
+                reseller_id,
+            }),
+        ));
+        out.push(self.envelope(
+            admin.clone(),
+            Command::AcceptInvitation(c::AcceptInvitation {
+                invitation_id,
+                reseller_id,
+            }),
+        ));
         for _ in 0..1 + self.rng.below(2) {
             let customer_id = self.rng.uuid();
             let (number, tenant_id) = (self.rng.below(1_000_000), self.rng.uuid());
-            out.push(self.envelope(admin.clone(), Command::RegisterCustomer(c::RegisterCustomer { customer_id, company_name: format!("Customer {number}"), country, tenant_id, affiliated_partner_id: None })));
+            out.push(self.envelope(
+                admin.clone(),
+                Command::RegisterCustomer(c::RegisterCustomer {
+                    customer_id,
+                    company_name: format!("Customer {number}"),
+                    country,
+                    tenant_id,
+                    affiliated_partner_id: None,
+                }),
+            ));
             let signer_email = Email(format!("it{number}@customer{number}.example"));
-            out.push(self.envelope(Actor::customer(customer_id), Command::AcceptCustomerAgreement(c::AcceptCustomerAgreement { customer_id, signer_email, agreement_version: "MCA-2026".into() })));
+            out.push(self.envelope(
+                Actor::customer(customer_id),
+                Command::AcceptCustomerAgreement(c::AcceptCustomerAgreement {
+                    customer_id,
+                    signer_email,
+                    agreement_version: "MCA-2026".into(),
+                }),
+            ));
             let invitation_id = self.rng.uuid();
-            out.push(self.envelope(admin.clone(), Command::InviteCustomer(c::InviteCustomer { invitation_id, reseller_id, provider_id: Some(provider_id), customer_id })));
-            out.push(self.envelope(Actor::customer(customer_id), Command::AcceptCustomerInvitation(c::AcceptCustomerInvitation { invitation_id, customer_id })));
+            out.push(self.envelope(
+                admin.clone(),
+                Command::InviteCustomer(c::InviteCustomer {
+                    invitation_id,
+                    reseller_id,
+                    provider_id: Some(provider_id),
+                    customer_id,
+                }),
+            ));
+            out.push(self.envelope(
+                Actor::customer(customer_id),
+                Command::AcceptCustomerInvitation(c::AcceptCustomerInvitation {
+                    invitation_id,
+                    customer_id,
+                }),
+            ));
         }
         let start = Month::of_date(self.clock.date_naive()).index() - 12;
         let big = self.rng.chance(20);
         for m in 0..12 {
-            let month = Month { year: ((start + m) / 12) as u16, month: ((start + m) % 12 + 1) as u8 };
-            let cents = if big { 3_000_000 + self.rng.below(500_000) as i64 } else { 50_000 + self.rng.below(2_000_000) as i64 };
-            out.push(self.envelope(Actor::operator(), Command::RecordRevenue(c::RecordRevenue { partner_id: reseller_id, month, category: RevenueCategory::Cloud, amount_usd: UsdAmount::from_cents(cents) })));
+            let month = Month {
+                year: ((start + m) / 12) as u16,
+                month: ((start + m) % 12 + 1) as u8,
+            };
+            let cents = if big {
+                3_000_000 + self.rng.below(500_000) as i64
+            } else {
+                50_000 + self.rng.below(2_000_000) as i64
+            };
+            out.push(self.envelope(
+                Actor::operator(),
+                Command::RecordRevenue(c::RecordRevenue {
+                    partner_id: reseller_id,
+                    month,
+                    category: RevenueCategory::Cloud,
+                    amount_usd: UsdAmount::from_cents(cents),
+                }),
+            ));
         }
         if self.rng.chance(3) {
             // An adjustment larger than the month: negative_revenue_total.
-            let month = Month { year: (start / 12) as u16, month: (start % 12 + 1) as u8 };
-            out.push(self.envelope(Actor::operator(), Command::RecordRevenue(c::RecordRevenue { partner_id: reseller_id, month, category: RevenueCategory::PerpetualSoftware, amount_usd: UsdAmount::from_cents(-100) })));
+            let month = Month {
+                year: (start / 12) as u16,
+                month: (start % 12 + 1) as u8,
+            };
+            out.push(self.envelope(
+                Actor::operator(),
+                Command::RecordRevenue(c::RecordRevenue {
+                    partner_id: reseller_id,
+                    month,
+                    category: RevenueCategory::PerpetualSoftware,
+                    amount_usd: UsdAmount::from_cents(-100),
+                }),
+            ));
         }
         let global = Actor::partner(reseller_id, "global_admin");
         if big {
-            out.push(self.envelope(global.clone(), Command::PurchaseSupportPlan(c::PurchaseSupportPlan { partner_id: reseller_id, plan: SupportPlan::Advanced })));
-            out.push(self.envelope(global.clone(), Command::AttestInfrastructure(c::AttestInfrastructure { partner_id: reseller_id, billing: true, provisioning: true })));
-            out.push(self.envelope(global.clone(), Command::ApplyForDirectBill(c::ApplyForDirectBill { partner_id: reseller_id })));
-            out.push(self.envelope(Actor::operator(), Command::RecordCreditCheck(c::RecordCreditCheck { partner_id: reseller_id, outcome: CreditOutcome::Approved, credit_limit_usd: Some(UsdAmount::from_cents(5_000_000)) })));
-            out.push(self.envelope(global, Command::AcceptDirectBillTerms(c::AcceptDirectBillTerms { partner_id: reseller_id })));
+            out.push(self.envelope(
+                global.clone(),
+                Command::PurchaseSupportPlan(c::PurchaseSupportPlan {
+                    partner_id: reseller_id,
+                    plan: SupportPlan::Advanced,
+                }),
+            ));
+            out.push(self.envelope(
+                global.clone(),
+                Command::AttestInfrastructure(c::AttestInfrastructure {
+                    partner_id: reseller_id,
+                    billing: true,
+                    provisioning: true,
+                }),
+            ));
+            out.push(self.envelope(
+                global.clone(),
+                Command::ApplyForDirectBill(c::ApplyForDirectBill {
+                    partner_id: reseller_id,
+                }),
+            ));
+            out.push(self.envelope(
+                Actor::operator(),
+                Command::RecordCreditCheck(c::RecordCreditCheck {
+                    partner_id: reseller_id,
+                    outcome: CreditOutcome::Approved,
+                    credit_limit_usd: Some(UsdAmount::from_cents(5_000_000)),
+                }),
+            ));
+            out.push(self.envelope(
+                global,
+                Command::AcceptDirectBillTerms(c::AcceptDirectBillTerms {
+                    partner_id: reseller_id,
+                }),
+            ));
         } else if self.rng.chance(10) {
             // Applies without meeting the requirements: direct_bill_requirements_unmet.
-            out.push(self.envelope(global, Command::ApplyForDirectBill(c::ApplyForDirectBill { partner_id: reseller_id })));
+            out.push(self.envelope(
+                global,
+                Command::ApplyForDirectBill(c::ApplyForDirectBill {
+                    partner_id: reseller_id,
+                }),
+            ));
         }
         out.into()
     }

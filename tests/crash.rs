@@ -17,14 +17,25 @@ const KILLS: usize = 24;
 const COMMANDS: usize = 40_000;
 
 fn seed() -> u64 {
-    std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    })
+    std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
 }
 
 /// Runs `apply` until killed after `delay` (or until it ends); returns the outcome lines it
 /// printed completely and whether it was killed.
-fn run_child(binary: &str, dir: &std::path::Path, file: &std::path::Path, delay: Option<Duration>) -> (Vec<String>, bool) {
+fn run_child(
+    binary: &str,
+    dir: &std::path::Path,
+    file: &std::path::Path,
+    delay: Option<Duration>,
+) -> (Vec<String>, bool) {
     let mut child = Command::new(binary)
         .arg("--data-dir")
         .arg(dir)
@@ -63,7 +74,10 @@ fn run_child(binary: &str, dir: &std::path::Path, file: &std::path::Path, delay:
         }
     }
     let status = child.wait().unwrap();
-    assert!(killed || status.success(), "apply failed on its own: {status}");
+    assert!(
+        killed || status.success(),
+        "apply failed on its own: {status}"
+    );
     (reader.join().unwrap(), killed)
 }
 
@@ -87,7 +101,10 @@ fn check_log(dir: &std::path::Path, reported_accepted: &HashSet<String>) -> Hash
         }
     }
     for id in reported_accepted {
-        assert!(seen.contains(id), "command {id} was reported accepted but is not in the log");
+        assert!(
+            seen.contains(id),
+            "command {id} was reported accepted but is not in the log"
+        );
     }
     seen
 }
@@ -97,7 +114,16 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let binary = env!("CARGO_BIN_EXE_csp-ledger");
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("commands.jsonl");
-    let generated = Command::new(binary).args(["generate", "--commands", &COMMANDS.to_string(), "--seed", "11"]).output().unwrap();
+    let generated = Command::new(binary)
+        .args([
+            "generate",
+            "--commands",
+            &COMMANDS.to_string(),
+            "--seed",
+            "11",
+        ])
+        .output()
+        .unwrap();
     std::fs::write(&file, &generated.stdout).unwrap();
     let dir = work.path().join("data");
 
@@ -110,15 +136,24 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let mut runs = 0;
     while kills < KILLS {
         runs += 1;
-        assert!(runs < KILLS * 4, "the child finished too quickly to be killed {KILLS} times");
+        assert!(
+            runs < KILLS * 4,
+            "the child finished too quickly to be killed {KILLS} times"
+        );
         let delay = Duration::from_millis(10 + rng.below(500));
         let (lines, killed) = run_child(binary, &dir, &file, Some(delay));
         for line in &lines {
             let outcome: serde_json::Value = serde_json::from_str(line).unwrap();
-            let id = outcome["command_id"].as_str().unwrap_or_default().to_string();
+            let id = outcome["command_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let kind = outcome["outcome"].as_str().unwrap().to_string();
             if kind == "accepted" {
-                assert!(reported_accepted.insert(id.clone()), "command {id} reported accepted twice");
+                assert!(
+                    reported_accepted.insert(id.clone()),
+                    "command {id} reported accepted twice"
+                );
             }
             // A command reported accepted earlier is a duplicate on every later run.
             if reported_accepted.contains(&id) && kind != "accepted" {
@@ -143,8 +178,13 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             assert!(in_log.contains(id));
         }
     }
-    eprintln!("{kills} kills, {} commands reported accepted before the final run", reported_accepted.len());
+    eprintln!(
+        "{kills} kills, {} commands reported accepted before the final run",
+        reported_accepted.len()
+    );
     // sled 0.34 never fsyncs its blob files: the log must keep every page in the synced file.
-    let blobs = std::fs::read_dir(dir.join("sled").join("blobs")).map(|d| d.count()).unwrap_or(0);
+    let blobs = std::fs::read_dir(dir.join("sled").join("blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(blobs, 0, "sled wrote blob files, which it does not fsync");
 }

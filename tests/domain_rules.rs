@@ -14,7 +14,9 @@ fn europe() -> (Kit, Harness, uuid::Uuid, uuid::Uuid) {
     let mut world = Harness::new();
     let provider = kit.id();
     let reseller = kit.id();
-    world.given(kit.onboard_provider(provider, "DE")).given(kit.onboard(reseller, "FR"));
+    world
+        .given(kit.onboard_provider(provider, "DE"))
+        .given(kit.onboard(reseller, "FR"));
     (kit, world, provider, reseller)
 }
 
@@ -53,16 +55,23 @@ fn unauthorized_actor_for_a_partner_role_other_than_global_admin_or_admin_agent(
 }
 
 #[test]
-fn unauthorized_actor_when_a_customer_accepts_for_another_customer_or_an_unknown_partner_registers() {
+fn unauthorized_actor_when_a_customer_accepts_for_another_customer_or_an_unknown_partner_registers()
+{
     let (mut kit, mut world, provider, reseller) = europe();
     let (customer, other) = (kit.id(), kit.id());
-    world.given(kit.connect(provider, reseller)).given([kit.register_customer(reseller, customer, "FR", None), kit.register_customer(reseller, other, "FR", None)]);
+    world.given(kit.connect(provider, reseller)).given([
+        kit.register_customer(reseller, customer, "FR", None),
+        kit.register_customer(reseller, other, "FR", None),
+    ]);
     let mut command = kit.accept_customer_agreement(customer);
     command.actor = Actor::customer(other);
     assert_eq!(world.rejects(&command), Code::UnauthorizedActor);
     let stranger = kit.id();
     let third = kit.id();
-    assert_eq!(world.rejects(&kit.register_customer(stranger, third, "FR", None)), Code::UnauthorizedActor);
+    assert_eq!(
+        world.rejects(&kit.register_customer(stranger, third, "FR", None)),
+        Code::UnauthorizedActor
+    );
 }
 
 // ---- enrollment -----------------------------------------------------------------------------
@@ -72,11 +81,22 @@ fn enroll_partner_starts_as_pending_indirect_reseller() {
     let mut kit = Kit::new();
     let partner = kit.id();
     let mut world = Harness::new();
-    let events = world.when(&kit.enroll(partner, "DE", "ops@contoso.example")).unwrap();
-    let Event::PartnerEnrolled(enrolled) = &events[0] else { panic!("{events:?}") };
+    let events = world
+        .when(&kit.enroll(partner, "DE", "ops@contoso.example"))
+        .unwrap();
+    let Event::PartnerEnrolled(enrolled) = &events[0] else {
+        panic!("{events:?}")
+    };
     assert_eq!(enrolled.role, ProgramRole::IndirectReseller);
     assert_eq!(enrolled.region, "europe");
-    assert_eq!(partner_unmet(world.state.partner(partner).unwrap()), ["partner_not_verified", "mpn_not_associated", "mpa_not_signed"]);
+    assert_eq!(
+        partner_unmet(world.state.partner(partner).unwrap()),
+        [
+            "partner_not_verified",
+            "mpn_not_associated",
+            "mpa_not_signed"
+        ]
+    );
 }
 
 #[test]
@@ -85,23 +105,38 @@ fn partner_already_enrolled() {
     let partner = kit.id();
     let mut world = Harness::new();
     world.given([kit.enroll(partner, "DE", "ops@contoso.example")]);
-    assert_eq!(world.rejects(&kit.enroll(partner, "DE", "ops@contoso.example")), Code::PartnerAlreadyEnrolled);
+    assert_eq!(
+        world.rejects(&kit.enroll(partner, "DE", "ops@contoso.example")),
+        Code::PartnerAlreadyEnrolled
+    );
 }
 
 #[test]
 fn invalid_country_is_checked_before_the_email_domain() {
     let mut kit = Kit::new();
     let partner = kit.id();
-    assert_eq!(Harness::new().rejects(&kit.enroll(partner, "ZZ", "someone@gmail.com")), Code::InvalidCountry);
+    assert_eq!(
+        Harness::new().rejects(&kit.enroll(partner, "ZZ", "someone@gmail.com")),
+        Code::InvalidCountry
+    );
 }
 
 #[test]
 fn free_email_domain_compared_case_insensitively() {
     let mut kit = Kit::new();
     let mut world = Harness::new();
-    for address in ["Owner@GMAIL.com", "x@hotmail.com", "y@Outlook.COM", "z@icloud.com"] {
+    for address in [
+        "Owner@GMAIL.com",
+        "x@hotmail.com",
+        "y@Outlook.COM",
+        "z@icloud.com",
+    ] {
         let partner = kit.id();
-        assert_eq!(world.rejects(&kit.enroll(partner, "DE", address)), Code::FreeEmailDomain, "{address}");
+        assert_eq!(
+            world.rejects(&kit.enroll(partner, "DE", address)),
+            Code::FreeEmailDomain,
+            "{address}"
+        );
     }
     let partner = kit.id();
     world.given([kit.enroll(partner, "DE", "owner@gmail.com.contoso.example")]);
@@ -112,10 +147,32 @@ fn tenant_in_use_by_another_partner_or_a_customer() {
     let (mut kit, mut world, _provider, reseller) = europe();
     let reseller_tenant = world.state.partner(reseller).unwrap().tenant_id;
     let newcomer = kit.id();
-    assert_eq!(world.rejects(&kit.enroll_with_tenant(newcomer, "DE", "a@newcomer.example", reseller_tenant)), Code::TenantInUse);
+    assert_eq!(
+        world.rejects(&kit.enroll_with_tenant(
+            newcomer,
+            "DE",
+            "a@newcomer.example",
+            reseller_tenant
+        )),
+        Code::TenantInUse
+    );
     let (customer, customer_tenant) = (kit.id(), kit.id());
-    world.given([kit.register_customer_with_tenant(reseller, customer, "FR", customer_tenant, None)]);
-    assert_eq!(world.rejects(&kit.enroll_with_tenant(newcomer, "DE", "a@newcomer.example", customer_tenant)), Code::TenantInUse);
+    world.given([kit.register_customer_with_tenant(
+        reseller,
+        customer,
+        "FR",
+        customer_tenant,
+        None,
+    )]);
+    assert_eq!(
+        world.rejects(&kit.enroll_with_tenant(
+            newcomer,
+            "DE",
+            "a@newcomer.example",
+            customer_tenant
+        )),
+        Code::TenantInUse
+    );
 }
 
 // ---- verification, MPN, MPA ---------------------------------------------------------------------
@@ -126,13 +183,34 @@ fn partner_not_found_for_operator_commands_on_unknown_partners() {
     let ghost = kit.id();
     let mut world = Harness::new();
     assert_eq!(world.rejects(&kit.verify(ghost)), Code::PartnerNotFound);
-    assert_eq!(world.rejects(&kit.authorize_provider(ghost)), Code::PartnerNotFound);
-    assert_eq!(world.rejects(&kit.record_revenue(ghost, "2026-01", RevenueCategory::Cloud, "10.00")), Code::PartnerNotFound);
-    assert_eq!(world.rejects(&kit.purchase_support_plan(ghost)), Code::PartnerNotFound);
-    assert_eq!(world.rejects(&kit.attest_infrastructure(ghost, true, true)), Code::PartnerNotFound);
-    assert_eq!(world.rejects(&kit.register_managed_service(ghost)), Code::PartnerNotFound);
-    assert_eq!(world.rejects(&kit.apply_for_direct_bill(ghost)), Code::PartnerNotFound);
-    assert_eq!(world.rejects(&kit.associate_mpn(ghost, "123", "DE")), Code::PartnerNotFound);
+    assert_eq!(
+        world.rejects(&kit.authorize_provider(ghost)),
+        Code::PartnerNotFound
+    );
+    assert_eq!(
+        world.rejects(&kit.record_revenue(ghost, "2026-01", RevenueCategory::Cloud, "10.00")),
+        Code::PartnerNotFound
+    );
+    assert_eq!(
+        world.rejects(&kit.purchase_support_plan(ghost)),
+        Code::PartnerNotFound
+    );
+    assert_eq!(
+        world.rejects(&kit.attest_infrastructure(ghost, true, true)),
+        Code::PartnerNotFound
+    );
+    assert_eq!(
+        world.rejects(&kit.register_managed_service(ghost)),
+        Code::PartnerNotFound
+    );
+    assert_eq!(
+        world.rejects(&kit.apply_for_direct_bill(ghost)),
+        Code::PartnerNotFound
+    );
+    assert_eq!(
+        world.rejects(&kit.associate_mpn(ghost, "123", "DE")),
+        Code::PartnerNotFound
+    );
     assert_eq!(world.rejects(&kit.sign_mpa(ghost)), Code::PartnerNotFound);
 }
 
@@ -141,8 +219,14 @@ fn verification_already_decided() {
     let mut kit = Kit::new();
     let partner = kit.id();
     let mut world = Harness::new();
-    world.given([kit.enroll(partner, "DE", "ops@contoso.example"), kit.reject_verification(partner)]);
-    assert_eq!(world.rejects(&kit.verify(partner)), Code::VerificationAlreadyDecided);
+    world.given([
+        kit.enroll(partner, "DE", "ops@contoso.example"),
+        kit.reject_verification(partner),
+    ]);
+    assert_eq!(
+        world.rejects(&kit.verify(partner)),
+        Code::VerificationAlreadyDecided
+    );
 }
 
 #[test]
@@ -151,7 +235,10 @@ fn mpn_country_mismatch_004_step_5() {
     let partner = kit.id();
     let mut world = Harness::new();
     world.given([kit.enroll(partner, "DE", "ops@contoso.example")]);
-    assert_eq!(world.rejects(&kit.associate_mpn(partner, "1234567", "FR")), Code::MpnCountryMismatch);
+    assert_eq!(
+        world.rejects(&kit.associate_mpn(partner, "1234567", "FR")),
+        Code::MpnCountryMismatch
+    );
 }
 
 #[test]
@@ -159,9 +246,19 @@ fn mpn_id_in_use_by_another_partner_but_reassociation_by_the_holder_is_fine() {
     let mut kit = Kit::new();
     let (first, second) = (kit.id(), kit.id());
     let mut world = Harness::new();
-    world.given([kit.enroll(first, "DE", "a@first.example"), kit.enroll(second, "DE", "b@second.example"), kit.associate_mpn(first, "1234567", "DE")]);
-    assert_eq!(world.rejects(&kit.associate_mpn(second, "1234567", "DE")), Code::MpnIdInUse);
-    world.given([kit.associate_mpn(first, "1234567", "DE"), kit.associate_mpn(first, "7654321", "DE")]);
+    world.given([
+        kit.enroll(first, "DE", "a@first.example"),
+        kit.enroll(second, "DE", "b@second.example"),
+        kit.associate_mpn(first, "1234567", "DE"),
+    ]);
+    assert_eq!(
+        world.rejects(&kit.associate_mpn(second, "1234567", "DE")),
+        Code::MpnIdInUse
+    );
+    world.given([
+        kit.associate_mpn(first, "1234567", "DE"),
+        kit.associate_mpn(first, "7654321", "DE"),
+    ]);
     // The old MPN ID is free again once replaced.
     world.given([kit.associate_mpn(second, "1234567", "DE")]);
 }
@@ -171,8 +268,15 @@ fn mpa_gate_004_step_6_signing_requires_global_admin() {
     let mut kit = Kit::new();
     let partner = kit.id();
     let mut world = Harness::new();
-    world.given([kit.enroll(partner, "DE", "ops@contoso.example"), kit.verify(partner), kit.associate_mpn(partner, "1234567", "DE")]);
-    assert_eq!(world.rejects(&kit.sign_mpa_as(partner, "admin_agent")), Code::SignerNotGlobalAdmin);
+    world.given([
+        kit.enroll(partner, "DE", "ops@contoso.example"),
+        kit.verify(partner),
+        kit.associate_mpn(partner, "1234567", "DE"),
+    ]);
+    assert_eq!(
+        world.rejects(&kit.sign_mpa_as(partner, "admin_agent")),
+        Code::SignerNotGlobalAdmin
+    );
     assert_eq!(world.accepts(&kit.sign_mpa(partner)), ["MpaSigned"]);
 }
 
@@ -181,10 +285,19 @@ fn mpa_gate_004_step_6_signing_requires_completed_verification() {
     let mut kit = Kit::new();
     let partner = kit.id();
     let mut world = Harness::new();
-    world.given([kit.enroll(partner, "DE", "ops@contoso.example"), kit.associate_mpn(partner, "1234567", "DE")]);
-    assert_eq!(world.rejects(&kit.sign_mpa(partner)), Code::PartnerNotVerified);
+    world.given([
+        kit.enroll(partner, "DE", "ops@contoso.example"),
+        kit.associate_mpn(partner, "1234567", "DE"),
+    ]);
+    assert_eq!(
+        world.rejects(&kit.sign_mpa(partner)),
+        Code::PartnerNotVerified
+    );
     world.given([kit.reject_verification(partner)]);
-    assert_eq!(world.rejects(&kit.sign_mpa(partner)), Code::PartnerNotVerified);
+    assert_eq!(
+        world.rejects(&kit.sign_mpa(partner)),
+        Code::PartnerNotVerified
+    );
 }
 
 #[test]
@@ -192,8 +305,14 @@ fn mpa_gate_004_step_5e_signing_requires_an_associated_mpn_id() {
     let mut kit = Kit::new();
     let partner = kit.id();
     let mut world = Harness::new();
-    world.given([kit.enroll(partner, "DE", "ops@contoso.example"), kit.verify(partner)]);
-    assert_eq!(world.rejects(&kit.sign_mpa(partner)), Code::MpnNotAssociated);
+    world.given([
+        kit.enroll(partner, "DE", "ops@contoso.example"),
+        kit.verify(partner),
+    ]);
+    assert_eq!(
+        world.rejects(&kit.sign_mpa(partner)),
+        Code::MpnNotAssociated
+    );
 }
 
 #[test]
@@ -202,7 +321,10 @@ fn mpa_already_signed() {
     let partner = kit.id();
     let mut world = Harness::new();
     world.given(kit.onboard(partner, "DE"));
-    assert_eq!(world.rejects(&kit.sign_mpa(partner)), Code::MpaAlreadySigned);
+    assert_eq!(
+        world.rejects(&kit.sign_mpa(partner)),
+        Code::MpaAlreadySigned
+    );
 }
 
 #[test]
@@ -210,8 +332,15 @@ fn mpa_gate_002_partner_cannot_transact_until_it_signs_the_mpa() {
     let mut kit = Kit::new();
     let partner = kit.id();
     let mut world = Harness::new();
-    world.given([kit.enroll(partner, "DE", "ops@contoso.example"), kit.verify(partner), kit.associate_mpn(partner, "1234567", "DE")]);
-    assert_eq!(partner_unmet(world.state.partner(partner).unwrap()), ["mpa_not_signed"]);
+    world.given([
+        kit.enroll(partner, "DE", "ops@contoso.example"),
+        kit.verify(partner),
+        kit.associate_mpn(partner, "1234567", "DE"),
+    ]);
+    assert_eq!(
+        partner_unmet(world.state.partner(partner).unwrap()),
+        ["mpa_not_signed"]
+    );
     world.given([kit.sign_mpa(partner)]);
     assert!(partner_unmet(world.state.partner(partner).unwrap()).is_empty());
 }
@@ -222,9 +351,16 @@ fn mpa_gate_002_provider_cannot_transact_through_a_reseller_that_has_not_signed_
     let (provider, reseller) = (kit.id(), kit.id());
     let mut world = Harness::new();
     world.given(kit.onboard_provider(provider, "DE"));
-    world.given([kit.enroll(reseller, "FR", "ops@reseller.example"), kit.verify(reseller), kit.associate_mpn(reseller, "7777777", "FR")]);
+    world.given([
+        kit.enroll(reseller, "FR", "ops@reseller.example"),
+        kit.verify(reseller),
+        kit.associate_mpn(reseller, "7777777", "FR"),
+    ]);
     world.given(kit.connect(provider, reseller));
-    assert_eq!(relationship_unmet(&world.state, provider, reseller), ["reseller.mpa_not_signed"]);
+    assert_eq!(
+        relationship_unmet(&world.state, provider, reseller),
+        ["reseller.mpa_not_signed"]
+    );
     world.given([kit.sign_mpa(reseller)]);
     assert!(relationship_unmet(&world.state, provider, reseller).is_empty());
 }
@@ -237,21 +373,37 @@ fn partner_not_verified_blocks_provider_authorisation() {
     let partner = kit.id();
     let mut world = Harness::new();
     world.given([kit.enroll(partner, "DE", "ops@distributor.example")]);
-    assert_eq!(world.rejects(&kit.authorize_provider(partner)), Code::PartnerNotVerified);
+    assert_eq!(
+        world.rejects(&kit.authorize_provider(partner)),
+        Code::PartnerNotVerified
+    );
 }
 
 #[test]
 fn already_indirect_provider() {
     let (mut kit, mut world, provider, _) = europe();
-    assert_eq!(world.rejects(&kit.authorize_provider(provider)), Code::AlreadyIndirectProvider);
+    assert_eq!(
+        world.rejects(&kit.authorize_provider(provider)),
+        Code::AlreadyIndirectProvider
+    );
 }
 
 #[test]
 fn accepting_an_invitation_establishes_the_relationship_and_grants_admin_access() {
     let (mut kit, mut world, provider, reseller) = europe();
     let invitation = kit.id();
-    assert_eq!(world.accepts(&kit.invite_reseller(invitation, provider, reseller)), ["ResellerInvited"]);
-    assert_eq!(world.accepts(&kit.accept_invitation(invitation, reseller)), ["InvitationAccepted", "RelationshipEstablished", "AdminAccessGranted"]);
+    assert_eq!(
+        world.accepts(&kit.invite_reseller(invitation, provider, reseller)),
+        ["ResellerInvited"]
+    );
+    assert_eq!(
+        world.accepts(&kit.accept_invitation(invitation, reseller)),
+        [
+            "InvitationAccepted",
+            "RelationshipEstablished",
+            "AdminAccessGranted"
+        ]
+    );
     let relationship = world.state.relationship(provider, reseller).unwrap();
     assert!(relationship.admin_access);
 }
@@ -260,14 +412,20 @@ fn accepting_an_invitation_establishes_the_relationship_and_grants_admin_access(
 fn partner_not_found_when_inviting_an_unknown_reseller() {
     let (mut kit, mut world, provider, _) = europe();
     let (invitation, ghost) = (kit.id(), kit.id());
-    assert_eq!(world.rejects(&kit.invite_reseller(invitation, provider, ghost)), Code::PartnerNotFound);
+    assert_eq!(
+        world.rejects(&kit.invite_reseller(invitation, provider, ghost)),
+        Code::PartnerNotFound
+    );
 }
 
 #[test]
 fn cannot_invite_self() {
     let (mut kit, mut world, provider, _) = europe();
     let invitation = kit.id();
-    assert_eq!(world.rejects(&kit.invite_reseller(invitation, provider, provider)), Code::CannotInviteSelf);
+    assert_eq!(
+        world.rejects(&kit.invite_reseller(invitation, provider, provider)),
+        Code::CannotInviteSelf
+    );
 }
 
 #[test]
@@ -275,7 +433,10 @@ fn not_an_indirect_provider_when_a_reseller_invites() {
     let (mut kit, mut world, _, reseller) = europe();
     let (other, invitation) = (kit.id(), kit.id());
     world.given(kit.onboard(other, "NL"));
-    assert_eq!(world.rejects(&kit.invite_reseller(invitation, reseller, other)), Code::NotAnIndirectProvider);
+    assert_eq!(
+        world.rejects(&kit.invite_reseller(invitation, reseller, other)),
+        Code::NotAnIndirectProvider
+    );
 }
 
 #[test]
@@ -283,7 +444,10 @@ fn not_an_indirect_reseller_when_a_provider_invites_another_provider() {
     let (mut kit, mut world, provider, _) = europe();
     let (other, invitation) = (kit.id(), kit.id());
     world.given(kit.onboard_provider(other, "NL"));
-    assert_eq!(world.rejects(&kit.invite_reseller(invitation, provider, other)), Code::NotAnIndirectReseller);
+    assert_eq!(
+        world.rejects(&kit.invite_reseller(invitation, provider, other)),
+        Code::NotAnIndirectReseller
+    );
 }
 
 #[test]
@@ -291,7 +455,10 @@ fn scenario_8_provider_and_reseller_in_different_regions() {
     let (mut kit, mut world, provider, _) = europe();
     let (american, invitation) = (kit.id(), kit.id());
     world.given(kit.onboard(american, "US"));
-    assert_eq!(world.rejects(&kit.invite_reseller(invitation, provider, american)), Code::RegionMismatch);
+    assert_eq!(
+        world.rejects(&kit.invite_reseller(invitation, provider, american)),
+        Code::RegionMismatch
+    );
     // Same region, different countries (DE provider, FR reseller) is fine: see europe().
 }
 
@@ -300,7 +467,10 @@ fn relationship_already_active() {
     let (mut kit, mut world, provider, reseller) = europe();
     world.given(kit.connect(provider, reseller));
     let invitation = kit.id();
-    assert_eq!(world.rejects(&kit.invite_reseller(invitation, provider, reseller)), Code::RelationshipAlreadyActive);
+    assert_eq!(
+        world.rejects(&kit.invite_reseller(invitation, provider, reseller)),
+        Code::RelationshipAlreadyActive
+    );
 }
 
 #[test]
@@ -308,8 +478,14 @@ fn invitation_already_pending_for_the_same_pair() {
     let (mut kit, mut world, provider, reseller) = europe();
     let (first, second) = (kit.id(), kit.id());
     world.given([kit.invite_reseller(first, provider, reseller)]);
-    assert_eq!(world.rejects(&kit.invite_reseller(second, provider, reseller)), Code::InvitationAlreadyPending);
-    world.given([kit.revoke_invitation(first, provider), kit.invite_reseller(second, provider, reseller)]);
+    assert_eq!(
+        world.rejects(&kit.invite_reseller(second, provider, reseller)),
+        Code::InvitationAlreadyPending
+    );
+    world.given([
+        kit.revoke_invitation(first, provider),
+        kit.invite_reseller(second, provider, reseller),
+    ]);
 }
 
 #[test]
@@ -319,27 +495,50 @@ fn invitation_id_in_use_when_an_id_is_reused() {
     world.given(kit.onboard(other, "IT"));
     let invitation = kit.id();
     world.given([kit.invite_reseller(invitation, provider, reseller)]);
-    assert_eq!(world.rejects(&kit.invite_reseller(invitation, provider, other)), Code::InvitationIdInUse);
+    assert_eq!(
+        world.rejects(&kit.invite_reseller(invitation, provider, other)),
+        Code::InvitationIdInUse
+    );
 }
 
 #[test]
 fn invitation_not_found() {
     let (mut kit, mut world, provider, reseller) = europe();
     let ghost = kit.id();
-    assert_eq!(world.rejects(&kit.accept_invitation(ghost, reseller)), Code::InvitationNotFound);
-    assert_eq!(world.rejects(&kit.decline_invitation(ghost, reseller)), Code::InvitationNotFound);
-    assert_eq!(world.rejects(&kit.revoke_invitation(ghost, provider)), Code::InvitationNotFound);
+    assert_eq!(
+        world.rejects(&kit.accept_invitation(ghost, reseller)),
+        Code::InvitationNotFound
+    );
+    assert_eq!(
+        world.rejects(&kit.decline_invitation(ghost, reseller)),
+        Code::InvitationNotFound
+    );
+    assert_eq!(
+        world.rejects(&kit.revoke_invitation(ghost, provider)),
+        Code::InvitationNotFound
+    );
 }
 
 #[test]
 fn invitation_addressed_to_other_partner() {
     let (mut kit, mut world, provider, reseller) = europe();
     let (bystander, other_provider, invitation) = (kit.id(), kit.id(), kit.id());
-    world.given(kit.onboard(bystander, "ES")).given(kit.onboard_provider(other_provider, "AT"));
+    world
+        .given(kit.onboard(bystander, "ES"))
+        .given(kit.onboard_provider(other_provider, "AT"));
     world.given([kit.invite_reseller(invitation, provider, reseller)]);
-    assert_eq!(world.rejects(&kit.accept_invitation(invitation, bystander)), Code::InvitationAddressedToOtherPartner);
-    assert_eq!(world.rejects(&kit.decline_invitation(invitation, bystander)), Code::InvitationAddressedToOtherPartner);
-    assert_eq!(world.rejects(&kit.revoke_invitation(invitation, other_provider)), Code::InvitationAddressedToOtherPartner);
+    assert_eq!(
+        world.rejects(&kit.accept_invitation(invitation, bystander)),
+        Code::InvitationAddressedToOtherPartner
+    );
+    assert_eq!(
+        world.rejects(&kit.decline_invitation(invitation, bystander)),
+        Code::InvitationAddressedToOtherPartner
+    );
+    assert_eq!(
+        world.rejects(&kit.revoke_invitation(invitation, other_provider)),
+        Code::InvitationAddressedToOtherPartner
+    );
 }
 
 #[test]
@@ -347,12 +546,27 @@ fn invitation_not_pending_after_decline_accept_or_revoke() {
     let (mut kit, mut world, provider, reseller) = europe();
     let invitation = kit.id();
     world.given([kit.invite_reseller(invitation, provider, reseller)]);
-    assert_eq!(world.accepts(&kit.decline_invitation(invitation, reseller)), ["InvitationDeclined"]);
-    assert_eq!(world.rejects(&kit.accept_invitation(invitation, reseller)), Code::InvitationNotPending);
+    assert_eq!(
+        world.accepts(&kit.decline_invitation(invitation, reseller)),
+        ["InvitationDeclined"]
+    );
+    assert_eq!(
+        world.rejects(&kit.accept_invitation(invitation, reseller)),
+        Code::InvitationNotPending
+    );
     let second = kit.id();
-    world.given(vec![kit.invite_reseller(second, provider, reseller), kit.accept_invitation(second, reseller)]);
-    assert_eq!(world.rejects(&kit.revoke_invitation(second, provider)), Code::InvitationNotPending);
-    assert_eq!(world.rejects(&kit.accept_invitation(second, reseller)), Code::InvitationNotPending);
+    world.given(vec![
+        kit.invite_reseller(second, provider, reseller),
+        kit.accept_invitation(second, reseller),
+    ]);
+    assert_eq!(
+        world.rejects(&kit.revoke_invitation(second, provider)),
+        Code::InvitationNotPending
+    );
+    assert_eq!(
+        world.rejects(&kit.accept_invitation(second, reseller)),
+        Code::InvitationNotPending
+    );
 }
 
 #[test]
@@ -360,19 +574,37 @@ fn relationship_not_active_for_admin_access_and_ending() {
     let (mut kit, mut world, provider, reseller) = europe();
     let invitation = kit.id();
     world.given([kit.invite_reseller(invitation, provider, reseller)]);
-    assert_eq!(world.rejects(&kit.remove_admin_access(provider, reseller)), Code::RelationshipNotActive);
-    assert_eq!(world.rejects(&kit.end_relationship(provider, reseller)), Code::RelationshipNotActive);
-    world.given([kit.accept_invitation(invitation, reseller), kit.end_relationship(provider, reseller)]);
-    assert_eq!(world.rejects(&kit.end_relationship(provider, reseller)), Code::RelationshipNotActive);
+    assert_eq!(
+        world.rejects(&kit.remove_admin_access(provider, reseller)),
+        Code::RelationshipNotActive
+    );
+    assert_eq!(
+        world.rejects(&kit.end_relationship(provider, reseller)),
+        Code::RelationshipNotActive
+    );
+    world.given([
+        kit.accept_invitation(invitation, reseller),
+        kit.end_relationship(provider, reseller),
+    ]);
+    assert_eq!(
+        world.rejects(&kit.end_relationship(provider, reseller)),
+        Code::RelationshipNotActive
+    );
 }
 
 #[test]
 fn admin_access_removed_keeps_the_relationship_then_admin_access_already_removed() {
     let (mut kit, mut world, provider, reseller) = europe();
     world.given(kit.connect(provider, reseller));
-    assert_eq!(world.accepts(&kit.remove_admin_access(provider, reseller)), ["AdminAccessRemoved"]);
+    assert_eq!(
+        world.accepts(&kit.remove_admin_access(provider, reseller)),
+        ["AdminAccessRemoved"]
+    );
     assert!(world.state.relationship_active(provider, reseller));
-    assert_eq!(world.rejects(&kit.remove_admin_access(provider, reseller)), Code::AdminAccessAlreadyRemoved);
+    assert_eq!(
+        world.rejects(&kit.remove_admin_access(provider, reseller)),
+        Code::AdminAccessAlreadyRemoved
+    );
 }
 
 #[test]
@@ -393,14 +625,20 @@ fn customer_already_registered() {
     let (mut kit, mut world, _, reseller) = europe();
     let customer = kit.id();
     world.given([kit.register_customer(reseller, customer, "FR", None)]);
-    assert_eq!(world.rejects(&kit.register_customer(reseller, customer, "FR", None)), Code::CustomerAlreadyRegistered);
+    assert_eq!(
+        world.rejects(&kit.register_customer(reseller, customer, "FR", None)),
+        Code::CustomerAlreadyRegistered
+    );
 }
 
 #[test]
 fn invalid_country_for_a_customer() {
     let (mut kit, mut world, _, reseller) = europe();
     let customer = kit.id();
-    assert_eq!(world.rejects(&kit.register_customer(reseller, customer, "QQ", None)), Code::InvalidCountry);
+    assert_eq!(
+        world.rejects(&kit.register_customer(reseller, customer, "QQ", None)),
+        Code::InvalidCountry
+    );
 }
 
 #[test]
@@ -408,21 +646,41 @@ fn tenant_in_use_by_another_customer() {
     let (mut kit, mut world, _, reseller) = europe();
     let (first, second, tenant) = (kit.id(), kit.id(), kit.id());
     world.given([kit.register_customer_with_tenant(reseller, first, "FR", tenant, None)]);
-    assert_eq!(world.rejects(&kit.register_customer_with_tenant(reseller, second, "FR", tenant, None)), Code::TenantInUse);
+    assert_eq!(
+        world.rejects(&kit.register_customer_with_tenant(reseller, second, "FR", tenant, None)),
+        Code::TenantInUse
+    );
 }
 
 #[test]
 fn scenario_4_partner_buying_for_own_use_needs_a_tenant_other_than_its_csp_tenant() {
     let (mut kit, mut world, provider, reseller) = europe();
     let other_reseller = kit.id();
-    world.given(kit.onboard(other_reseller, "BE")).given(kit.connect(provider, other_reseller));
+    world
+        .given(kit.onboard(other_reseller, "BE"))
+        .given(kit.connect(provider, other_reseller));
     let csp_tenant = world.state.partner(reseller).unwrap().tenant_id;
     let own_use = kit.id();
-    assert_eq!(world.rejects(&kit.register_customer_with_tenant(other_reseller, own_use, "FR", csp_tenant, Some(reseller))), Code::CspTenantCannotBeCustomer);
+    assert_eq!(
+        world.rejects(&kit.register_customer_with_tenant(
+            other_reseller,
+            own_use,
+            "FR",
+            csp_tenant,
+            Some(reseller)
+        )),
+        Code::CspTenantCannotBeCustomer
+    );
     // With a separate tenant designated for internal use, the partner can be a customer.
-    world.given([kit.register_customer(other_reseller, own_use, "FR", Some(reseller)), kit.accept_customer_agreement(own_use)]);
+    world.given([
+        kit.register_customer(other_reseller, own_use, "FR", Some(reseller)),
+        kit.accept_customer_agreement(own_use),
+    ]);
     let invitation = kit.id();
-    assert_eq!(world.accepts(&kit.invite_customer(invitation, other_reseller, Some(provider), own_use)), ["CustomerInvited"]);
+    assert_eq!(
+        world.accepts(&kit.invite_customer(invitation, other_reseller, Some(provider), own_use)),
+        ["CustomerInvited"]
+    );
 }
 
 #[test]
@@ -430,16 +688,28 @@ fn customer_not_found() {
     let (mut kit, mut world, provider, reseller) = europe();
     world.given(kit.connect(provider, reseller));
     let (ghost, invitation) = (kit.id(), kit.id());
-    assert_eq!(world.rejects(&kit.invite_customer(invitation, reseller, Some(provider), ghost)), Code::CustomerNotFound);
-    assert_eq!(world.rejects(&kit.accept_customer_agreement(ghost)), Code::CustomerNotFound);
+    assert_eq!(
+        world.rejects(&kit.invite_customer(invitation, reseller, Some(provider), ghost)),
+        Code::CustomerNotFound
+    );
+    assert_eq!(
+        world.rejects(&kit.accept_customer_agreement(ghost)),
+        Code::CustomerNotFound
+    );
 }
 
 #[test]
 fn customer_agreement_already_accepted() {
     let (mut kit, mut world, _, reseller) = europe();
     let customer = kit.id();
-    world.given([kit.register_customer(reseller, customer, "FR", None), kit.accept_customer_agreement(customer)]);
-    assert_eq!(world.rejects(&kit.accept_customer_agreement(customer)), Code::CustomerAgreementAlreadyAccepted);
+    world.given([
+        kit.register_customer(reseller, customer, "FR", None),
+        kit.accept_customer_agreement(customer),
+    ]);
+    assert_eq!(
+        world.rejects(&kit.accept_customer_agreement(customer)),
+        Code::CustomerAgreementAlreadyAccepted
+    );
 }
 
 #[test]
@@ -449,32 +719,52 @@ fn scenario_5_partner_may_not_sell_to_itself_or_its_own_organisation() {
     let own = kit.id();
     world.given([kit.register_customer(reseller, own, "FR", Some(reseller))]);
     let invitation = kit.id();
-    assert_eq!(world.rejects(&kit.invite_customer(invitation, reseller, Some(provider), own)), Code::SelfSaleProhibited);
+    assert_eq!(
+        world.rejects(&kit.invite_customer(invitation, reseller, Some(provider), own)),
+        Code::SelfSaleProhibited
+    );
     // The provider's own organisation is protected the same way.
     let provider_own = kit.id();
     world.given([kit.register_customer(reseller, provider_own, "DE", Some(provider))]);
     let invitation = kit.id();
-    assert_eq!(world.rejects(&kit.invite_customer(invitation, reseller, Some(provider), provider_own)), Code::SelfSaleProhibited);
+    assert_eq!(
+        world.rejects(&kit.invite_customer(invitation, reseller, Some(provider), provider_own)),
+        Code::SelfSaleProhibited
+    );
 }
 
 #[test]
 fn scenario_6_reseller_cannot_buy_as_customer_from_its_own_provider() {
     let (mut kit, mut world, provider, reseller) = europe();
     let (seller, other_provider) = (kit.id(), kit.id());
-    world.given(kit.onboard(seller, "NL")).given(kit.onboard_provider(other_provider, "AT"));
-    world.given(kit.connect(provider, reseller)).given(kit.connect(provider, seller)).given(kit.connect(other_provider, seller));
+    world
+        .given(kit.onboard(seller, "NL"))
+        .given(kit.onboard_provider(other_provider, "AT"));
+    world
+        .given(kit.connect(provider, reseller))
+        .given(kit.connect(provider, seller))
+        .given(kit.connect(other_provider, seller));
     // The reseller's own organisation as a customer (its own tenant for internal use).
     let own_use = kit.id();
     world.given([kit.register_customer(seller, own_use, "FR", Some(reseller))]);
     let invitation = kit.id();
-    assert_eq!(world.rejects(&kit.invite_customer(invitation, seller, Some(provider), own_use)), Code::ResellerCannotBuyFromOwnProvider);
+    assert_eq!(
+        world.rejects(&kit.invite_customer(invitation, seller, Some(provider), own_use)),
+        Code::ResellerCannotBuyFromOwnProvider
+    );
     // Option 2 of the seed: buy through a provider the reseller has no relationship with.
     let invitation = kit.id();
-    assert_eq!(world.accepts(&kit.invite_customer(invitation, seller, Some(other_provider), own_use)), ["CustomerInvited"]);
+    assert_eq!(
+        world.accepts(&kit.invite_customer(invitation, seller, Some(other_provider), own_use)),
+        ["CustomerInvited"]
+    );
     // Or end the relationship through support, after which the first provider is fine too.
     world.given([kit.end_relationship(provider, reseller)]);
     let invitation = kit.id();
-    assert_eq!(world.accepts(&kit.invite_customer(invitation, seller, Some(provider), own_use)), ["CustomerInvited"]);
+    assert_eq!(
+        world.accepts(&kit.invite_customer(invitation, seller, Some(provider), own_use)),
+        ["CustomerInvited"]
+    );
 }
 
 #[test]
@@ -482,7 +772,10 @@ fn relationship_not_active_when_inviting_a_customer_through_an_unconnected_provi
     let (mut kit, mut world, provider, reseller) = europe();
     let (customer, invitation) = (kit.id(), kit.id());
     world.given([kit.register_customer(reseller, customer, "FR", None)]);
-    assert_eq!(world.rejects(&kit.invite_customer(invitation, reseller, Some(provider), customer)), Code::RelationshipNotActive);
+    assert_eq!(
+        world.rejects(&kit.invite_customer(invitation, reseller, Some(provider), customer)),
+        Code::RelationshipNotActive
+    );
 }
 
 #[test]
@@ -490,8 +783,14 @@ fn not_a_direct_bill_partner_when_an_indirect_reseller_invites_without_a_provide
     let (mut kit, mut world, _, reseller) = europe();
     let (customer, invitation) = (kit.id(), kit.id());
     world.given([kit.register_customer(reseller, customer, "FR", None)]);
-    assert_eq!(world.rejects(&kit.invite_customer(invitation, reseller, None, customer)), Code::NotADirectBillPartner);
-    assert_eq!(world.rejects(&kit.transition_to_indirect_reseller(reseller)), Code::NotADirectBillPartner);
+    assert_eq!(
+        world.rejects(&kit.invite_customer(invitation, reseller, None, customer)),
+        Code::NotADirectBillPartner
+    );
+    assert_eq!(
+        world.rejects(&kit.transition_to_indirect_reseller(reseller)),
+        Code::NotADirectBillPartner
+    );
 }
 
 #[test]
@@ -500,11 +799,17 @@ fn scenario_7_reseller_cannot_sell_to_a_customer_in_another_region() {
     world.given(kit.connect(provider, reseller));
     let (american, invitation) = (kit.id(), kit.id());
     world.given([kit.register_customer(reseller, american, "US", None)]);
-    assert_eq!(world.rejects(&kit.invite_customer(invitation, reseller, Some(provider), american)), Code::RegionMismatch);
+    assert_eq!(
+        world.rejects(&kit.invite_customer(invitation, reseller, Some(provider), american)),
+        Code::RegionMismatch
+    );
     // A customer in another country of the same region is fine.
     let (swiss, invitation) = (kit.id(), kit.id());
     world.given([kit.register_customer(reseller, swiss, "CH", None)]);
-    assert_eq!(world.accepts(&kit.invite_customer(invitation, reseller, Some(provider), swiss)), ["CustomerInvited"]);
+    assert_eq!(
+        world.accepts(&kit.invite_customer(invitation, reseller, Some(provider), swiss)),
+        ["CustomerInvited"]
+    );
 }
 
 #[test]
@@ -512,8 +817,17 @@ fn accepting_a_customer_invitation_starts_both_relationships_at_once() {
     let (mut kit, mut world, provider, reseller) = europe();
     world.given(kit.connect(provider, reseller));
     let (customer, invitation) = (kit.id(), kit.id());
-    world.given([kit.register_customer(reseller, customer, "FR", None), kit.invite_customer(invitation, reseller, Some(provider), customer)]);
-    assert_eq!(world.accepts(&kit.accept_customer_invitation(invitation, customer)), ["CustomerRelationshipEstablished", "CustomerRelationshipEstablished"]);
+    world.given([
+        kit.register_customer(reseller, customer, "FR", None),
+        kit.invite_customer(invitation, reseller, Some(provider), customer),
+    ]);
+    assert_eq!(
+        world.accepts(&kit.accept_customer_invitation(invitation, customer)),
+        [
+            "CustomerRelationshipEstablished",
+            "CustomerRelationshipEstablished"
+        ]
+    );
     let state = world.state.customer(customer).unwrap();
     assert!(state.relationship_active(reseller) && state.relationship_active(provider));
 }
@@ -523,9 +837,16 @@ fn customer_relationship_already_active() {
     let (mut kit, mut world, provider, reseller) = europe();
     world.given(kit.connect(provider, reseller));
     let (customer, invitation) = (kit.id(), kit.id());
-    world.given([kit.register_customer(reseller, customer, "FR", None), kit.invite_customer(invitation, reseller, Some(provider), customer), kit.accept_customer_invitation(invitation, customer)]);
+    world.given([
+        kit.register_customer(reseller, customer, "FR", None),
+        kit.invite_customer(invitation, reseller, Some(provider), customer),
+        kit.accept_customer_invitation(invitation, customer),
+    ]);
     let again = kit.id();
-    assert_eq!(world.rejects(&kit.invite_customer(again, reseller, Some(provider), customer)), Code::CustomerRelationshipAlreadyActive);
+    assert_eq!(
+        world.rejects(&kit.invite_customer(again, reseller, Some(provider), customer)),
+        Code::CustomerRelationshipAlreadyActive
+    );
 }
 
 #[test]
@@ -533,12 +854,25 @@ fn customer_invitations_are_checked_like_reseller_invitations() {
     let (mut kit, mut world, provider, reseller) = europe();
     world.given(kit.connect(provider, reseller));
     let (customer, other, invitation) = (kit.id(), kit.id(), kit.id());
-    world.given([kit.register_customer(reseller, customer, "FR", None), kit.register_customer(reseller, other, "FR", None), kit.invite_customer(invitation, reseller, Some(provider), customer)]);
+    world.given([
+        kit.register_customer(reseller, customer, "FR", None),
+        kit.register_customer(reseller, other, "FR", None),
+        kit.invite_customer(invitation, reseller, Some(provider), customer),
+    ]);
     let ghost = kit.id();
-    assert_eq!(world.rejects(&kit.accept_customer_invitation(ghost, customer)), Code::InvitationNotFound);
-    assert_eq!(world.rejects(&kit.accept_customer_invitation(invitation, other)), Code::InvitationAddressedToOtherPartner);
+    assert_eq!(
+        world.rejects(&kit.accept_customer_invitation(ghost, customer)),
+        Code::InvitationNotFound
+    );
+    assert_eq!(
+        world.rejects(&kit.accept_customer_invitation(invitation, other)),
+        Code::InvitationAddressedToOtherPartner
+    );
     world.given([kit.accept_customer_invitation(invitation, customer)]);
-    assert_eq!(world.rejects(&kit.accept_customer_invitation(invitation, customer)), Code::InvitationNotPending);
+    assert_eq!(
+        world.rejects(&kit.accept_customer_invitation(invitation, customer)),
+        Code::InvitationNotPending
+    );
 }
 
 #[test]
@@ -547,13 +881,39 @@ fn customer_relationship_not_active_and_who_may_end_one() {
     world.given(kit.connect(provider, reseller));
     let (customer, invitation) = (kit.id(), kit.id());
     world.given([kit.register_customer(reseller, customer, "FR", None)]);
-    assert_eq!(world.rejects(&kit.end_customer_relationship(Actor::operator(), customer, reseller)), Code::CustomerRelationshipNotActive);
-    world.given([kit.invite_customer(invitation, reseller, Some(provider), customer), kit.accept_customer_invitation(invitation, customer)]);
+    assert_eq!(
+        world.rejects(&kit.end_customer_relationship(Actor::operator(), customer, reseller)),
+        Code::CustomerRelationshipNotActive
+    );
+    world.given([
+        kit.invite_customer(invitation, reseller, Some(provider), customer),
+        kit.accept_customer_invitation(invitation, customer),
+    ]);
     // Another partner may not end it; the partner itself and the operator may.
-    assert_eq!(world.rejects(&kit.end_customer_relationship(Actor::partner(provider, "admin_agent"), customer, reseller)), Code::UnauthorizedActor);
-    assert_eq!(world.accepts(&kit.end_customer_relationship(Actor::partner(reseller, "admin_agent"), customer, reseller)), ["CustomerRelationshipEnded"]);
-    assert_eq!(world.accepts(&kit.end_customer_relationship(Actor::operator(), customer, provider)), ["CustomerRelationshipEnded"]);
-    assert_eq!(world.rejects(&kit.end_customer_relationship(Actor::operator(), customer, provider)), Code::CustomerRelationshipNotActive);
+    assert_eq!(
+        world.rejects(&kit.end_customer_relationship(
+            Actor::partner(provider, "admin_agent"),
+            customer,
+            reseller
+        )),
+        Code::UnauthorizedActor
+    );
+    assert_eq!(
+        world.accepts(&kit.end_customer_relationship(
+            Actor::partner(reseller, "admin_agent"),
+            customer,
+            reseller
+        )),
+        ["CustomerRelationshipEnded"]
+    );
+    assert_eq!(
+        world.accepts(&kit.end_customer_relationship(Actor::operator(), customer, provider)),
+        ["CustomerRelationshipEnded"]
+    );
+    assert_eq!(
+        world.rejects(&kit.end_customer_relationship(Actor::operator(), customer, provider)),
+        Code::CustomerRelationshipNotActive
+    );
 }
 
 // ---- revenue and direct bill ----------------------------------------------------------------------
@@ -561,9 +921,23 @@ fn customer_relationship_not_active_and_who_may_end_one() {
 #[test]
 fn negative_revenue_total_per_month_and_category() {
     let (mut kit, mut world, _, reseller) = europe();
-    world.given([kit.record_revenue(reseller, "2025-11", RevenueCategory::Cloud, "1000.00"), kit.record_revenue(reseller, "2025-11", RevenueCategory::Cloud, "-400.50")]);
-    assert_eq!(world.rejects(&kit.record_revenue(reseller, "2025-11", RevenueCategory::Cloud, "-599.51")), Code::NegativeRevenueTotal);
-    assert_eq!(world.rejects(&kit.record_revenue(reseller, "2025-11", RevenueCategory::PerpetualSoftware, "-0.01")), Code::NegativeRevenueTotal);
+    world.given([
+        kit.record_revenue(reseller, "2025-11", RevenueCategory::Cloud, "1000.00"),
+        kit.record_revenue(reseller, "2025-11", RevenueCategory::Cloud, "-400.50"),
+    ]);
+    assert_eq!(
+        world.rejects(&kit.record_revenue(reseller, "2025-11", RevenueCategory::Cloud, "-599.51")),
+        Code::NegativeRevenueTotal
+    );
+    assert_eq!(
+        world.rejects(&kit.record_revenue(
+            reseller,
+            "2025-11",
+            RevenueCategory::PerpetualSoftware,
+            "-0.01"
+        )),
+        Code::NegativeRevenueTotal
+    );
     world.given([kit.record_revenue(reseller, "2025-11", RevenueCategory::Cloud, "-599.50")]);
 }
 
@@ -576,8 +950,21 @@ fn direct_bill_requirements_unmet_lists_every_unmet_requirement() {
     let rejection = world.when(&kit.apply_for_direct_bill(partner)).unwrap_err();
     assert_eq!(rejection.code, Code::DirectBillRequirementsUnmet);
     let details = rejection.details.unwrap();
-    assert_eq!(details["unmet"], serde_json::json!(["partner_not_verified", "mpn_not_associated", "mpa_not_signed", "support_plan_missing", "infrastructure_not_attested", "revenue_below_threshold"]));
-    assert_eq!(details["recommendations"], serde_json::json!(["managed_service_missing"]));
+    assert_eq!(
+        details["unmet"],
+        serde_json::json!([
+            "partner_not_verified",
+            "mpn_not_associated",
+            "mpa_not_signed",
+            "support_plan_missing",
+            "infrastructure_not_attested",
+            "revenue_below_threshold"
+        ])
+    );
+    assert_eq!(
+        details["recommendations"],
+        serde_json::json!(["managed_service_missing"])
+    );
 }
 
 #[test]
@@ -585,22 +972,41 @@ fn direct_bill_revenue_counts_cloud_of_the_twelve_months_before_the_application_
     let mut kit = Kit::new();
     let partner = kit.id();
     let mut world = Harness::new();
-    world.given(kit.onboard(partner, "DE")).given([kit.purchase_support_plan(partner), kit.attest_infrastructure(partner, true, false)]);
+    world.given(kit.onboard(partner, "DE")).given([
+        kit.purchase_support_plan(partner),
+        kit.attest_infrastructure(partner, true, false),
+    ]);
     // USD 299,999.99 of cloud revenue in the trailing twelve months (kit clock is January 2026),
     // plus perpetual software and revenue outside the window, which do not count.
     world.given(kit.trailing_revenue(partner, "24999.99"));
     world.given([kit.record_revenue(partner, "2025-06", RevenueCategory::Cloud, "0.11")]);
     world.given([
-        kit.record_revenue(partner, "2025-03", RevenueCategory::PerpetualSoftware, "90000.00"),
+        kit.record_revenue(
+            partner,
+            "2025-03",
+            RevenueCategory::PerpetualSoftware,
+            "90000.00",
+        ),
         kit.record_revenue(partner, "2024-12", RevenueCategory::Cloud, "90000.00"),
         kit.record_revenue(partner, "2026-01", RevenueCategory::Cloud, "90000.00"),
     ]);
     let rejection = world.when(&kit.apply_for_direct_bill(partner)).unwrap_err();
-    assert_eq!(rejection.details.as_ref().unwrap()["unmet"], serde_json::json!(["infrastructure_not_attested", "revenue_below_threshold"]));
-    assert_eq!(rejection.details.as_ref().unwrap()["ttm_cloud_revenue_usd"], "299999.99");
-    world.given([kit.attest_infrastructure(partner, true, true), kit.record_revenue(partner, "2025-12", RevenueCategory::Cloud, "0.01")]);
+    assert_eq!(
+        rejection.details.as_ref().unwrap()["unmet"],
+        serde_json::json!(["infrastructure_not_attested", "revenue_below_threshold"])
+    );
+    assert_eq!(
+        rejection.details.as_ref().unwrap()["ttm_cloud_revenue_usd"],
+        "299999.99"
+    );
+    world.given([
+        kit.attest_infrastructure(partner, true, true),
+        kit.record_revenue(partner, "2025-12", RevenueCategory::Cloud, "0.01"),
+    ]);
     let events = world.when(&kit.apply_for_direct_bill(partner)).unwrap();
-    let Event::DirectBillApplicationSubmitted(submitted) = &events[0] else { panic!("{events:?}") };
+    let Event::DirectBillApplicationSubmitted(submitted) = &events[0] else {
+        panic!("{events:?}")
+    };
     assert_eq!(submitted.ttm_cloud_revenue_usd.to_string(), "300000.00");
 }
 
@@ -610,16 +1016,45 @@ fn direct_bill_path_from_application_to_activation_and_back() {
     let partner = kit.id();
     let mut world = Harness::new();
     world.given(kit.direct_bill_ready(partner, "DE"));
-    assert_eq!(world.accepts(&kit.apply_for_direct_bill(partner)), ["DirectBillApplicationSubmitted"]);
-    assert_eq!(world.rejects(&kit.apply_for_direct_bill(partner)), Code::DirectBillApplicationPending);
-    assert_eq!(world.rejects(&kit.accept_direct_bill_terms_as(partner, "global_admin")), Code::CreditCheckNotApproved);
+    assert_eq!(
+        world.accepts(&kit.apply_for_direct_bill(partner)),
+        ["DirectBillApplicationSubmitted"]
+    );
+    assert_eq!(
+        world.rejects(&kit.apply_for_direct_bill(partner)),
+        Code::DirectBillApplicationPending
+    );
+    assert_eq!(
+        world.rejects(&kit.accept_direct_bill_terms_as(partner, "global_admin")),
+        Code::CreditCheckNotApproved
+    );
     world.given([kit.record_credit_check(partner, CreditOutcome::Approved)]);
-    assert_eq!(world.rejects(&kit.accept_direct_bill_terms_as(partner, "admin_agent")), Code::SignerNotGlobalAdmin);
-    assert_eq!(world.accepts(&kit.accept_direct_bill_terms_as(partner, "global_admin")), ["DirectBillActivated"]);
-    assert!(world.state.partner(partner).unwrap().has_role(ProgramRole::DirectBill));
-    assert_eq!(world.rejects(&kit.apply_for_direct_bill(partner)), Code::AlreadyDirectBill);
-    assert_eq!(world.accepts(&kit.transition_to_indirect_reseller(partner)), ["TransitionedToIndirectReseller"]);
-    assert!(world.state.partner(partner).unwrap().has_role(ProgramRole::IndirectReseller));
+    assert_eq!(
+        world.rejects(&kit.accept_direct_bill_terms_as(partner, "admin_agent")),
+        Code::SignerNotGlobalAdmin
+    );
+    assert_eq!(
+        world.accepts(&kit.accept_direct_bill_terms_as(partner, "global_admin")),
+        ["DirectBillActivated"]
+    );
+    assert!(world
+        .state
+        .partner(partner)
+        .unwrap()
+        .has_role(ProgramRole::DirectBill));
+    assert_eq!(
+        world.rejects(&kit.apply_for_direct_bill(partner)),
+        Code::AlreadyDirectBill
+    );
+    assert_eq!(
+        world.accepts(&kit.transition_to_indirect_reseller(partner)),
+        ["TransitionedToIndirectReseller"]
+    );
+    assert!(world
+        .state
+        .partner(partner)
+        .unwrap()
+        .has_role(ProgramRole::IndirectReseller));
 }
 
 #[test]
@@ -628,12 +1063,27 @@ fn no_direct_bill_application_before_applying_and_after_a_declined_credit_check(
     let partner = kit.id();
     let mut world = Harness::new();
     world.given(kit.direct_bill_ready(partner, "DE"));
-    assert_eq!(world.rejects(&kit.record_credit_check(partner, CreditOutcome::Approved)), Code::NoDirectBillApplication);
-    assert_eq!(world.rejects(&kit.accept_direct_bill_terms_as(partner, "global_admin")), Code::NoDirectBillApplication);
-    world.given([kit.apply_for_direct_bill(partner), kit.record_credit_check(partner, CreditOutcome::Declined)]);
-    assert_eq!(world.rejects(&kit.accept_direct_bill_terms_as(partner, "global_admin")), Code::NoDirectBillApplication);
+    assert_eq!(
+        world.rejects(&kit.record_credit_check(partner, CreditOutcome::Approved)),
+        Code::NoDirectBillApplication
+    );
+    assert_eq!(
+        world.rejects(&kit.accept_direct_bill_terms_as(partner, "global_admin")),
+        Code::NoDirectBillApplication
+    );
+    world.given([
+        kit.apply_for_direct_bill(partner),
+        kit.record_credit_check(partner, CreditOutcome::Declined),
+    ]);
+    assert_eq!(
+        world.rejects(&kit.accept_direct_bill_terms_as(partner, "global_admin")),
+        Code::NoDirectBillApplication
+    );
     // A declined application is closed: the partner may apply again.
-    assert_eq!(world.accepts(&kit.apply_for_direct_bill(partner)), ["DirectBillApplicationSubmitted"]);
+    assert_eq!(
+        world.accepts(&kit.apply_for_direct_bill(partner)),
+        ["DirectBillApplicationSubmitted"]
+    );
 }
 
 #[test]
@@ -643,17 +1093,35 @@ fn direct_bill_partner_invites_customers_without_a_provider() {
     let mut world = Harness::new();
     world.given(kit.direct_bill_partner(partner, "JP"));
     let (customer, invitation) = (kit.id(), kit.id());
-    world.given([kit.register_customer(partner, customer, "JP", None), kit.accept_customer_agreement(customer)]);
-    assert_eq!(world.accepts(&kit.invite_customer(invitation, partner, None, customer)), ["CustomerInvited"]);
-    assert_eq!(world.accepts(&kit.accept_customer_invitation(invitation, customer)), ["CustomerRelationshipEstablished"]);
+    world.given([
+        kit.register_customer(partner, customer, "JP", None),
+        kit.accept_customer_agreement(customer),
+    ]);
+    assert_eq!(
+        world.accepts(&kit.invite_customer(invitation, partner, None, customer)),
+        ["CustomerInvited"]
+    );
+    assert_eq!(
+        world.accepts(&kit.accept_customer_invitation(invitation, customer)),
+        ["CustomerRelationshipEstablished"]
+    );
 }
 
 #[test]
 fn support_plan_infrastructure_and_managed_services_are_recorded() {
     let (mut kit, mut world, _, reseller) = europe();
-    assert_eq!(world.accepts(&kit.purchase_support_plan(reseller)), ["SupportPlanPurchased"]);
-    assert_eq!(world.accepts(&kit.attest_infrastructure(reseller, true, false)), ["InfrastructureAttested"]);
-    assert_eq!(world.accepts(&kit.register_managed_service(reseller)), ["ManagedServiceRegistered"]);
+    assert_eq!(
+        world.accepts(&kit.purchase_support_plan(reseller)),
+        ["SupportPlanPurchased"]
+    );
+    assert_eq!(
+        world.accepts(&kit.attest_infrastructure(reseller, true, false)),
+        ["InfrastructureAttested"]
+    );
+    assert_eq!(
+        world.accepts(&kit.register_managed_service(reseller)),
+        ["ManagedServiceRegistered"]
+    );
     let partner = world.state.partner(reseller).unwrap();
     assert_eq!(partner.infrastructure, Some((true, false)));
     assert_eq!(partner.managed_services.len(), 1);

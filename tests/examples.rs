@@ -50,12 +50,23 @@ fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>)
             Value::Array(_) => "array",
             Value::Object(_) => "object",
         };
-        if !types.iter().any(|t| *t == actual || (*t == "number" && actual == "integer")) {
+        if !types
+            .iter()
+            .any(|t| *t == actual || (*t == "number" && actual == "integer"))
+        {
             errors.push(format!("{path}: {actual} is not {types:?}"));
         }
     }
-    if let (Some(object), Some(properties)) = (value.as_object(), schema.get("properties").and_then(Value::as_object)) {
-        for required in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+    if let (Some(object), Some(properties)) = (
+        value.as_object(),
+        schema.get("properties").and_then(Value::as_object),
+    ) {
+        for required in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if !object.contains_key(required.as_str().unwrap_or_default()) {
                 errors.push(format!("{path}: missing {required}"));
             }
@@ -63,7 +74,9 @@ fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>)
         for (key, item) in object {
             match properties.get(key) {
                 Some(sub) => validate(sub, item, &format!("{path}.{key}"), errors),
-                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => errors.push(format!("{path}: unknown field {key}")),
+                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                    errors.push(format!("{path}: unknown field {key}"))
+                }
                 None => {}
             }
         }
@@ -71,15 +84,25 @@ fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>)
 }
 
 fn example_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("examples")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "jsonl")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
     files.sort();
     assert!(!files.is_empty());
     files
 }
 
 fn schema_for(kind: &str, type_name: &str) -> Value {
-    let path = root().join("schemas/json").join(kind).join(format!("{type_name}.schema.json"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    let path = root()
+        .join("schemas/json")
+        .join(kind)
+        .join(format!("{type_name}.schema.json"));
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -88,7 +111,8 @@ fn every_example_command_deserializes_and_validates_against_its_schema() {
     for file in example_files() {
         for (number, line) in std::fs::read_to_string(&file).unwrap().lines().enumerate() {
             let where_ = format!("{}:{}", file.display(), number + 1);
-            csp_ledger_schemas::CommandEnvelope::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{where_}: {}", e.reason));
+            csp_ledger_schemas::CommandEnvelope::parse(line.as_bytes())
+                .unwrap_or_else(|e| panic!("{where_}: {}", e.reason));
             let value: Value = serde_json::from_str(line).unwrap();
             let type_name = value["type"].as_str().unwrap();
             types.insert(type_name.to_string());
@@ -97,16 +121,29 @@ fn every_example_command_deserializes_and_validates_against_its_schema() {
             assert!(errors.is_empty(), "{where_}: {errors:?}");
         }
     }
-    assert!(types.len() >= 20, "the examples cover most command types: {types:?}");
+    assert!(
+        types.len() >= 20,
+        "the examples cover most command types: {types:?}"
+    );
 }
 
 #[test]
 fn the_validator_rejects_what_the_types_reject() {
-    let line = std::fs::read_to_string(root().join("examples/onboarding.jsonl")).unwrap().lines().next().unwrap().to_string();
+    let line = std::fs::read_to_string(root().join("examples/onboarding.jsonl"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     let mut value: Value = serde_json::from_str(&line).unwrap();
     value["payload"]["legal_nam"] = Value::from("typo");
     let mut errors = Vec::new();
-    validate(&schema_for("commands", "EnrollPartner"), &value, "$", &mut errors);
+    validate(
+        &schema_for("commands", "EnrollPartner"),
+        &value,
+        "$",
+        &mut errors,
+    );
     assert_eq!(errors, ["$.payload: unknown field legal_nam"]);
     assert!(csp_ledger_schemas::CommandEnvelope::parse(value.to_string().as_bytes()).is_err());
 }
@@ -141,7 +178,13 @@ fn every_event_of_the_onboarding_scenario_validates_against_its_schema() {
 fn the_lifecycle_example_after_onboarding_gives_the_outcomes_its_correlation_ids_announce() {
     let dir = tempfile::tempdir().unwrap();
     let run = |file: &str| {
-        let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger")).arg("--data-dir").arg(dir.path()).args(["apply", file]).current_dir(root()).output().unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["apply", file])
+            .current_dir(root())
+            .output()
+            .unwrap();
         assert!(output.status.success());
         String::from_utf8(output.stdout).unwrap()
     };
@@ -151,7 +194,10 @@ fn the_lifecycle_example_after_onboarding_gives_the_outcomes_its_correlation_ids
     for (command, outcome) in commands.lines().zip(outcomes.lines()) {
         let command: Value = serde_json::from_str(command).unwrap();
         let outcome: Value = serde_json::from_str(outcome).unwrap();
-        match command["correlation_id"].as_str().and_then(|c| c.strip_prefix("expect-rejected:")) {
+        match command["correlation_id"]
+            .as_str()
+            .and_then(|c| c.strip_prefix("expect-rejected:"))
+        {
             Some(code) => assert_eq!(outcome["rejection"]["code"], code, "{outcome}"),
             None => assert_eq!(outcome["outcome"], "accepted", "{outcome}"),
         }

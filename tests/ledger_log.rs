@@ -11,7 +11,11 @@ use csp_ledger_schemas::RejectionCode;
 use serde_json::Value;
 
 fn submit(ledger: &mut Ledger, lines: &[String]) -> Vec<Value> {
-    let submissions = lines.iter().enumerate().map(|(i, l)| Submission::parse(Some(i as u64 + 1), l.as_bytes())).collect();
+    let submissions = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Submission::parse(Some(i as u64 + 1), l.as_bytes()))
+        .collect();
     let result = ledger.submit(submissions).unwrap();
     (0..result.outcomes.len())
         .map(|i| {
@@ -24,7 +28,13 @@ fn submit(ledger: &mut Ledger, lines: &[String]) -> Vec<Value> {
 
 fn onboarding_lines(kit: &mut Kit) -> (uuid::Uuid, Vec<String>) {
     let partner = kit.id();
-    (partner, kit.onboard(partner, "DE").iter().map(|c| c.to_json()).collect())
+    (
+        partner,
+        kit.onboard(partner, "DE")
+            .iter()
+            .map(|c| c.to_json())
+            .collect(),
+    )
 }
 
 #[test]
@@ -55,7 +65,15 @@ fn duplicate_within_one_batch_and_of_a_rejected_command() {
     let sign_too_early = kit.sign_mpa(partner).to_json();
     let enroll = kit.enroll(partner, "DE", "ops@contoso.example").to_json();
     let mut ledger = Ledger::open(dir.path(), LogOptions::default()).unwrap();
-    let outcomes = submit(&mut ledger, &[sign_too_early.clone(), enroll.clone(), enroll.clone(), sign_too_early.clone()]);
+    let outcomes = submit(
+        &mut ledger,
+        &[
+            sign_too_early.clone(),
+            enroll.clone(),
+            enroll.clone(),
+            sign_too_early.clone(),
+        ],
+    );
     assert_eq!(outcomes[0]["rejection"]["code"], "partner_not_found");
     assert_eq!(outcomes[2]["outcome"], "duplicate");
     assert_eq!(outcomes[2]["events"], outcomes[1]["events"]);
@@ -83,9 +101,15 @@ fn command_id_conflict_when_the_body_differs() {
     let outcomes = submit(&mut ledger, &[enroll.to_json(), changed.to_json()]);
     assert_eq!(outcomes[0]["outcome"], "accepted");
     assert_eq!(outcomes[1]["outcome"], "rejected");
-    assert_eq!(outcomes[1]["rejection"]["code"], RejectionCode::CommandIdConflict.as_str());
+    assert_eq!(
+        outcomes[1]["rejection"]["code"],
+        RejectionCode::CommandIdConflict.as_str()
+    );
     // The idempotency record still belongs to the first body.
-    assert_eq!(submit(&mut ledger, &[enroll.to_json()])[0]["outcome"], "duplicate");
+    assert_eq!(
+        submit(&mut ledger, &[enroll.to_json()])[0]["outcome"],
+        "duplicate"
+    );
 }
 
 #[test]
@@ -102,8 +126,18 @@ fn malformed_lines_get_an_outcome_with_the_line_number_and_processing_goes_on() 
     for (index, needle) in [(1, "envelope"), (2, "outcom"), (3, "unknown command type")] {
         assert_eq!(outcomes[index]["outcome"], "rejected");
         assert_eq!(outcomes[index]["rejection"]["code"], "malformed_command");
-        assert_eq!(outcomes[index]["rejection"]["details"]["line"], index as u64 + 1);
-        assert!(outcomes[index]["rejection"]["message"].as_str().unwrap().contains(needle), "{}", outcomes[index]);
+        assert_eq!(
+            outcomes[index]["rejection"]["details"]["line"],
+            index as u64 + 1
+        );
+        assert!(
+            outcomes[index]["rejection"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{}",
+            outcomes[index]
+        );
     }
     assert_eq!(outcomes[1]["command_id"], Value::Null);
     assert_eq!(outcomes[2]["command_id"], with_typo["command_id"]);
@@ -131,59 +165,130 @@ fn hashed_event_bytes_hold_no_email_in_clear_while_history_shows_it_and_erasure_
     let dir = tempfile::tempdir().unwrap();
     let mut kit = Kit::new();
     let partner = kit.id();
-    let commands: Vec<String> = vec![kit.enroll(partner, "DE", "ana.lopez@contoso.example"), kit.verify(partner), kit.associate_mpn(partner, "1234567", "DE"), kit.sign_mpa(partner)]
-        .iter()
-        .map(|c| c.to_json())
-        .collect();
+    let commands: Vec<String> = vec![
+        kit.enroll(partner, "DE", "ana.lopez@contoso.example"),
+        kit.verify(partner),
+        kit.associate_mpn(partner, "1234567", "DE"),
+        kit.sign_mpa(partner),
+    ]
+    .iter()
+    .map(|c| c.to_json())
+    .collect();
     let mut ledger = Ledger::open(dir.path(), LogOptions::default()).unwrap();
     let outcomes = submit(&mut ledger, &commands);
-    assert_eq!(outcomes[0]["events"][0]["personal_data"]["primary_contact_email"], "ana.lopez@contoso.example");
+    assert_eq!(
+        outcomes[0]["events"][0]["personal_data"]["primary_contact_email"],
+        "ana.lopez@contoso.example"
+    );
     drop(ledger);
     let events = stored_bytes(dir.path());
     assert!(!events.is_empty());
     let text = String::from_utf8_lossy(&events);
-    assert!(!text.contains("ana.lopez"), "clear e-mail in the hashed event bytes");
+    assert!(
+        !text.contains("ana.lopez"),
+        "clear e-mail in the hashed event bytes"
+    );
     assert!(!text.contains("signer@contoso.example"));
-    assert!(!text.contains('@'), "no e-mail address of any kind in the event bytes");
+    assert!(
+        !text.contains('@'),
+        "no e-mail address of any kind in the event bytes"
+    );
     assert!(text.contains("\"primary_contact_email\":\"sha256:"));
 
     let binary = env!("CARGO_BIN_EXE_csp-ledger");
-    let history = Command::new(binary).args(["history", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let history = Command::new(binary)
+        .args(["history", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let history = String::from_utf8(history.stdout).unwrap();
-    assert!(history.contains("\"primary_contact_email\":\"ana.lopez@contoso.example\""), "{history}");
+    assert!(
+        history.contains("\"primary_contact_email\":\"ana.lopez@contoso.example\""),
+        "{history}"
+    );
     assert!(history.contains("\"signer_email\":\"signer@contoso.example\""));
 
-    let erased = Command::new(binary).arg("--data-dir").arg(dir.path()).args(["erase-personal-data", &partner.to_string()]).output().unwrap();
+    let erased = Command::new(binary)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["erase-personal-data", &partner.to_string()])
+        .output()
+        .unwrap();
     assert!(erased.status.success());
     assert!(String::from_utf8_lossy(&erased.stdout).contains("\"erased_values\":2"));
-    let history = Command::new(binary).arg("--data-dir").arg(dir.path()).arg("history").output().unwrap();
+    let history = Command::new(binary)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("history")
+        .output()
+        .unwrap();
     assert!(!String::from_utf8_lossy(&history.stdout).contains("contoso.example\""));
-    let verify = Command::new(binary).arg("--data-dir").arg(dir.path()).arg("verify").output().unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let verify = Command::new(binary)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }
 
 /// Applies a realistic stream through the CLI and returns the data directory.
 fn populated(commands: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let binary = env!("CARGO_BIN_EXE_csp-ledger");
-    let generated = Command::new(binary).args(["generate", "--commands", &commands.to_string()]).output().unwrap();
-    let mut child = Command::new(binary).arg("--data-dir").arg(dir.path()).arg("apply").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(&generated.stdout).unwrap();
+    let generated = Command::new(binary)
+        .args(["generate", "--commands", &commands.to_string()])
+        .output()
+        .unwrap();
+    let mut child = Command::new(binary)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("apply")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&generated.stdout)
+        .unwrap();
     assert!(child.wait().unwrap().success());
     dir
 }
 
 fn verify(dir: &std::path::Path) -> (i32, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger")).arg("--data-dir").arg(dir).arg("verify").output().unwrap();
-    (output.status.code().unwrap(), serde_json::from_slice(&output.stdout).unwrap_or(Value::Null))
+    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("verify")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+    )
 }
 
 /// Rewrites the event chunk holding `position` with `edit` applied to its decoded events.
-fn edit_chunk(dir: &std::path::Path, position: u64, edit: impl FnOnce(&mut Vec<csp_ledger::log::StoredEvent>, usize)) {
+fn edit_chunk(
+    dir: &std::path::Path,
+    position: u64,
+    edit: impl FnOnce(&mut Vec<csp_ledger::log::StoredEvent>, usize),
+) {
     let db = csp_ledger::log::sled_config(dir).open().unwrap();
     let mut key = vec![b'E'];
     key.extend_from_slice(&position.to_be_bytes());
-    let (chunk_key, value) = db.range(&[b'E'][..]..=&key[..]).next_back().unwrap().unwrap();
+    let (chunk_key, value) = db
+        .range(&[b'E'][..]..=&key[..])
+        .next_back()
+        .unwrap()
+        .unwrap();
     let first = u64::from_be_bytes(chunk_key[1..9].try_into().unwrap());
     let mut events = decode_event_chunk(first, &value).unwrap();
     edit(&mut events, (position - first) as usize);
@@ -210,7 +315,11 @@ fn verify_names_the_position_of_a_changed_byte() {
     let dir = populated(300);
     edit_chunk(dir.path(), 120, |events, i| {
         let bytes = &mut events[i].canonical;
-        let at = bytes.windows(11).position(|w| w == b"\"occurred_a").unwrap() + 20;
+        let at = bytes
+            .windows(11)
+            .position(|w| w == b"\"occurred_a")
+            .unwrap()
+            + 20;
         bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
     });
     let (code, report) = verify(dir.path());
@@ -253,7 +362,13 @@ fn a_damaged_store_is_refused_on_open() {
         Err(error) => assert!(error.to_string().contains("damaged"), "{error}"),
         Ok(_) => panic!("a damaged log was opened"),
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger")).arg("--data-dir").arg(dir.path()).args(["apply", "-"]).stdin(Stdio::null()).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["apply", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("damaged"));
     // A changed byte in the middle is found when the ledger replays on open.
@@ -265,18 +380,42 @@ fn a_damaged_store_is_refused_on_open() {
 #[test]
 fn auditor_script_recomputes_every_hash_from_history_output() {
     let dir = populated(500);
-    let history = Command::new(env!("CARGO_BIN_EXE_csp-ledger")).arg("--data-dir").arg(dir.path()).arg("history").output().unwrap();
+    let history = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("history")
+        .output()
+        .unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/verify_chain.py");
-    let mut child = Command::new("python3").arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("python3 is needed for the auditor test");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for the auditor test");
     let written = child.stdin.take().unwrap().write_all(&history.stdout);
     let output = child.wait_with_output().unwrap();
-    assert!(written.is_ok(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        written.is_ok(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     assert!(text.starts_with("ok "), "{text}");
     // And it notices an edit.
-    let tampered = String::from_utf8(history.stdout).unwrap().replacen("\"legal_name\":\"Partner ", "\"legal_name\":\"Partmer ", 1);
-    let mut child = Command::new("python3").arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let tampered = String::from_utf8(history.stdout).unwrap().replacen(
+        "\"legal_name\":\"Partner ",
+        "\"legal_name\":\"Partmer ",
+        1,
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     // The script stops reading at the first break: a broken pipe here is expected.
     let _ = child.stdin.take().unwrap().write_all(tampered.as_bytes());
     let output = child.wait_with_output().unwrap();
@@ -290,7 +429,14 @@ fn outcomes_are_typed_for_library_callers() {
     let mut kit = Kit::new();
     let (_, lines) = onboarding_lines(&mut kit);
     let mut ledger = Ledger::open(dir.path(), LogOptions::default()).unwrap();
-    let result = ledger.submit(lines.iter().map(|l| Submission::parse(None, l.as_bytes())).collect()).unwrap();
+    let result = ledger
+        .submit(
+            lines
+                .iter()
+                .map(|l| Submission::parse(None, l.as_bytes()))
+                .collect(),
+        )
+        .unwrap();
     assert!(matches!(result.outcomes[0], Outcome::Accepted { .. }));
     assert_eq!(result.head_position, 4);
 }

@@ -13,18 +13,46 @@ const COUNTRIES: [&str; 4] = ["DE", "FR", "US", "NL"];
 
 /// Builds command number `kind` with argument indexes `a`, `b`, `c` over small pools, so that
 /// random sequences hit both accepted and rejected paths.
-fn build(kit: &mut Kit, partners: &[Uuid], customers: &[Uuid], invitations: &[Uuid], kind: u8, a: usize, b: usize, c: usize) -> CommandEnvelope {
+fn build(
+    kit: &mut Kit,
+    partners: &[Uuid],
+    customers: &[Uuid],
+    invitations: &[Uuid],
+    kind: u8,
+    a: usize,
+    b: usize,
+    c: usize,
+) -> CommandEnvelope {
     let p = partners[a % partners.len()];
     let q = partners[b % partners.len()];
     let cu = customers[c % customers.len()];
     let inv = invitations[(a + b + c) % invitations.len()];
     let country = COUNTRIES[c % COUNTRIES.len()];
     match kind % 26 {
-        0 => kit.enroll(p, COUNTRIES[a % COUNTRIES.len()], if c % 5 == 0 { "x@gmail.com" } else { "ops@partner.example" }),
+        0 => kit.enroll(
+            p,
+            COUNTRIES[a % COUNTRIES.len()],
+            if c % 5 == 0 {
+                "x@gmail.com"
+            } else {
+                "ops@partner.example"
+            },
+        ),
         1 => kit.verify(p),
         2 => kit.reject_verification(p),
-        3 => kit.associate_mpn(p, &format!("{}", 1000 + b % 3), COUNTRIES[c % COUNTRIES.len()]),
-        4 => kit.sign_mpa_as(p, if c % 4 == 0 { "admin_agent" } else { "global_admin" }),
+        3 => kit.associate_mpn(
+            p,
+            &format!("{}", 1000 + b % 3),
+            COUNTRIES[c % COUNTRIES.len()],
+        ),
+        4 => kit.sign_mpa_as(
+            p,
+            if c % 4 == 0 {
+                "admin_agent"
+            } else {
+                "global_admin"
+            },
+        ),
         5 => kit.authorize_provider(p),
         6 => kit.invite_reseller(inv, p, q),
         7 => kit.accept_invitation(inv, q),
@@ -36,14 +64,49 @@ fn build(kit: &mut Kit, partners: &[Uuid], customers: &[Uuid], invitations: &[Uu
         13 => kit.accept_customer_agreement(cu),
         14 => kit.invite_customer(inv, p, (b % 4 != 0).then_some(q), cu),
         15 => kit.accept_customer_invitation(inv, cu),
-        16 => kit.end_customer_relationship(if b % 2 == 0 { Actor::operator() } else { Actor::partner(p, "admin_agent") }, cu, p),
-        17 => kit.record_revenue(p, &format!("2025-{:02}", 1 + b % 12), if c % 3 == 0 { RevenueCategory::PerpetualSoftware } else { RevenueCategory::Cloud }, if c % 4 == 0 { "-150000.00" } else { "100000.00" }),
+        16 => kit.end_customer_relationship(
+            if b % 2 == 0 {
+                Actor::operator()
+            } else {
+                Actor::partner(p, "admin_agent")
+            },
+            cu,
+            p,
+        ),
+        17 => kit.record_revenue(
+            p,
+            &format!("2025-{:02}", 1 + b % 12),
+            if c % 3 == 0 {
+                RevenueCategory::PerpetualSoftware
+            } else {
+                RevenueCategory::Cloud
+            },
+            if c % 4 == 0 {
+                "-150000.00"
+            } else {
+                "100000.00"
+            },
+        ),
         18 => kit.purchase_support_plan(p),
         19 => kit.attest_infrastructure(p, b % 3 != 0, c % 3 != 0),
         20 => kit.register_managed_service(p),
         21 => kit.apply_for_direct_bill(p),
-        22 => kit.record_credit_check(p, if b % 3 == 0 { CreditOutcome::Declined } else { CreditOutcome::Approved }),
-        23 => kit.accept_direct_bill_terms_as(p, if c % 3 == 0 { "admin_agent" } else { "global_admin" }),
+        22 => kit.record_credit_check(
+            p,
+            if b % 3 == 0 {
+                CreditOutcome::Declined
+            } else {
+                CreditOutcome::Approved
+            },
+        ),
+        23 => kit.accept_direct_bill_terms_as(
+            p,
+            if c % 3 == 0 {
+                "admin_agent"
+            } else {
+                "global_admin"
+            },
+        ),
         24 => kit.transition_to_indirect_reseller(p),
         _ => {
             let mut command = kit.verify(p);
@@ -82,19 +145,29 @@ fn deterministic_ledger(dir: &std::path::Path) -> Ledger {
     .unwrap()
 }
 
-fn run(prefix: usize, actions: &[(u8, usize, usize, usize, bool)], splits: &[usize]) -> Result<(), TestCaseError> {
+fn run(
+    prefix: usize,
+    actions: &[(u8, usize, usize, usize, bool)],
+    splits: &[usize],
+) -> Result<(), TestCaseError> {
     let mut kit = Kit::new();
     let partners: Vec<Uuid> = (0..5).map(|_| kit.id()).collect();
     let customers: Vec<Uuid> = (0..3).map(|_| kit.id()).collect();
     let invitations: Vec<Uuid> = (0..4).map(|_| kit.id()).collect();
-    let mut commands: Vec<String> = happy_script(&mut kit, &partners, &customers).into_iter().take(prefix).map(|c| c.to_json()).collect();
+    let mut commands: Vec<String> = happy_script(&mut kit, &partners, &customers)
+        .into_iter()
+        .take(prefix)
+        .map(|c| c.to_json())
+        .collect();
     for &(kind, a, b, c, repeat) in actions {
         if repeat && !commands.is_empty() {
             // A client retry of an earlier command, byte for byte.
             let earlier = commands[(a * 7 + b) % commands.len()].clone();
             commands.push(earlier);
         } else {
-            commands.push(build(&mut kit, &partners, &customers, &invitations, kind, a, b, c).to_json());
+            commands.push(
+                build(&mut kit, &partners, &customers, &invitations, kind, a, b, c).to_json(),
+            );
         }
     }
     let dir = tempfile::tempdir().unwrap();
@@ -106,8 +179,19 @@ fn run(prefix: usize, actions: &[(u8, usize, usize, usize, bool)], splits: &[usi
         let size = (*split.next().unwrap_or(&1)).clamp(1, rest.len());
         let (batch, tail) = rest.split_at(size);
         rest = tail;
-        let result = ledger.submit(batch.iter().map(|l| Submission::parse(None, l.as_bytes())).collect()).unwrap();
-        accepted += result.outcomes.iter().filter(|o| o.kind() == "accepted").count();
+        let result = ledger
+            .submit(
+                batch
+                    .iter()
+                    .map(|l| Submission::parse(None, l.as_bytes()))
+                    .collect(),
+            )
+            .unwrap();
+        accepted += result
+            .outcomes
+            .iter()
+            .filter(|o| o.kind() == "accepted")
+            .count();
     }
     let live = ledger.state().clone();
     let head = ledger.head();
@@ -120,7 +204,14 @@ fn run(prefix: usize, actions: &[(u8, usize, usize, usize, bool)], splits: &[usi
     let mut ledger = deterministic_ledger(dir.path());
     prop_assert_eq!(ledger.state(), &live);
     // The same commands again change nothing: every one is a duplicate.
-    let again = ledger.submit(commands.iter().map(|l| Submission::parse(None, l.as_bytes())).collect()).unwrap();
+    let again = ledger
+        .submit(
+            commands
+                .iter()
+                .map(|l| Submission::parse(None, l.as_bytes()))
+                .collect(),
+        )
+        .unwrap();
     prop_assert!(again.outcomes.iter().all(|o| o.kind() == "duplicate"));
     prop_assert_eq!(ledger.state(), &live);
     prop_assert_eq!(ledger.head().position, head.position);
@@ -145,9 +236,19 @@ proptest! {
 fn a_long_realistic_run_replays_to_the_live_state() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = deterministic_ledger(dir.path());
-    let lines: Vec<String> = csp_ledger::workload::Generator::new(7).take(5000).map(|c| c.to_json()).collect();
+    let lines: Vec<String> = csp_ledger::workload::Generator::new(7)
+        .take(5000)
+        .map(|c| c.to_json())
+        .collect();
     for chunk in lines.chunks(700) {
-        ledger.submit(chunk.iter().map(|l| Submission::parse(None, l.as_bytes())).collect()).unwrap();
+        ledger
+            .submit(
+                chunk
+                    .iter()
+                    .map(|l| Submission::parse(None, l.as_bytes()))
+                    .collect(),
+            )
+            .unwrap();
     }
     assert!(ledger.state().position > 5000);
     assert_eq!(&replay(ledger.log(), u64::MAX).unwrap(), ledger.state());

@@ -36,7 +36,11 @@ pub fn partner_unmet(partner: &Partner) -> Vec<&'static str> {
 
 fn partner_unmet_prefixed(state: &LedgerState, id: Uuid, prefix: &str, out: &mut Vec<Unmet>) {
     match state.partner(id) {
-        Some(partner) => out.extend(partner_unmet(partner).into_iter().map(|code| format!("{prefix}.{code}"))),
+        Some(partner) => out.extend(
+            partner_unmet(partner)
+                .into_iter()
+                .map(|code| format!("{prefix}.{code}")),
+        ),
         None => out.push(format!("{prefix}.partner_not_found")),
     }
 }
@@ -72,9 +76,14 @@ pub fn order_unmet(state: &LedgerState, customer_id: Uuid, partner_id: Uuid) -> 
     partner_unmet_prefixed(state, partner_id, "partner", &mut unmet);
     if let (Some(c), Some(p)) = (customer, partner) {
         if p.has_role(ProgramRole::IndirectProvider) {
-            let shared = state.resellers_by_provider.get(&partner_id).is_some_and(|resellers| {
-                resellers.iter().any(|r| state.relationship_active(partner_id, *r) && c.relationship_active(*r))
-            });
+            let shared = state
+                .resellers_by_provider
+                .get(&partner_id)
+                .is_some_and(|resellers| {
+                    resellers.iter().any(|r| {
+                        state.relationship_active(partner_id, *r) && c.relationship_active(*r)
+                    })
+                });
             if !shared {
                 unmet.push("no_shared_reseller".to_string());
             }
@@ -122,7 +131,12 @@ pub fn direct_bill_readiness(partner: &Partner, date: NaiveDate) -> DirectBillRe
     if partner.managed_services.is_empty() {
         recommendations.push("managed_service_missing");
     }
-    DirectBillReadiness { ready: unmet.is_empty(), unmet, recommendations, ttm_cloud_revenue_usd: ttm }
+    DirectBillReadiness {
+        ready: unmet.is_empty(),
+        unmet,
+        recommendations,
+        ttm_cloud_revenue_usd: ttm,
+    }
 }
 
 /// Business days (Monday to Friday) from `start` to `end`, not counting `start`.
@@ -141,7 +155,8 @@ pub fn business_days_between(start: NaiveDate, end: NaiveDate) -> u32 {
 /// A pending verification older than five business days on `today` (004 step 6).
 pub fn verification_overdue(partner: &Partner, today: NaiveDate) -> bool {
     partner.verification == VerificationStatus::Pending
-        && business_days_between(partner.enrolled_at.date_naive(), today) > VERIFICATION_OVERDUE_BUSINESS_DAYS
+        && business_days_between(partner.enrolled_at.date_naive(), today)
+            > VERIFICATION_OVERDUE_BUSINESS_DAYS
 }
 
 #[cfg(test)]
@@ -153,6 +168,9 @@ mod tests {
         let friday = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
         let next_friday = NaiveDate::from_ymd_opt(2026, 1, 9).unwrap();
         assert_eq!(business_days_between(friday, next_friday), 5);
-        assert_eq!(business_days_between(friday, NaiveDate::from_ymd_opt(2026, 1, 4).unwrap()), 0);
+        assert_eq!(
+            business_days_between(friday, NaiveDate::from_ymd_opt(2026, 1, 4).unwrap()),
+            0
+        );
     }
 }

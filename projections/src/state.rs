@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use csp_ledger_schemas::command::{ManagedServiceKind, RevenueCategory, SupportPlan};
-use csp_ledger_schemas::event::{CustomerPartnerRole, Event, ProgramRole, StreamId, VerificationStatus};
+use csp_ledger_schemas::event::{
+    CustomerPartnerRole, Event, ProgramRole, StreamId, VerificationStatus,
+};
 use csp_ledger_schemas::values::{Country, Month, UsdAmount};
 use uuid::Uuid;
 
@@ -80,7 +82,10 @@ impl Partner {
 
     /// Revenue total of one month and category, in cents.
     pub fn revenue_total(&self, month: Month, category: RevenueCategory) -> i64 {
-        self.revenue.get(&(month.index(), category)).copied().unwrap_or(0)
+        self.revenue
+            .get(&(month.index(), category))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -223,7 +228,8 @@ impl LedgerState {
     }
 
     pub fn relationship_active(&self, provider_id: Uuid, reseller_id: Uuid) -> bool {
-        self.relationship(provider_id, reseller_id).is_some_and(|r| r.status == RelationshipStatus::Active)
+        self.relationship(provider_id, reseller_id)
+            .is_some_and(|r| r.status == RelationshipStatus::Active)
     }
 
     /// Folds one event.
@@ -234,11 +240,18 @@ impl LedgerState {
     /// relationship that does not exist, or positions go backwards). The domain never decides
     /// such an event, so this means a bug or a damaged log.
     pub fn apply(&mut self, meta: &EventMeta, event: &Event) {
-        assert_eq!(meta.position, self.position + 1, "event positions must be contiguous");
+        assert_eq!(
+            meta.position,
+            self.position + 1,
+            "event positions must be contiguous"
+        );
         self.position = meta.position;
         let stream = event.stream();
         let expected_version = self.next_stream_version(&stream);
-        assert_eq!(meta.stream_version, expected_version, "stream {stream} versions must be contiguous");
+        assert_eq!(
+            meta.stream_version, expected_version,
+            "stream {stream} versions must be contiguous"
+        );
         self.stream_versions.insert(stream, meta.stream_version);
         let at = meta.occurred_at;
         match event {
@@ -263,10 +276,17 @@ impl LedgerState {
                     version: 0,
                 };
                 let previous = self.partners.insert(e.partner_id, partner);
-                assert!(previous.is_none(), "partner {} enrolled twice", e.partner_id);
-                self.tenants.insert(e.tenant_id, TenantOwner::Partner(e.partner_id));
+                assert!(
+                    previous.is_none(),
+                    "partner {} enrolled twice",
+                    e.partner_id
+                );
+                self.tenants
+                    .insert(e.tenant_id, TenantOwner::Partner(e.partner_id));
             }
-            Event::PartnerVerified(e) => self.partner_mut(e.partner_id).verification = VerificationStatus::Approved,
+            Event::PartnerVerified(e) => {
+                self.partner_mut(e.partner_id).verification = VerificationStatus::Approved
+            }
             Event::PartnerVerificationRejected(e) => {
                 self.partner_mut(e.partner_id).verification = VerificationStatus::Rejected
             }
@@ -275,11 +295,16 @@ impl LedgerState {
                     self.mpn_ids.remove(old);
                 }
                 self.mpn_ids.insert(e.mpn_id.clone(), e.partner_id);
-                self.partner_mut(e.partner_id).mpn = Some(Mpn { mpn_id: e.mpn_id.clone(), mpn_country: e.mpn_country });
+                self.partner_mut(e.partner_id).mpn = Some(Mpn {
+                    mpn_id: e.mpn_id.clone(),
+                    mpn_country: e.mpn_country,
+                });
             }
             Event::MpaSigned(e) => {
-                self.partner_mut(e.partner_id).mpa =
-                    Some(Agreement { agreement_version: e.agreement_version.clone(), signed_at: at })
+                self.partner_mut(e.partner_id).mpa = Some(Agreement {
+                    agreement_version: e.agreement_version.clone(),
+                    signed_at: at,
+                })
             }
             Event::IndirectProviderAuthorized(e) => {
                 let partner = self.partner_mut(e.partner_id);
@@ -289,20 +314,33 @@ impl LedgerState {
             Event::ResellerInvited(e) => {
                 self.reseller_invitations.insert(
                     e.invitation_id,
-                    ResellerInvitation { provider_id: e.provider_id, reseller_id: e.reseller_id, status: InvitationStatus::Pending },
+                    ResellerInvitation {
+                        provider_id: e.provider_id,
+                        reseller_id: e.reseller_id,
+                        status: InvitationStatus::Pending,
+                    },
                 );
-                self.resellers_by_provider.entry(e.provider_id).or_default().insert(e.reseller_id);
-                self.providers_by_reseller.entry(e.reseller_id).or_default().insert(e.provider_id);
-                let relationship = self.relationships.entry((e.provider_id, e.reseller_id)).or_insert(Relationship {
-                    provider_id: e.provider_id,
-                    reseller_id: e.reseller_id,
-                    status: RelationshipStatus::Invited,
-                    admin_access: false,
-                    since: at,
-                    ended_at: None,
-                    pending_invitation: None,
-                    version: 0,
-                });
+                self.resellers_by_provider
+                    .entry(e.provider_id)
+                    .or_default()
+                    .insert(e.reseller_id);
+                self.providers_by_reseller
+                    .entry(e.reseller_id)
+                    .or_default()
+                    .insert(e.provider_id);
+                let relationship = self
+                    .relationships
+                    .entry((e.provider_id, e.reseller_id))
+                    .or_insert(Relationship {
+                        provider_id: e.provider_id,
+                        reseller_id: e.reseller_id,
+                        status: RelationshipStatus::Invited,
+                        admin_access: false,
+                        since: at,
+                        ended_at: None,
+                        pending_invitation: None,
+                        version: 0,
+                    });
                 relationship.status = RelationshipStatus::Invited;
                 relationship.since = at;
                 relationship.ended_at = None;
@@ -311,7 +349,8 @@ impl LedgerState {
             }
             Event::InvitationAccepted(e) => {
                 self.invitation_mut(e.invitation_id).status = InvitationStatus::Accepted;
-                self.relationship_mut(e.provider_id, e.reseller_id).pending_invitation = None;
+                self.relationship_mut(e.provider_id, e.reseller_id)
+                    .pending_invitation = None;
             }
             Event::RelationshipEstablished(e) => {
                 let relationship = self.relationship_mut(e.provider_id, e.reseller_id);
@@ -319,7 +358,10 @@ impl LedgerState {
                 relationship.since = at;
                 relationship.ended_at = None;
             }
-            Event::AdminAccessGranted(e) => self.relationship_mut(e.provider_id, e.reseller_id).admin_access = true,
+            Event::AdminAccessGranted(e) => {
+                self.relationship_mut(e.provider_id, e.reseller_id)
+                    .admin_access = true
+            }
             Event::InvitationDeclined(e) => {
                 self.invitation_mut(e.invitation_id).status = InvitationStatus::Declined;
                 let relationship = self.relationship_mut(e.provider_id, e.reseller_id);
@@ -334,7 +376,10 @@ impl LedgerState {
                 relationship.status = RelationshipStatus::Revoked;
                 relationship.since = at;
             }
-            Event::AdminAccessRemoved(e) => self.relationship_mut(e.provider_id, e.reseller_id).admin_access = false,
+            Event::AdminAccessRemoved(e) => {
+                self.relationship_mut(e.provider_id, e.reseller_id)
+                    .admin_access = false
+            }
             Event::RelationshipEnded(e) => {
                 let relationship = self.relationship_mut(e.provider_id, e.reseller_id);
                 relationship.status = RelationshipStatus::Ended;
@@ -355,12 +400,19 @@ impl LedgerState {
                     version: 0,
                 };
                 let previous = self.customers.insert(e.customer_id, customer);
-                assert!(previous.is_none(), "customer {} registered twice", e.customer_id);
-                self.tenants.insert(e.tenant_id, TenantOwner::Customer(e.customer_id));
+                assert!(
+                    previous.is_none(),
+                    "customer {} registered twice",
+                    e.customer_id
+                );
+                self.tenants
+                    .insert(e.tenant_id, TenantOwner::Customer(e.customer_id));
             }
             Event::CustomerAgreementAccepted(e) => {
-                self.customer_mut(e.customer_id).mca =
-                    Some(Agreement { agreement_version: e.agreement_version.clone(), signed_at: at })
+                self.customer_mut(e.customer_id).mca = Some(Agreement {
+                    agreement_version: e.agreement_version.clone(),
+                    signed_at: at,
+                })
             }
             Event::CustomerInvited(e) => {
                 self.customer_mut(e.customer_id);
@@ -382,37 +434,58 @@ impl LedgerState {
                 invitation.status = InvitationStatus::Accepted;
                 self.customer_mut(e.customer_id).partners.insert(
                     e.partner_id,
-                    CustomerPartner { active: true, role: e.partner_role, since: at, ended_at: None },
+                    CustomerPartner {
+                        active: true,
+                        role: e.partner_role,
+                        since: at,
+                        ended_at: None,
+                    },
                 );
             }
             Event::CustomerRelationshipEnded(e) => {
                 let customer = self.customer_mut(e.customer_id);
-                let partner = customer
-                    .partners
-                    .get_mut(&e.partner_id)
-                    .unwrap_or_else(|| panic!("customer relationship {} / {} not found", e.customer_id, e.partner_id));
+                let partner = customer.partners.get_mut(&e.partner_id).unwrap_or_else(|| {
+                    panic!(
+                        "customer relationship {} / {} not found",
+                        e.customer_id, e.partner_id
+                    )
+                });
                 partner.active = false;
                 partner.ended_at = Some(at);
             }
             Event::RevenueRecorded(e) => {
-                let total = self.partner_mut(e.partner_id).revenue.entry((e.month.index(), e.category)).or_insert(0);
+                let total = self
+                    .partner_mut(e.partner_id)
+                    .revenue
+                    .entry((e.month.index(), e.category))
+                    .or_insert(0);
                 *total += e.amount_usd.cents;
             }
-            Event::SupportPlanPurchased(e) => self.partner_mut(e.partner_id).support_plan = Some(e.plan),
+            Event::SupportPlanPurchased(e) => {
+                self.partner_mut(e.partner_id).support_plan = Some(e.plan)
+            }
             Event::InfrastructureAttested(e) => {
                 self.partner_mut(e.partner_id).infrastructure = Some((e.billing, e.provisioning))
             }
-            Event::ManagedServiceRegistered(e) => {
-                self.partner_mut(e.partner_id).managed_services.push((e.kind, e.name.clone()))
-            }
+            Event::ManagedServiceRegistered(e) => self
+                .partner_mut(e.partner_id)
+                .managed_services
+                .push((e.kind, e.name.clone())),
             Event::DirectBillApplicationSubmitted(e) => {
-                self.partner_mut(e.partner_id).application =
-                    Some(DirectBillApplication { submitted_at: at, credit: CreditState::Pending })
+                self.partner_mut(e.partner_id).application = Some(DirectBillApplication {
+                    submitted_at: at,
+                    credit: CreditState::Pending,
+                })
             }
             Event::CreditCheckApproved(e) => {
                 let partner = self.partner_mut(e.partner_id);
-                let application = partner.application.as_mut().expect("credit check without an application");
-                application.credit = CreditState::Approved { credit_limit_usd: e.credit_limit_usd };
+                let application = partner
+                    .application
+                    .as_mut()
+                    .expect("credit check without an application");
+                application.credit = CreditState::Approved {
+                    credit_limit_usd: e.credit_limit_usd,
+                };
             }
             Event::CreditCheckDeclined(e) => self.partner_mut(e.partner_id).application = None,
             Event::DirectBillActivated(e) => {
@@ -439,11 +512,15 @@ impl LedgerState {
     }
 
     fn partner_mut(&mut self, id: Uuid) -> &mut Partner {
-        self.partners.get_mut(&id).unwrap_or_else(|| panic!("partner {id} not found"))
+        self.partners
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("partner {id} not found"))
     }
 
     fn customer_mut(&mut self, id: Uuid) -> &mut Customer {
-        self.customers.get_mut(&id).unwrap_or_else(|| panic!("customer {id} not found"))
+        self.customers
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("customer {id} not found"))
     }
 
     fn relationship_mut(&mut self, provider: Uuid, reseller: Uuid) -> &mut Relationship {
@@ -453,6 +530,8 @@ impl LedgerState {
     }
 
     fn invitation_mut(&mut self, id: Uuid) -> &mut ResellerInvitation {
-        self.reseller_invitations.get_mut(&id).unwrap_or_else(|| panic!("invitation {id} not found"))
+        self.reseller_invitations
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("invitation {id} not found"))
     }
 }

@@ -362,7 +362,8 @@ struct RawFoldEnvelope<'a> {
 impl FoldEvent {
     /// Decodes the fold view of canonical bytes.
     pub fn decode(bytes: &[u8]) -> Result<FoldEvent, String> {
-        let raw: RawFoldEnvelope<'_> = serde_json::from_slice(bytes).map_err(|e| format!("envelope: {e}"))?;
+        let raw: RawFoldEnvelope<'_> =
+            serde_json::from_slice(bytes).map_err(|e| format!("envelope: {e}"))?;
         if raw.schema_version != SCHEMA_VERSION {
             return Err(format!("unsupported schema_version {}", raw.schema_version));
         }

@@ -20,7 +20,12 @@ use uuid::Uuid;
 #[command(name = "csp-ledger", version, about)]
 struct Cli {
     /// Directory of the log (created when missing).
-    #[arg(long, global = true, env = "CSP_LEDGER_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        global = true,
+        env = "CSP_LEDGER_DATA_DIR",
+        default_value = "./data"
+    )]
     data_dir: PathBuf,
     /// fdatasync sled's data file after every group commit (turn off only for throwaway data).
     #[arg(long, global = true, env = "CSP_LEDGER_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
@@ -100,37 +105,74 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let stats = if file == "-" {
                 apply_lines(&mut ledger, BufReader::new(std::io::stdin()), &mut out)
             } else {
-                let input = std::fs::File::open(&file).with_context(|| format!("opening {file}"))?;
-                apply_lines(&mut ledger, BufReader::with_capacity(1 << 20, input), &mut out)
+                let input =
+                    std::fs::File::open(&file).with_context(|| format!("opening {file}"))?;
+                apply_lines(
+                    &mut ledger,
+                    BufReader::with_capacity(1 << 20, input),
+                    &mut out,
+                )
             }
             .context("applying commands")?;
-            tracing::info!(message = "Applied.", commands = stats.commands, accepted = stats.accepted, rejected = stats.rejected, duplicates = stats.duplicates, events = stats.events);
+            tracing::info!(
+                message = "Applied.",
+                commands = stats.commands,
+                accepted = stats.accepted,
+                rejected = stats.rejected,
+                duplicates = stats.duplicates,
+                events = stats.events
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Commands::History { stream, from, until } => {
-            let stream = stream.map(|s| s.parse::<StreamId>()).transpose().map_err(anyhow::Error::msg)?;
-            let until = until.map(|u| u.parse::<Until>()).transpose().map_err(anyhow::Error::msg)?;
-            let log = Log::open(&cli.data_dir, options).with_context(|| format!("opening the log in {}", cli.data_dir.display()))?;
+        Commands::History {
+            stream,
+            from,
+            until,
+        } => {
+            let stream = stream
+                .map(|s| s.parse::<StreamId>())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let until = until
+                .map(|u| u.parse::<Until>())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let log = Log::open(&cli.data_dir, options)
+                .with_context(|| format!("opening the log in {}", cli.data_dir.display()))?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            write_history(&log, &HistoryFilter { stream, from, until }, &mut out)?;
+            write_history(
+                &log,
+                &HistoryFilter {
+                    stream,
+                    from,
+                    until,
+                },
+                &mut out,
+            )?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Commands::Verify => {
             let report = match Log::open(&cli.data_dir, options) {
                 Ok(log) => csp_ledger::audit::verify(&log),
-                Err(csp_ledger::log::LogError::Corrupt { position, reason }) => csp_ledger::audit::VerifyReport {
-                    ok: false,
-                    events: 0,
-                    head_hash: String::new(),
-                    first_bad_position: position.or(Some(1)),
-                    reason: Some(reason),
-                },
+                Err(csp_ledger::log::LogError::Corrupt { position, reason }) => {
+                    csp_ledger::audit::VerifyReport {
+                        ok: false,
+                        events: 0,
+                        head_hash: String::new(),
+                        first_bad_position: position.or(Some(1)),
+                        reason: Some(reason),
+                    }
+                }
                 Err(error) => return Err(error).context("opening the log"),
             };
             println!("{}", serde_json::to_string(&report)?);
-            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
         Commands::Generate { commands, seed } => {
             let stdout = std::io::stdout();
@@ -144,16 +186,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Bench { commands, seed } => {
             let dir = cli.data_dir.join(format!("bench-{}", std::process::id()));
             anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
-            let report = csp_ledger::bench::run(&dir, commands, seed, options).context("running the benchmark");
+            let report = csp_ledger::bench::run(&dir, commands, seed, options)
+                .context("running the benchmark");
             let _ = std::fs::remove_dir_all(&dir);
             let report = report?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Commands::ErasePersonalData { subject } => {
-            let mut log = Log::open(&cli.data_dir, options).with_context(|| format!("opening the log in {}", cli.data_dir.display()))?;
+            let log = Log::open(&cli.data_dir, options)
+                .with_context(|| format!("opening the log in {}", cli.data_dir.display()))?;
             let erased = log.erase_subject(subject)?;
-            println!("{}", serde_json::json!({"subject": subject, "erased_values": erased}));
+            println!(
+                "{}",
+                serde_json::json!({"subject": subject, "erased_values": erased})
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
