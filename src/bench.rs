@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::apply::{apply_lines, ApplyError};
-use crate::ledger::{replay, Ledger};
+use crate::ledger::{replay, Ledger, ParsedCommand, Submission};
 use crate::log::LogOptions;
 use crate::workload::Generator;
 
@@ -33,6 +33,11 @@ pub struct BenchReport {
     pub replay_seconds: f64,
     pub replay_events_per_second: f64,
     pub store_bytes: u64,
+    /// Latency of a commit holding a single command (decide, append, flush, fsync when on):
+    /// what one interactive caller waits for.
+    pub single_command_commits: u64,
+    pub single_command_commit_p50_micros: u64,
+    pub single_command_commit_p99_micros: u64,
     pub peak_rss_bytes: Option<u64>,
 }
 
@@ -64,6 +69,8 @@ pub fn run(
     let started = Instant::now();
     let state = replay(ledger.log(), u64::MAX)?;
     let replay_seconds = started.elapsed().as_secs_f64();
+    drop(ledger);
+    let single = single_command_commits(&dir.join("single"), seed, options)?;
     Ok(BenchReport {
         commands: stats.commands,
         accepted: stats.accepted,
@@ -82,6 +89,33 @@ pub fn run(
         replay_seconds,
         replay_events_per_second: state.position as f64 / replay_seconds,
         store_bytes,
+        single_command_commits: single.len() as u64,
+        single_command_commit_p50_micros: percentile(&single, 0.50),
+        single_command_commit_p99_micros: percentile(&single, 0.99),
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// Commands committed one per flush to measure commit latency.
+pub const SINGLE_COMMAND_COMMITS: usize = 2000;
+
+fn single_command_commits(dir: &Path, seed: u64, options: LogOptions) -> Result<Vec<u64>, ApplyError> {
+    let mut ledger = Ledger::open(dir, options)?;
+    let mut micros = Vec::with_capacity(SINGLE_COMMAND_COMMITS);
+    for envelope in Generator::new(seed ^ 0x5eed).take(SINGLE_COMMAND_COMMITS) {
+        let submission = Submission { line: None, parsed: Ok(ParsedCommand::new(envelope)) };
+        let started = Instant::now();
+        ledger.submit(vec![submission])?;
+        micros.push(started.elapsed().as_micros() as u64);
+    }
+    micros.sort_unstable();
+    Ok(micros)
+}
+
+fn percentile(sorted: &[u64], quantile: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
 }
