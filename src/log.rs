@@ -51,6 +51,7 @@ pub enum LogError {
     #[error("I/O error on {path}: {error}")]
     Io {
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
     /// The store is damaged: a record does not decode, the head disagrees with the events, or
