@@ -99,11 +99,18 @@ pub fn run(
 /// Commands committed one per flush to measure commit latency.
 pub const SINGLE_COMMAND_COMMITS: usize = 2000;
 
-fn single_command_commits(dir: &Path, seed: u64, options: LogOptions) -> Result<Vec<u64>, ApplyError> {
+fn single_command_commits(
+    dir: &Path,
+    seed: u64,
+    options: LogOptions,
+) -> Result<Vec<u64>, ApplyError> {
     let mut ledger = Ledger::open(dir, options)?;
     let mut micros = Vec::with_capacity(SINGLE_COMMAND_COMMITS);
     for envelope in Generator::new(seed ^ 0x5eed).take(SINGLE_COMMAND_COMMITS) {
-        let submission = Submission { line: None, parsed: Ok(ParsedCommand::new(envelope)) };
+        let submission = Submission {
+            line: None,
+            parsed: Ok(ParsedCommand::new(envelope)),
+        };
         let started = Instant::now();
         ledger.submit(vec![submission])?;
         micros.push(started.elapsed().as_micros() as u64);
