@@ -192,12 +192,28 @@ fn check_chunk<T>(first_position: u64, value: &[u8], decode: Decoder<T>) -> Chec
     checked
 }
 
-/// Walks the log from position 1 with the chain checked, decoding chunks on
+/// Where a walk starts: the first position to visit and the hash of the event before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkStart {
+    pub position: u64,
+    pub prev_hash: [u8; 32],
+}
+
+impl WalkStart {
+    /// From position 1.
+    pub const GENESIS: WalkStart = WalkStart {
+        position: 1,
+        prev_hash: GENESIS_HASH,
+    };
+}
+
+/// Walks the log from `start` with the chain checked, decoding chunks on
 /// [`WALK_WORKER_THREADS`] threads, and hands every event to `visit` in position order. Stops
-/// at `until` (inclusive) or at the first break, which it returns with its exact position.
-/// Returns the number of events visited and the hash of the last one.
+/// after `until` (inclusive) or at the first break, which it returns with its exact position.
+/// Returns the last position visited (or `start.position - 1`) and its hash.
 pub fn walk<T: Send>(
     log: &Log,
+    start: WalkStart,
     until: u64,
     decode: Decoder<T>,
     mut visit: impl FnMut(u64, &T),
@@ -219,7 +235,7 @@ pub fn walk<T: Send>(
             receivers.push(done_rx);
         }
         let reader = scope.spawn(move || -> Result<(), LogError> {
-            for (index, item) in log.event_chunks().enumerate() {
+            for (index, item) in log.event_chunks_from(start.position).enumerate() {
                 let (first, value) = item?;
                 if first > until
                     || senders[index % WALK_WORKER_THREADS]
@@ -231,49 +247,63 @@ pub fn walk<T: Send>(
             }
             Ok(())
         });
-        let mut next = 1u64;
-        let mut prev_hash = GENESIS_HASH;
+        let mut next = start.position;
+        let mut prev_hash = start.prev_hash;
         let mut index = 0usize;
-        let outcome = loop {
+        let broken =
+            |position: u64, reason: String| Err(WalkError::Broken(ChainBreak { position, reason }));
+        let outcome = 'chunks: loop {
             let Ok(chunk) = receivers[index % WALK_WORKER_THREADS].recv() else {
                 break Ok((next - 1, prev_hash));
             };
             index += 1;
-            if chunk.first_position != next {
-                break Err(WalkError::Broken(ChainBreak {
-                    position: next,
-                    reason: format!(
+            if chunk.first_position > next {
+                break broken(
+                    next,
+                    format!(
                         "event {next} is missing (the next stored slot is {})",
                         chunk.first_position
                     ),
-                }));
+                );
             }
-            if let Some(first) = &chunk.first {
-                if chain_hash(&prev_hash, &first.canonical) != first.hash {
-                    break Err(WalkError::Broken(ChainBreak {
-                        position: next,
-                        reason: format!(
-                            "hash of event {next} does not match its bytes and predecessor"
-                        ),
-                    }));
+            if chunk.first_position == next {
+                if let Some(first) = &chunk.first {
+                    if chain_hash(&prev_hash, &first.canonical) != first.hash {
+                        break broken(
+                            next,
+                            format!(
+                                "hash of event {next} does not match its bytes and predecessor"
+                            ),
+                        );
+                    }
                 }
             }
-            let mut stop = false;
-            for (envelope, hash) in &chunk.envelopes {
+            for (i, (envelope, hash)) in chunk.envelopes.iter().enumerate() {
+                let slot = chunk.first_position + i as u64;
+                if slot < next {
+                    // Before the start (first chunk of a tail walk): the event just before the
+                    // start must be the one the caller named.
+                    if slot + 1 == next && *hash != prev_hash {
+                        break 'chunks broken(
+                            slot,
+                            format!(
+                                "event {slot} is not the event the walk was told to start after"
+                            ),
+                        );
+                    }
+                    continue;
+                }
                 if next > until {
-                    stop = true;
-                    break;
+                    break 'chunks Ok((next - 1, prev_hash));
                 }
                 visit(next, envelope);
                 prev_hash = *hash;
                 next += 1;
             }
-            if let Some(broken) = chunk.broken {
-                if !stop {
-                    break Err(WalkError::Broken(broken));
-                }
+            if let Some(chain_break) = chunk.broken {
+                break Err(WalkError::Broken(chain_break));
             }
-            if stop {
+            if next > until {
                 break Ok((next - 1, prev_hash));
             }
         };
@@ -325,7 +355,9 @@ pub fn verify(log: &Log) -> VerifyReport {
         first_bad_position: Some(position),
         reason: Some(reason),
     };
-    let (walked, last_hash) = match walk(log, u64::MAX, decode_full, |_, _| intact += 1) {
+    let (walked, last_hash) = match walk(log, WalkStart::GENESIS, u64::MAX, decode_full, |_, _| {
+        intact += 1
+    }) {
         Ok(done) => done,
         Err(WalkError::Broken(chain_break)) => {
             return broken(intact, chain_break.position, chain_break.reason)

@@ -15,10 +15,11 @@ use csp_ledger_schemas::RejectionCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tracing::{debug, info_span};
+use tracing::{debug, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::audit::chain_hash;
+use crate::audit::{chain_hash, WalkStart};
+use crate::checkpoint;
 use crate::domain::{self, Rejection};
 use crate::log::{
     Commit, Head, Log, LogError, LogOptions, OutcomeRecord, PersonalRecord, StoredEvent,
@@ -254,9 +255,9 @@ struct IdempotencyEntry {
 }
 
 /// Source of the ledger clock.
-pub type Clock = Box<dyn FnMut() -> DateTime<Utc> + Send>;
+pub type Clock = Box<dyn FnMut() -> DateTime<Utc> + Send + Sync>;
 /// Source of randomness for event ids and personal-data salts.
-pub type Entropy = Box<dyn FnMut() -> [u8; 16] + Send>;
+pub type Entropy = Box<dyn FnMut() -> [u8; 16] + Send + Sync>;
 
 /// A batch decided against the live state and encoded, not yet durable.
 #[derive(Debug)]
@@ -295,6 +296,8 @@ pub struct Ledger {
     idempotency: HashMap<Uuid, IdempotencyEntry>,
     /// Head as decided: ahead of the durable head while a prepared batch is in flight.
     decided: Head,
+    /// Position of the last checkpoint written or loaded.
+    checkpointed: u64,
     clock: Clock,
     entropy: Entropy,
     poisoned: bool,
@@ -314,7 +317,32 @@ impl Ledger {
         entropy: Entropy,
     ) -> Result<Ledger, LedgerError> {
         let log = Log::open(dir, options)?;
-        let state = replay(&log, u64::MAX)?;
+        let mut checkpointed = 0;
+        let state = match checkpoint::load(dir)? {
+            Some(checkpoint) if checkpoint.matches(&log)? => {
+                checkpointed = checkpoint.position;
+                let mut state = checkpoint.state;
+                let start = WalkStart {
+                    position: checkpoint.position + 1,
+                    prev_hash: checkpoint.hash,
+                };
+                replay_onto(&log, &mut state, start, u64::MAX, &mut |_| {})?;
+                info!(
+                    message = "Opened from checkpoint.",
+                    checkpoint = checkpoint.position,
+                    head = state.position
+                );
+                state
+            }
+            Some(checkpoint) => {
+                warn!(
+                    message = "Checkpoint does not match the log; replaying from position 1.",
+                    checkpoint = checkpoint.position
+                );
+                replay(&log, u64::MAX)?
+            }
+            None => replay(&log, u64::MAX)?,
+        };
         let mut idempotency = HashMap::new();
         for item in log.outcomes() {
             let (seq, record) = item?;
@@ -339,6 +367,7 @@ impl Ledger {
             state,
             idempotency,
             decided,
+            checkpointed,
             clock,
             entropy,
             poisoned: false,
@@ -366,6 +395,29 @@ impl Ledger {
     /// Number of distinct command ids recorded.
     pub fn commands_recorded(&self) -> usize {
         self.idempotency.len()
+    }
+
+    /// Writes a checkpoint when at least `interval` events were folded since the last one.
+    pub fn checkpoint_if_due(&mut self, interval: u64) -> Result<(), LedgerError> {
+        if self.state.position >= self.checkpointed + interval.max(1) {
+            self.checkpointed = self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the live state. Only when nothing is in flight (the live state
+    /// equals the durable log), which `submit` and a drained pipeline guarantee.
+    pub fn checkpoint(&self) -> Result<u64, LedgerError> {
+        let head = self.log.head();
+        if head.position != self.state.position {
+            return Err(LogError::Contract(format!(
+                "checkpoint while batches are in flight (log {}, state {})",
+                head.position, self.state.position
+            ))
+            .into());
+        }
+        checkpoint::save(self.log.dir(), &self.state, head.hash)?;
+        Ok(head.position)
     }
 
     /// Marks the ledger failed: a prepared batch could not be committed, so the live state is
@@ -411,7 +463,13 @@ impl Ledger {
         let _entered = span.enter();
         let started = std::time::Instant::now();
         let batch_prev_hash = self.decided.hash;
-        let recorded_at = (self.clock)();
+        // The ledger clock never goes backwards, so that `as_of` by time is well defined.
+        let recorded_at = (self.clock)().max(
+            self.state
+                .recorded
+                .last()
+                .map_or(DateTime::<Utc>::MIN_UTC, |(_, at)| *at),
+        );
         let recorded_at_micros = recorded_at.timestamp_micros();
         let mut result = BatchResult {
             outcomes: Vec::with_capacity(submissions.len()),
@@ -720,11 +778,25 @@ pub fn join_personal(
 /// Folds the log from position 1 up to `until` (inclusive), checking the chain on the way
 /// (chunks are checked and decoded in parallel, folded in order).
 pub fn replay(log: &Log, until: u64) -> Result<LedgerState, LedgerError> {
-    let span = info_span!("replay");
-    let _entered = span.enter();
     let mut state = LedgerState::new();
+    replay_onto(log, &mut state, WalkStart::GENESIS, until, &mut |_| {})?;
+    Ok(state)
+}
+
+/// Folds the events after `start` up to `until` onto `state`, checking the chain; `progress`
+/// is called with each folded position. Checks that a walk meant to reach the head does.
+pub fn replay_onto(
+    log: &Log,
+    state: &mut LedgerState,
+    start: WalkStart,
+    until: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), LedgerError> {
+    let span = info_span!("replay", from = start.position);
+    let _entered = span.enter();
     let (walked, last_hash) = crate::audit::walk(
         log,
+        start,
         until,
         crate::audit::decode_fold,
         |position, envelope| {
@@ -735,6 +807,7 @@ pub fn replay(log: &Log, until: u64) -> Result<LedgerState, LedgerError> {
                 recorded_at: envelope.recorded_at,
             };
             state.apply(&meta, &envelope.event);
+            progress(position);
         },
     )
     .map_err(LogError::from)?;
@@ -746,5 +819,5 @@ pub fn replay(log: &Log, until: u64) -> Result<LedgerState, LedgerError> {
         }
         .into());
     }
-    Ok(state)
+    Ok(())
 }

@@ -4,9 +4,15 @@
 pub mod apply;
 pub mod audit;
 pub mod bench;
+pub mod checkpoint;
 pub mod domain;
 pub mod history;
 pub mod ledger;
 pub mod log;
+pub mod metrics;
+pub mod openapi;
+pub mod query;
+pub mod rebuild;
+pub mod server;
 pub mod testkit;
 pub mod workload;

@@ -358,6 +358,7 @@ pub fn sled_config(dir: &Path) -> sled::Config {
 
 /// The log. One writer per directory (sled takes a file lock).
 pub struct Log {
+    dir: PathBuf,
     db: sled::Db,
     data_file: Option<File>,
     data_path: PathBuf,
@@ -429,6 +430,7 @@ impl Log {
             None
         };
         let log = Log {
+            dir: dir.to_path_buf(),
             db,
             data_file,
             data_path,
@@ -468,6 +470,11 @@ impl Log {
                 Ok(())
             }
         }
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The durable head.
@@ -583,6 +590,97 @@ impl Log {
             failed: false,
             _log: std::marker::PhantomData,
         }
+    }
+
+    /// The raw event chunks in position order from the one holding `position`.
+    pub fn event_chunks_from(
+        &self,
+        position: u64,
+    ) -> impl Iterator<Item = Result<(u64, IVec), LogError>> + '_ {
+        let chunk_start = self
+            .db
+            .range(event_key(0)..=event_key(position.max(1)))
+            .next_back()
+            .and_then(|r| r.ok())
+            .and_then(|(key, _)| key_position(&key))
+            .unwrap_or(1);
+        self.db
+            .range(event_key(chunk_start)..event_key(u64::MAX))
+            .map(|item| {
+                let (key, value) = item?;
+                let first = key_position(&key)
+                    .ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
+                Ok((first, value))
+            })
+    }
+
+    /// The hash of the event at `position` (the genesis hash for 0).
+    pub fn hash_at(&self, position: u64) -> Result<Option<[u8; 32]>, LogError> {
+        if position == 0 {
+            return Ok(Some([0; 32]));
+        }
+        let Some((key, value)) = self
+            .db
+            .range(event_key(0)..=event_key(position))
+            .next_back()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let first =
+            key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
+        let mut found = None;
+        for_each_event_record(first, &value, |slot, hash, _| {
+            if slot == position {
+                found = Some(*hash);
+            }
+            slot < position
+        })?;
+        Ok(found)
+    }
+
+    /// The stored events at the given positions (ascending), decoding each chunk once.
+    pub fn read_positions(&self, positions: &[u64]) -> Result<Vec<StoredEvent>, LogError> {
+        let mut out = Vec::with_capacity(positions.len());
+        let mut index = 0;
+        while index < positions.len() {
+            let position = positions[index];
+            let Some((key, value)) = self
+                .db
+                .range(event_key(0)..=event_key(position))
+                .next_back()
+                .transpose()?
+            else {
+                return Err(LogError::corrupt(
+                    Some(position),
+                    "no chunk holds this position",
+                ));
+            };
+            let first =
+                key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
+            let before = index;
+            for_each_event_record(first, &value, |slot, hash, canonical| {
+                while index < positions.len() && positions[index] < slot {
+                    index += 1;
+                }
+                if index < positions.len() && positions[index] == slot {
+                    out.push(StoredEvent {
+                        position: slot,
+                        hash: *hash,
+                        canonical: canonical.to_vec(),
+                    });
+                    index += 1;
+                }
+                index < positions.len()
+            })?;
+            if index == before {
+                return Err(LogError::corrupt(
+                    Some(position),
+                    "position not found in its chunk",
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// The raw event chunks in position order: (first position, value).

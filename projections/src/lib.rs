@@ -4,6 +4,7 @@
 
 pub mod eligibility;
 pub mod state;
+pub mod views;
 
 pub use eligibility::{DirectBillReadiness, Unmet};
 pub use state::{EventMeta, LedgerState};

@@ -11,6 +11,7 @@ use csp_ledger_schemas::event::{
     CustomerPartnerRole, Event, ProgramRole, StreamId, VerificationStatus,
 };
 use csp_ledger_schemas::values::{Country, Month, UsdAmount};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// What the fold needs from an envelope besides the event itself.
@@ -23,35 +24,35 @@ pub struct EventMeta {
 }
 
 /// An MPN ID association.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mpn {
     pub mpn_id: String,
     pub mpn_country: Country,
 }
 
 /// A signed agreement (MPA or MCA).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agreement {
     pub agreement_version: String,
     pub signed_at: DateTime<Utc>,
 }
 
 /// Credit state of an open direct-bill application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CreditState {
     Pending,
     Approved { credit_limit_usd: Option<UsdAmount> },
 }
 
 /// An open direct-bill application (closed by a declined credit check or by activation).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectBillApplication {
     pub submitted_at: DateTime<Utc>,
     pub credit: CreditState,
 }
 
 /// A partner as the ledger knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partner {
     pub partner_id: Uuid,
     pub legal_name: String,
@@ -90,7 +91,7 @@ impl Partner {
 }
 
 /// Status of a provider-reseller pair, as the read models report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RelationshipStatus {
     Invited,
     Active,
@@ -112,7 +113,7 @@ impl RelationshipStatus {
 }
 
 /// A provider-reseller pair.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Relationship {
     pub provider_id: Uuid,
     pub reseller_id: Uuid,
@@ -126,7 +127,7 @@ pub struct Relationship {
 }
 
 /// State of an invitation (reseller or customer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InvitationStatus {
     Pending,
     Accepted,
@@ -135,7 +136,7 @@ pub enum InvitationStatus {
 }
 
 /// A provider's invitation to a reseller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResellerInvitation {
     pub provider_id: Uuid,
     pub reseller_id: Uuid,
@@ -143,7 +144,7 @@ pub struct ResellerInvitation {
 }
 
 /// A partner's invitation to a customer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerInvitation {
     pub customer_id: Uuid,
     pub reseller_id: Uuid,
@@ -152,7 +153,7 @@ pub struct CustomerInvitation {
 }
 
 /// One partner's relationship with a customer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerPartner {
     pub active: bool,
     pub role: CustomerPartnerRole,
@@ -161,7 +162,7 @@ pub struct CustomerPartner {
 }
 
 /// A customer tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     pub customer_id: Uuid,
     pub company_name: String,
@@ -182,14 +183,14 @@ impl Customer {
 }
 
 /// Who holds a tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TenantOwner {
     Partner(Uuid),
     Customer(Uuid),
 }
 
 /// The whole ledger state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerState {
     /// Position of the last event folded (0 before the first).
     pub position: u64,
@@ -202,7 +203,11 @@ pub struct LedgerState {
     pub customer_invitations: HashMap<Uuid, CustomerInvitation>,
     pub tenants: HashMap<Uuid, TenantOwner>,
     pub mpn_ids: HashMap<String, Uuid>,
-    pub stream_versions: HashMap<StreamId, u64>,
+    /// Positions of every stream's events, in order (the stream version is the index + 1).
+    pub streams: HashMap<StreamId, Vec<u64>>,
+    /// (first position, recorded_at) each time the ledger clock value changes: maps a time to
+    /// the last position recorded at or before it (`as_of` by time).
+    pub recorded: Vec<(u64, DateTime<Utc>)>,
 }
 
 impl LedgerState {
@@ -212,7 +217,20 @@ impl LedgerState {
 
     /// The version the next event of `stream` gets.
     pub fn next_stream_version(&self, stream: &StreamId) -> u64 {
-        self.stream_versions.get(stream).copied().unwrap_or(0) + 1
+        self.streams
+            .get(stream)
+            .map_or(0, |positions| positions.len() as u64)
+            + 1
+    }
+
+    /// The last position recorded at or before `time` (0 when none).
+    pub fn position_at(&self, time: DateTime<Utc>) -> u64 {
+        let after = self.recorded.partition_point(|(_, at)| *at <= time);
+        match after {
+            0 => 0,
+            i if i == self.recorded.len() => self.position,
+            i => self.recorded[i].0 - 1,
+        }
     }
 
     pub fn partner(&self, id: Uuid) -> Option<&Partner> {
@@ -240,10 +258,11 @@ impl LedgerState {
     /// relationship that does not exist, or positions go backwards). The domain never decides
     /// such an event, so this means a bug or a damaged log.
     pub fn apply(&mut self, meta: &EventMeta, event: &Event) {
-        assert_eq!(
-            meta.position,
-            self.position + 1,
-            "event positions must be contiguous"
+        // A full fold sees every position; a fold of some streams only (as-of queries) sees
+        // increasing positions with gaps. Either way a stream's versions are contiguous.
+        assert!(
+            meta.position > self.position,
+            "event positions must increase"
         );
         self.position = meta.position;
         let stream = event.stream();
@@ -252,7 +271,14 @@ impl LedgerState {
             meta.stream_version, expected_version,
             "stream {stream} versions must be contiguous"
         );
-        self.stream_versions.insert(stream, meta.stream_version);
+        self.streams.entry(stream).or_default().push(meta.position);
+        if self
+            .recorded
+            .last()
+            .is_none_or(|(_, at)| *at != meta.recorded_at)
+        {
+            self.recorded.push((meta.position, meta.recorded_at));
+        }
         let at = meta.occurred_at;
         match event {
             Event::PartnerEnrolled(e) => {

@@ -56,6 +56,26 @@ enum Commands {
     },
     /// Walk the hash chain; exit 0 when intact, 2 when not.
     Verify,
+    /// Answer a read path of the API (as over HTTP), e.g. `/v1/partners/ID?as_of=12`.
+    Query {
+        /// Path and query string.
+        path: String,
+    },
+    /// Serve the HTTP API (and, without --kafka, accept commands at POST /v1/commands).
+    Serve {
+        /// Address to listen on; port 0 picks a free port (the bound address is printed).
+        #[arg(long, env = "CSP_LEDGER_HTTP", default_value = "127.0.0.1:8080")]
+        http: String,
+        /// Kafka bootstrap servers to consume commands from.
+        #[arg(long, env = "CSP_LEDGER_KAFKA")]
+        kafka: Option<String>,
+    },
+    /// Refold the read models from position 1 and compare them with the checkpoint.
+    Rebuild {
+        /// Replace the checkpoint with the rebuilt state (at the head).
+        #[arg(long)]
+        write: bool,
+    },
     /// Print a generated, realistic command stream as JSON lines.
     Generate {
         #[arg(long, default_value_t = 10_000)]
@@ -179,6 +199,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             println!("{}", serde_json::to_string(&report)?);
             Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Commands::Query { path } => {
+            let ledger = Ledger::open(&cli.data_dir, options)
+                .with_context(|| format!("opening the ledger in {}", cli.data_dir.display()))?;
+            let request = csp_ledger::query::Request::parse(&path);
+            let view = csp_ledger::query::ReadView {
+                state: ledger.state(),
+                log: ledger.log(),
+            };
+            match csp_ledger::query::answer(view, &request) {
+                Ok(body) => {
+                    println!("{body}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    let mut body = error.body();
+                    body["status"] = serde_json::json!(error.status());
+                    println!("{body}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Commands::Serve { http, kafka } => {
+            if let Some(brokers) = kafka {
+                anyhow::bail!("Kafka ingest (--kafka {brokers}) is not built yet; serve without --kafka accepts commands at POST /v1/commands");
+            }
+            let ledger = Ledger::open(&cli.data_dir, options)
+                .with_context(|| format!("opening the ledger in {}", cli.data_dir.display()))?;
+            let (server, addr) = csp_ledger::server::Server::bind(
+                ledger,
+                &http,
+                csp_ledger::server::ServeOptions::default(),
+            )?;
+            println!("{}", serde_json::json!({"listening": addr.to_string()}));
+            std::io::stdout().flush()?;
+            server.run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Rebuild { write } => {
+            let log = Log::open(&cli.data_dir, options)
+                .with_context(|| format!("opening the log in {}", cli.data_dir.display()))?;
+            let report = csp_ledger::rebuild::rebuild(&log, write)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(if report.equal != Some(false) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(2)

@@ -1,0 +1,124 @@
+//! Checkpoints of the projection state: `LedgerState` with the position and hash it reflects,
+//! so that start-up folds only the tail of the log. Written atomically (temporary file, fsync,
+//! rename, directory fsync) and checked on load (format, checksum, and the hash of its position
+//! in the log); a checkpoint that does not match is ignored and the log replayed from 1.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use csp_ledger_projections::state::LedgerState;
+use sha2::{Digest, Sha256};
+
+use crate::log::{Log, LogError};
+
+/// File name inside the data directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
+
+/// Format marker at the start of the file.
+const MAGIC: &[u8; 8] = b"CSPCKPT1";
+
+/// Largest checkpoint read back, in bytes (a bound on a damaged length field).
+pub const CHECKPOINT_BYTES_MAX: u64 = 16 * 1024 * 1024 * 1024;
+
+/// A loaded checkpoint.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub position: u64,
+    pub hash: [u8; 32],
+    pub state: LedgerState,
+}
+
+impl Checkpoint {
+    /// Whether the log holds, at the checkpoint's position, the event it was taken after.
+    pub fn matches(&self, log: &Log) -> Result<bool, LogError> {
+        Ok(self.position <= log.head().position && log.hash_at(self.position)? == Some(self.hash))
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |error| LogError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(CHECKPOINT_FILE)
+}
+
+/// Writes `state` (reflecting the event with hash `hash`) as the checkpoint of `dir`.
+pub fn save(dir: &Path, state: &LedgerState, hash: [u8; 32]) -> Result<(), LogError> {
+    let payload = postcard::to_stdvec(state)
+        .map_err(|e| LogError::Contract(format!("checkpoint encoding: {e}")))?;
+    let checksum: [u8; 32] = Sha256::digest(&payload).into();
+    let target = path(dir);
+    let temporary = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+    let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
+    let mut header = Vec::with_capacity(8 + 8 + 32 + 8 + 32);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&state.position.to_be_bytes());
+    header.extend_from_slice(&hash);
+    header.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    header.extend_from_slice(&checksum);
+    file.write_all(&header).map_err(io_error(&temporary))?;
+    file.write_all(&payload).map_err(io_error(&temporary))?;
+    file.sync_all().map_err(io_error(&temporary))?;
+    drop(file);
+    std::fs::rename(&temporary, &target).map_err(io_error(&target))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))?;
+    Ok(())
+}
+
+/// Loads the checkpoint of `dir`: `None` when there is none, or when it is damaged (logged;
+/// the caller replays from position 1 instead).
+pub fn load(dir: &Path) -> Result<Option<Checkpoint>, LogError> {
+    let target = path(dir);
+    let mut file = match File::open(&target) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(LogError::Io {
+                path: target,
+                error,
+            })
+        }
+    };
+    let mut header = [0u8; 88];
+    if file.read_exact(&mut header).is_err() || &header[..8] != MAGIC {
+        tracing::warn!(message = "Ignoring a checkpoint with a bad header.", path = %target.display());
+        return Ok(None);
+    }
+    let position = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
+    let hash: [u8; 32] = header[16..48].try_into().unwrap_or_default();
+    let length = u64::from_be_bytes(header[48..56].try_into().unwrap_or_default());
+    let checksum: [u8; 32] = header[56..88].try_into().unwrap_or_default();
+    if length > CHECKPOINT_BYTES_MAX {
+        tracing::warn!(
+            message = "Ignoring a checkpoint with an implausible length.",
+            length
+        );
+        return Ok(None);
+    }
+    let mut payload = Vec::with_capacity(length as usize);
+    file.take(length)
+        .read_to_end(&mut payload)
+        .map_err(io_error(&target))?;
+    if payload.len() as u64 != length || <[u8; 32]>::from(Sha256::digest(&payload)) != checksum {
+        tracing::warn!(message = "Ignoring a checkpoint whose checksum does not match.", path = %target.display());
+        return Ok(None);
+    }
+    match postcard::from_bytes::<LedgerState>(&payload) {
+        Ok(state) if state.position == position => Ok(Some(Checkpoint {
+            position,
+            hash,
+            state,
+        })),
+        _ => {
+            tracing::warn!(message = "Ignoring a checkpoint that does not decode.", path = %target.display());
+            Ok(None)
+        }
+    }
+}

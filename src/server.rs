@@ -1,0 +1,465 @@
+//! The HTTP transport (`csp-ledger serve`): the query router over axum, `POST /v1/commands`
+//! for the embedded mode, and the operations endpoints (`/healthz`, `/readyz`, `/metrics`,
+//! `/openapi.json`).
+//!
+//! One writer thread owns all appends: command requests queue up, the writer takes every
+//! request waiting (group commit across HTTP clients), decides and commits them under the
+//! write lock, then answers each request. Reads take the read lock, so a read always sees a
+//! state equal to the durable log; a read waits at most for one group commit.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use thiserror::Error;
+use tokio::sync::{oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::ledger::{Ledger, Submission, SUBMIT_BATCH_COMMANDS_MAX};
+use crate::metrics::Metrics;
+use crate::query::{answer, ReadView, Request};
+
+/// Largest request body accepted by `POST /v1/commands`.
+pub const COMMAND_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Events folded since the last checkpoint before the writer writes a new one.
+pub const CHECKPOINT_INTERVAL_EVENTS: u64 = 250_000;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Longest wait of a read with `min_position` before it answers 503.
+    pub read_wait_max: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            read_wait_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Failures of the server itself. Edge: exit 1.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("binding {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
+    #[error("HTTP server: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+}
+
+struct CommandJob {
+    submissions: Vec<Submission>,
+    reply: oneshot::Sender<Result<Vec<Vec<u8>>, String>>,
+}
+
+enum Job {
+    Commands(CommandJob),
+    /// Answer what was taken, then stop (shutdown).
+    Stop,
+}
+
+struct Shared {
+    ledger: RwLock<Ledger>,
+    position: watch::Sender<u64>,
+    metrics: Metrics,
+    jobs: Sender<Job>,
+    options: ServeOptions,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    runtime: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    jobs: Receiver<Job>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) for `ledger`.
+    pub fn bind(
+        ledger: Ledger,
+        addr: &str,
+        options: ServeOptions,
+    ) -> Result<(Server, SocketAddr), ServerError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("http")
+            .build()?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|error| ServerError::Bind {
+                addr: addr.to_string(),
+                error,
+            })?;
+        let local = listener.local_addr()?;
+        let (jobs_tx, jobs_rx) = unbounded();
+        let position = ledger.state().position;
+        let metrics = Metrics::default();
+        metrics.positions(position, ledger.head().position);
+        let shared = Arc::new(Shared {
+            ledger: RwLock::new(ledger),
+            position: watch::Sender::new(position),
+            metrics,
+            jobs: jobs_tx,
+            options,
+        });
+        Ok((
+            Server {
+                listener,
+                runtime,
+                shared,
+                jobs: jobs_rx,
+            },
+            local,
+        ))
+    }
+
+    /// Serves until SIGINT or SIGTERM, then drains the writer and writes a checkpoint.
+    pub fn run(self) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            runtime,
+            shared,
+            jobs,
+        } = self;
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || writer_loop(&writer_shared, &jobs))?;
+        let app = router(Arc::clone(&shared));
+        let served = runtime.block_on(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        });
+        drop(runtime);
+        let _ = shared.jobs.send(Job::Stop);
+        let _ = writer.join();
+        let ledger = shared.ledger.read().unwrap_or_else(|p| p.into_inner());
+        match ledger.checkpoint() {
+            Ok(position) => info!(message = "Checkpoint written on shutdown.", position),
+            Err(error) => warn!(message = "No checkpoint on shutdown.", error = %error),
+        }
+        served?;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    info!(message = "Shutting down.");
+}
+
+fn writer_loop(shared: &Shared, jobs: &Receiver<Job>) {
+    let mut checkpointed = shared
+        .ledger
+        .read()
+        .map(|l| l.state().position)
+        .unwrap_or(0);
+    let mut stopping = false;
+    while !stopping {
+        let Ok(Job::Commands(first)) = jobs.recv() else {
+            break;
+        };
+        let mut batch = vec![first];
+        let mut commands: usize = batch[0].submissions.len();
+        while commands < SUBMIT_BATCH_COMMANDS_MAX {
+            match jobs.try_recv() {
+                Ok(Job::Commands(job)) => {
+                    commands += job.submissions.len();
+                    batch.push(job);
+                }
+                Ok(Job::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let counts: Vec<usize> = batch.iter().map(|j| j.submissions.len()).collect();
+        let submissions: Vec<Submission> = batch
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.submissions))
+            .collect();
+        let started = Instant::now();
+        let submitted = {
+            let mut ledger = shared.ledger.write().unwrap_or_else(|p| p.into_inner());
+            let result = ledger.submit(submissions);
+            let head = ledger.head().position;
+            (result, head)
+        };
+        match submitted {
+            (Ok(result), head) => {
+                shared.metrics.apply_batch(started.elapsed().as_secs_f64());
+                shared.metrics.events_appended(result.events.len() as u64);
+                shared.metrics.positions(head, head);
+                let mut lines = Vec::with_capacity(result.outcomes.len());
+                for (index, outcome) in result.outcomes.iter().enumerate() {
+                    let code = match outcome {
+                        crate::ledger::Outcome::Rejected { rejection, .. } => {
+                            rejection.code.as_str()
+                        }
+                        _ => "",
+                    };
+                    shared.metrics.command(outcome.kind(), code);
+                    let mut line = Vec::new();
+                    result.write_outcome_json(index, &mut line);
+                    lines.push(line);
+                }
+                shared.position.send_replace(head);
+                let mut lines = lines.into_iter();
+                for (job, count) in batch.into_iter().zip(counts) {
+                    let _ = job.reply.send(Ok(lines.by_ref().take(count).collect()));
+                }
+                if head >= checkpointed + CHECKPOINT_INTERVAL_EVENTS {
+                    // A read lock: reads go on while the checkpoint is written; writes wait.
+                    let ledger = shared.ledger.read().unwrap_or_else(|p| p.into_inner());
+                    match ledger.checkpoint() {
+                        Ok(position) => checkpointed = position,
+                        Err(error) => warn!(message = "Checkpoint failed.", error = %error),
+                    }
+                }
+            }
+            (Err(failure), _) => {
+                error!(message = "Append failed; the ledger stops accepting commands.", error = %failure);
+                for job in batch {
+                    let _ = job.reply.send(Err(failure.to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "alive"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(crate::openapi::document()) }),
+        )
+        .route("/v1/commands", post(commands))
+        .fallback(read)
+        .layer(DefaultBodyLimit::max(COMMAND_BODY_BYTES_MAX))
+        .with_state(shared)
+}
+
+fn json_response(status: StatusCode, body: &Value, position: Option<u64>) -> Response {
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    if let Some(position) = position {
+        if let Ok(value) = position.to_string().parse() {
+            response.headers_mut().insert("x-ledger-position", value);
+        }
+    }
+    response
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let ledger = shared.ledger.read().unwrap_or_else(|p| p.into_inner());
+    let (position, head) = (ledger.state().position, ledger.head().position);
+    let ready = position == head;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &json!({"ready": ready, "position": position, "head_position": head}),
+        Some(position),
+    )
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The metrics label of a read path: ids replaced by placeholders.
+fn route_label(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.len() >= 32 && segment.contains('-') {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+async fn read(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
+    let request = Request::parse(uri.path_and_query().map_or(uri.path(), |p| p.as_str()));
+    if !request.path.starts_with("/v1/") {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"code": "route_not_found", "message": format!("no route for {}", request.path)}),
+            None,
+        );
+    }
+    if let Some(wanted) = request
+        .params
+        .get("min_position")
+        .and_then(|m| m.parse::<u64>().ok())
+    {
+        let mut position = shared.position.subscribe();
+        let _ = tokio::time::timeout(
+            shared.options.read_wait_max,
+            position.wait_for(|p| *p >= wanted),
+        )
+        .await;
+    }
+    let started = Instant::now();
+    let answered = {
+        let ledger = shared.ledger.read().unwrap_or_else(|p| p.into_inner());
+        answer(
+            ReadView {
+                state: ledger.state(),
+                log: ledger.log(),
+            },
+            &request,
+        )
+    };
+    shared
+        .metrics
+        .query(&route_label(&request.path), started.elapsed().as_secs_f64());
+    match answered {
+        Ok(body) => {
+            let position = body.get("position").and_then(Value::as_u64);
+            json_response(StatusCode::OK, &body, position)
+        }
+        Err(error) => json_response(
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &error.body(),
+            None,
+        ),
+    }
+}
+
+async fn commands(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let (submissions, single) = match parse_commands(&body) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"code": "malformed_command", "message": message}),
+                None,
+            )
+        }
+    };
+    let (reply, answered) = oneshot::channel();
+    if shared
+        .jobs
+        .send(Job::Commands(CommandJob { submissions, reply }))
+        .is_err()
+    {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"code": "shutting_down", "message": "the ledger is stopping"}),
+            None,
+        );
+    }
+    match answered.await {
+        Ok(Ok(lines)) => {
+            let mut out = Vec::new();
+            if !single {
+                out.push(b'[');
+            }
+            for (i, line) in lines.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(line);
+            }
+            if !single {
+                out.push(b']');
+            }
+            let position = *shared.position.borrow();
+            let mut response = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                out,
+            )
+                .into_response();
+            if let Ok(value) = position.to_string().parse() {
+                response.headers_mut().insert("x-ledger-position", value);
+            }
+            response
+        }
+        Ok(Err(failure)) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"code": "internal_error", "message": failure}),
+            None,
+        ),
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"code": "internal_error", "message": "the writer stopped"}),
+            None,
+        ),
+    }
+}
+
+/// One envelope or an array of envelopes; `true` when it was a single one.
+fn parse_commands(body: &[u8]) -> Result<(Vec<Submission>, bool), String> {
+    let raw: &RawValue =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    if raw.get().trim_start().starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(raw.get())
+            .map_err(|e| format!("the body is not a JSON array: {e}"))?;
+        if items.is_empty() {
+            return Err("the array holds no command".into());
+        }
+        Ok((
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| Submission::parse(Some(i as u64 + 1), item.get().as_bytes()))
+                .collect(),
+            false,
+        ))
+    } else {
+        Ok((vec![Submission::parse(Some(1), raw.get().as_bytes())], true))
+    }
+}
