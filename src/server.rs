@@ -130,6 +130,14 @@ impl Server {
 
     /// Serves until SIGINT or SIGTERM, then drains the writer and writes a checkpoint.
     pub fn run(self) -> Result<(), ServerError> {
+        self.run_until(shutdown_signal())
+    }
+
+    /// Serves until `shutdown` completes, then drains the writer and writes a checkpoint.
+    pub fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let Server {
             listener,
             runtime,
@@ -143,7 +151,7 @@ impl Server {
         let app = router(Arc::clone(&shared));
         let served = runtime.block_on(async move {
             axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(shutdown)
                 .await
         });
         drop(runtime);

@@ -1,0 +1,178 @@
+//! Shared helpers of the API tests: an in-process server on 127.0.0.1 (port chosen by the OS),
+//! a small HTTP/1.1 client, the CLI, and a fixture log built from the example scenarios with a
+//! ledger clock that advances one minute per command.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use csp_ledger::ledger::{Ledger, Outcome, Submission};
+use csp_ledger::log::LogOptions;
+use csp_ledger::server::{ServeOptions, Server};
+use serde_json::Value;
+
+pub const DIST: &str = "00000000-0000-4000-8000-000000000101";
+pub const FAB: &str = "00000000-0000-4000-8000-000000000102";
+pub const TAIL: &str = "00000000-0000-4000-8000-000000000103";
+pub const LIT: &str = "00000000-0000-4000-8000-000000000104";
+pub const PENDING: &str = "00000000-0000-4000-8000-000000000106";
+pub const CUST1: &str = "00000000-0000-4000-8000-000000000201";
+pub const CUST2: &str = "00000000-0000-4000-8000-000000000202";
+
+/// The ledger clock of the fixture: command k (1-based) is recorded at BASE + k minutes.
+pub fn base_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single().unwrap()
+}
+
+/// The example commands plus one enrollment left pending (for the overdue list).
+pub fn fixture_commands() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut lines: Vec<String> = Vec::new();
+    for file in ["examples/onboarding.jsonl", "examples/lifecycle.jsonl"] {
+        lines.extend(
+            std::fs::read_to_string(root.join(file))
+                .unwrap()
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    lines.push(format!(
+        r#"{{"command_id":"00000000-0000-4000-8000-000000990001","type":"EnrollPartner","issued_at":"2026-03-10T09:00:00Z","actor":{{"kind":"partner","id":"{PENDING}","role":"global_admin"}},"payload":{{"partner_id":"{PENDING}","legal_name":"Pending Partner SA","country":"BE","tenant_id":"00000000-0000-4000-8000-000000000306","primary_contact_email":"hello@pending-partner.example"}}}}"#
+    ));
+    lines
+}
+
+/// A log in `dir` holding the fixture, one command per commit; returns the positions of each
+/// command's events.
+pub fn build_fixture(dir: &Path) -> Vec<Vec<u64>> {
+    let mut minute = 0i64;
+    let clock = Box::new(move || {
+        minute += 1;
+        base_time() + Duration::minutes(minute)
+    });
+    let mut ledger = Ledger::open_with(
+        dir,
+        LogOptions { fsync: false },
+        clock,
+        csp_ledger::ledger::os_entropy(),
+    )
+    .unwrap();
+    let mut positions = Vec::new();
+    for line in fixture_commands() {
+        let result = ledger
+            .submit(vec![Submission::parse(None, line.as_bytes())])
+            .unwrap();
+        positions.push(match &result.outcomes[0] {
+            Outcome::Accepted { events, .. } => result.events[events.clone()]
+                .iter()
+                .map(|e| e.stored.position)
+                .collect(),
+            _ => Vec::new(),
+        });
+    }
+    positions
+}
+
+/// Starts an in-process server for the log in `dir`; it lives as long as the test process.
+pub fn start_server(dir: &Path) -> SocketAddr {
+    let ledger = Ledger::open(dir, LogOptions { fsync: false }).unwrap();
+    let (server, addr) = Server::bind(
+        ledger,
+        "127.0.0.1:0",
+        ServeOptions {
+            read_wait_max: std::time::Duration::from_millis(1500),
+        },
+    )
+    .unwrap();
+    std::thread::spawn(move || server.run_until(std::future::pending()));
+    addr
+}
+
+/// A response: status, headers (lower-case names), body.
+pub struct Response {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let body = body.unwrap_or("");
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = head.to_ascii_lowercase();
+    let body = if headers.contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    http(addr, "GET", path, None)
+}
+
+/// `csp-ledger query PATH` against a private copy of `dir` (the CLI takes sled's lock).
+pub fn cli_query(dir: &Path, path: &str) -> (bool, Value) {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir, copy.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(copy.path())
+        .args(["query", path])
+        .output()
+        .unwrap();
+    let body = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "query {path}: {e}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), body)
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target: PathBuf = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
