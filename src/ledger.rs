@@ -108,21 +108,10 @@ pub enum Outcome {
     /// from the log once the batch is durable (see [`Ledger::resolve`]).
     Duplicate {
         command_id: Uuid,
-        original: OriginalOutcome,
+        /// Sequence number of the first outcome in the outcome log.
+        original_seq: u64,
         events: Vec<AnsweredEvent>,
         rejection: Option<Rejection>,
-    },
-}
-
-/// Where the first outcome of a repeated command is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OriginalOutcome {
-    Accepted {
-        first_position: u64,
-        event_count: u32,
-    },
-    Rejected {
-        outcome_seq: u64,
     },
 }
 
@@ -244,14 +233,20 @@ pub fn write_event_json(event: &AnsweredEvent, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-/// Idempotency record of a command id, kept in memory and rebuilt from the outcome log.
+/// Idempotency record of a command id, kept in memory (32 bytes a slot with its key) and
+/// rebuilt from the outcome log; the rest of the first outcome is read back from the log when a
+/// duplicate arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct IdempotencyEntry {
-    body_hash: [u8; 16],
-    accepted: bool,
-    first_position: u64,
-    event_count: u32,
+    /// The first 8 bytes of the body hash: enough to tell a retry from a conflicting reuse.
+    body_hash: u64,
     outcome_seq: u64,
+}
+
+fn short_hash(body_hash: &[u8; 16]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&body_hash[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// Source of the ledger clock.
@@ -353,10 +348,7 @@ impl Ledger {
                 idempotency
                     .entry(record.command_id)
                     .or_insert(IdempotencyEntry {
-                        body_hash: record.body_hash,
-                        accepted: record.kind == StoredOutcomeKind::Accepted,
-                        first_position: record.first_position,
-                        event_count: record.event_count,
+                        body_hash: short_hash(&record.body_hash),
                         outcome_seq: seq,
                     });
             }
@@ -510,7 +502,7 @@ impl Ledger {
                 rejection: Vec::new(),
             };
             if let Some(entry) = self.idempotency.get(&command_id).copied() {
-                if entry.body_hash != parsed.body_hash {
+                if entry.body_hash != short_hash(&parsed.body_hash) {
                     let rejection = Rejection::new(
                         RejectionCode::CommandIdConflict,
                         format!("command_id {command_id} was already used for a different command"),
@@ -524,21 +516,11 @@ impl Ledger {
                     });
                 } else {
                     record.kind = StoredOutcomeKind::Duplicate;
-                    record.first_position = entry.first_position;
-                    record.event_count = entry.event_count;
-                    let original = if entry.accepted {
-                        OriginalOutcome::Accepted {
-                            first_position: entry.first_position,
-                            event_count: entry.event_count,
-                        }
-                    } else {
-                        OriginalOutcome::Rejected {
-                            outcome_seq: entry.outcome_seq,
-                        }
-                    };
+                    // A duplicate's record points at the original outcome's sequence number.
+                    record.first_position = entry.outcome_seq;
                     result.outcomes.push(Outcome::Duplicate {
                         command_id,
-                        original,
+                        original_seq: entry.outcome_seq,
                         events: Vec::new(),
                         rejection: None,
                     });
@@ -614,10 +596,7 @@ impl Ledger {
                     self.idempotency.insert(
                         command_id,
                         IdempotencyEntry {
-                            body_hash: parsed.body_hash,
-                            accepted: true,
-                            first_position: record.first_position,
-                            event_count: record.event_count,
+                            body_hash: short_hash(&parsed.body_hash),
                             outcome_seq,
                         },
                     );
@@ -633,10 +612,7 @@ impl Ledger {
                     self.idempotency.insert(
                         command_id,
                         IdempotencyEntry {
-                            body_hash: parsed.body_hash,
-                            accepted: false,
-                            first_position: 0,
-                            event_count: 0,
+                            body_hash: short_hash(&parsed.body_hash),
                             outcome_seq,
                         },
                     );
@@ -670,25 +646,30 @@ impl Ledger {
     pub fn resolve(&self, result: &mut BatchResult) -> Result<(), LedgerError> {
         for outcome in &mut result.outcomes {
             if let Outcome::Duplicate {
-                original,
+                original_seq,
                 events,
                 rejection,
                 ..
             } = outcome
             {
-                match *original {
-                    OriginalOutcome::Accepted {
-                        first_position,
-                        event_count,
-                    } => {
-                        *events = read_answered(&self.log, first_position, event_count as usize)?;
+                let original =
+                    self.log
+                        .outcome_at(*original_seq)?
+                        .ok_or_else(|| LogError::Corrupt {
+                            position: None,
+                            reason: format!(
+                                "outcome {original_seq} named by the idempotency index is missing"
+                            ),
+                        })?;
+                match original.kind {
+                    StoredOutcomeKind::Accepted => {
+                        *events = read_answered(
+                            &self.log,
+                            original.first_position,
+                            original.event_count as usize,
+                        )?;
                     }
-                    OriginalOutcome::Rejected { outcome_seq } => {
-                        *rejection = self
-                            .log
-                            .outcome_at(outcome_seq)?
-                            .and_then(|r| rejection_from_json(&r.rejection));
-                    }
+                    _ => *rejection = rejection_from_json(&original.rejection),
                 }
             }
         }

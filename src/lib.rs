@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod domain;
 pub mod history;
 pub mod ledger;
+pub mod loadgen;
 pub mod log;
 pub mod metrics;
 pub mod openapi;

@@ -38,6 +38,10 @@ pub const EVENT_CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// the durable path syncs. A test checks that a large apply creates no blob.
 pub const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 
+/// sled's page cache. Reads of old chunks (as-of queries, duplicates) are rare; the live
+/// projection lives in memory, so a small cache keeps the resident size down.
+pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Largest outcome chunk value in bytes.
 pub const OUTCOME_CHUNK_BYTES_MAX: usize = 32 * 1024;
 
@@ -152,7 +156,8 @@ pub struct OutcomeRecord {
     pub command_id: Uuid,
     pub body_hash: [u8; 16],
     pub kind: StoredOutcomeKind,
-    /// For accepted commands: the first event's position (0 when none).
+    /// For accepted commands: the first event's position (0 when none). For duplicates: the
+    /// sequence number of the original outcome.
     pub first_position: u64,
     pub event_count: u32,
     /// Ledger clock, microseconds since the Unix epoch.
@@ -354,6 +359,7 @@ pub fn sled_config(dir: &Path) -> sled::Config {
         .path(dir.join("sled"))
         .flush_every_ms(None)
         .segment_size(SLED_SEGMENT_BYTES)
+        .cache_capacity(SLED_CACHE_BYTES)
 }
 
 /// The log. One writer per directory (sled takes a file lock).

@@ -26,6 +26,10 @@ pub struct RebuildReport {
     pub events_per_second: f64,
     /// A checkpoint at the head was written (`--write`).
     pub checkpoint_written: bool,
+    /// Partners in the rebuilt state.
+    pub partners: usize,
+    /// Peak resident memory of the process (Linux), in bytes.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Refolds from position 1 to the head.
@@ -79,5 +83,7 @@ pub fn rebuild(log: &Log, write: bool) -> Result<RebuildReport, LedgerError> {
         seconds,
         events_per_second: state.position as f64 / seconds.max(1e-9),
         checkpoint_written: write,
+        partners: state.partners.len(),
+        peak_rss_bytes: crate::bench::peak_rss_bytes(),
     })
 }

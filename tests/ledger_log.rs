@@ -341,10 +341,19 @@ fn verify_names_the_position_of_a_deleted_event() {
 #[test]
 fn verify_names_the_position_of_a_swapped_pair() {
     let dir = populated(300);
-    edit_chunk(dir.path(), 200, |events, i| events.swap(i, i + 1));
+    // Swap event 200 with its successor, or with its predecessor when 200 ends its chunk.
+    let mut first_swapped = 200;
+    edit_chunk(dir.path(), 200, |events, i| {
+        if i + 1 < events.len() {
+            events.swap(i, i + 1);
+        } else {
+            events.swap(i - 1, i);
+            first_swapped = 199;
+        }
+    });
     let (code, report) = verify(dir.path());
     assert_eq!(code, 2);
-    assert_eq!(report["first_bad_position"], 200, "{report}");
+    assert_eq!(report["first_bad_position"], first_swapped, "{report}");
 }
 
 #[test]

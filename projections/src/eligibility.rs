@@ -107,8 +107,10 @@ pub fn ttm_cloud_revenue(partner: &Partner, date: NaiveDate) -> UsdAmount {
     let current = Month::of_date(date).index();
     let cents = partner
         .revenue
-        .range((current - 12, RevenueCategory::Cloud)..(current, RevenueCategory::Cloud))
-        .filter(|((_, category), _)| *category == RevenueCategory::Cloud)
+        .iter()
+        .filter(|((month, category), _)| {
+            *category == RevenueCategory::Cloud && (current - 12..current).contains(month)
+        })
         .map(|(_, cents)| *cents)
         .sum();
     UsdAmount::from_cents(cents)

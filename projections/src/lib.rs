@@ -2,6 +2,7 @@
 //! and the eligibility read models computed from it. No I/O: a downstream service can embed
 //! this crate and fold `csp.events` itself.
 
+pub mod compact;
 pub mod eligibility;
 pub mod state;
 pub mod views;

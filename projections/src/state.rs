@@ -3,7 +3,7 @@
 //! `apply` never rejects: an event that cannot follow the state is a bug in the domain (it
 //! decided an event its own state does not allow) or a damaged log, and panics.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use csp_ledger_schemas::command::{ManagedServiceKind, RevenueCategory, SupportPlan};
@@ -12,6 +12,9 @@ use csp_ledger_schemas::event::{
 };
 use csp_ledger_schemas::values::{Country, Month, UsdAmount};
 use serde::{Deserialize, Serialize};
+
+use crate::compact::{Roles, VecMap, VecSet};
+use csp_ledger_schemas::regions::RegionId;
 use uuid::Uuid;
 
 /// What the fold needs from an envelope besides the event itself.
@@ -57,9 +60,9 @@ pub struct Partner {
     pub partner_id: Uuid,
     pub legal_name: String,
     pub country: Country,
-    pub region: String,
+    pub region: RegionId,
     pub tenant_id: Uuid,
-    pub roles: BTreeSet<ProgramRole>,
+    pub roles: Roles,
     pub verification: VerificationStatus,
     pub enrolled_at: DateTime<Utc>,
     pub mpn: Option<Mpn>,
@@ -71,14 +74,14 @@ pub struct Partner {
     pub infrastructure: Option<(bool, bool)>,
     pub managed_services: Vec<(ManagedServiceKind, String)>,
     /// Revenue in cents by (month index, category).
-    pub revenue: BTreeMap<(i32, RevenueCategory), i64>,
+    pub revenue: VecMap<(i32, RevenueCategory), i64>,
     /// Version of the partner's stream.
     pub version: u64,
 }
 
 impl Partner {
     pub fn has_role(&self, role: ProgramRole) -> bool {
-        self.roles.contains(&role)
+        self.roles.contains(role)
     }
 
     /// Revenue total of one month and category, in cents.
@@ -167,12 +170,12 @@ pub struct Customer {
     pub customer_id: Uuid,
     pub company_name: String,
     pub country: Country,
-    pub region: String,
+    pub region: RegionId,
     pub tenant_id: Uuid,
     pub affiliated_partner_id: Option<Uuid>,
     pub registered_by: Uuid,
     pub mca: Option<Agreement>,
-    pub partners: BTreeMap<Uuid, CustomerPartner>,
+    pub partners: VecMap<Uuid, CustomerPartner>,
     pub version: u64,
 }
 
@@ -198,7 +201,7 @@ pub struct LedgerState {
     pub customers: HashMap<Uuid, Customer>,
     pub relationships: HashMap<(Uuid, Uuid), Relationship>,
     pub resellers_by_provider: HashMap<Uuid, BTreeSet<Uuid>>,
-    pub providers_by_reseller: HashMap<Uuid, BTreeSet<Uuid>>,
+    pub providers_by_reseller: HashMap<Uuid, VecSet<Uuid>>,
     pub reseller_invitations: HashMap<Uuid, ResellerInvitation>,
     pub customer_invitations: HashMap<Uuid, CustomerInvitation>,
     pub tenants: HashMap<Uuid, TenantOwner>,
@@ -286,9 +289,9 @@ impl LedgerState {
                     partner_id: e.partner_id,
                     legal_name: e.legal_name.clone(),
                     country: e.country,
-                    region: e.region.clone(),
+                    region: RegionId::intern(&e.region),
                     tenant_id: e.tenant_id,
-                    roles: BTreeSet::from([e.role]),
+                    roles: Roles::of(e.role),
                     verification: e.verification,
                     enrolled_at: at,
                     mpn: None,
@@ -298,7 +301,7 @@ impl LedgerState {
                     support_plan: None,
                     infrastructure: None,
                     managed_services: Vec::new(),
-                    revenue: BTreeMap::new(),
+                    revenue: VecMap::default(),
                     version: 0,
                 };
                 let previous = self.partners.insert(e.partner_id, partner);
@@ -334,7 +337,7 @@ impl LedgerState {
             }
             Event::IndirectProviderAuthorized(e) => {
                 let partner = self.partner_mut(e.partner_id);
-                partner.roles.remove(&ProgramRole::IndirectReseller);
+                partner.roles.remove(ProgramRole::IndirectReseller);
                 partner.roles.insert(ProgramRole::IndirectProvider);
             }
             Event::ResellerInvited(e) => {
@@ -417,12 +420,12 @@ impl LedgerState {
                     customer_id: e.customer_id,
                     company_name: e.company_name.clone(),
                     country: e.country,
-                    region: e.region.clone(),
+                    region: RegionId::intern(&e.region),
                     tenant_id: e.tenant_id,
                     affiliated_partner_id: e.affiliated_partner_id,
                     registered_by: e.registered_by,
                     mca: None,
-                    partners: BTreeMap::new(),
+                    partners: VecMap::default(),
                     version: 0,
                 };
                 let previous = self.customers.insert(e.customer_id, customer);
@@ -483,8 +486,7 @@ impl LedgerState {
                 let total = self
                     .partner_mut(e.partner_id)
                     .revenue
-                    .entry((e.month.index(), e.category))
-                    .or_insert(0);
+                    .entry_or_insert_with((e.month.index(), e.category), || 0);
                 *total += e.amount_usd.cents;
             }
             Event::SupportPlanPurchased(e) => {
@@ -518,13 +520,13 @@ impl LedgerState {
                 let partner = self.partner_mut(e.partner_id);
                 partner.application = None;
                 partner.direct_bill_since = Some(at);
-                partner.roles.remove(&ProgramRole::IndirectReseller);
+                partner.roles.remove(ProgramRole::IndirectReseller);
                 partner.roles.insert(ProgramRole::DirectBill);
             }
             Event::TransitionedToIndirectReseller(e) => {
                 let partner = self.partner_mut(e.partner_id);
                 partner.direct_bill_since = None;
-                partner.roles.remove(&ProgramRole::DirectBill);
+                partner.roles.remove(ProgramRole::DirectBill);
                 partner.roles.insert(ProgramRole::IndirectReseller);
             }
         }

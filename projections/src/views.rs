@@ -56,7 +56,7 @@ pub struct PartnerProfile {
     pub partner_id: Uuid,
     pub legal_name: String,
     pub country: String,
-    pub region: String,
+    pub region: &'static str,
     pub roles: Vec<&'static str>,
     pub verification: VerificationView,
     pub mpn: Option<MpnView>,
@@ -81,8 +81,8 @@ pub fn partner_profile(state: &LedgerState, id: Uuid) -> Option<PartnerProfile> 
         partner_id: p.partner_id,
         legal_name: p.legal_name.clone(),
         country: p.country.to_string(),
-        region: p.region.clone(),
-        roles: p.roles.iter().map(|r| role_name(*r)).collect(),
+        region: p.region.as_str(),
+        roles: p.roles.iter().map(role_name).collect(),
         verification: VerificationView {
             status: p.verification,
             enrolled_at: p.enrolled_at,
@@ -204,13 +204,8 @@ pub fn providers_of(
     let Some(providers) = state.providers_by_reseller.get(&reseller) else {
         return Vec::new();
     };
-    let range = match after {
-        Some(after) => {
-            providers.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
-        }
-        None => providers.range(..),
-    };
-    range
+    providers
+        .after(after)
         .filter_map(|p| state.relationship(*p, reseller))
         .take(limit)
         .map(row)
@@ -263,7 +258,7 @@ pub struct CustomerView {
     pub customer_id: Uuid,
     pub company_name: String,
     pub country: String,
-    pub region: String,
+    pub region: &'static str,
     pub affiliated_partner_id: Option<Uuid>,
     pub mca_accepted: bool,
     pub mca: Option<AgreementView>,
@@ -277,7 +272,7 @@ pub fn customer(state: &LedgerState, id: Uuid) -> Option<CustomerView> {
         customer_id: c.customer_id,
         company_name: c.company_name.clone(),
         country: c.country.to_string(),
-        region: c.region.clone(),
+        region: c.region.as_str(),
         affiliated_partner_id: c.affiliated_partner_id,
         mca_accepted: c.mca.is_some(),
         mca: c.mca.as_ref().map(|a| AgreementView {
@@ -382,7 +377,7 @@ pub fn relationship_streams(
             .providers_by_reseller
             .get(&reseller)
             .into_iter()
-            .flatten()
+            .flat_map(|providers| providers.iter())
         {
             out.push(StreamId::Relationship {
                 provider: *provider,

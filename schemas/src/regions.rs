@@ -73,3 +73,58 @@ mod tests {
         assert!(region_of("QQ".parse().unwrap()).is_none());
     }
 }
+
+/// A region id held without an allocation: ids of the table are shared `'static` strings;
+/// an id from another edition of the table is interned once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RegionId(pub &'static str);
+
+impl RegionId {
+    /// The id for `id`, allocating only for ids outside the compiled-in table (once each).
+    pub fn intern(id: &str) -> RegionId {
+        static IDS: OnceLock<Vec<&'static str>> = OnceLock::new();
+        let ids = IDS.get_or_init(|| {
+            let mut ids: Vec<&'static str> = table().values().map(|r| r.id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        });
+        if let Some(known) = ids.iter().find(|known| **known == id) {
+            return RegionId(known);
+        }
+        static EXTRA: OnceLock<std::sync::Mutex<Vec<&'static str>>> = OnceLock::new();
+        let mut extra = EXTRA
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = extra.iter().find(|e| **e == id) {
+            return RegionId(known);
+        }
+        let leaked: &'static str = Box::leak(id.to_string().into_boxed_str());
+        extra.push(leaked);
+        RegionId(leaked)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for RegionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl serde::Serialize for RegionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RegionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(RegionId::intern(&raw))
+    }
+}

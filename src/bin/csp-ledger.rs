@@ -82,6 +82,27 @@ enum Commands {
         commands: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// `full` (a year of revenue per reseller, direct-bill paths) or `lean` (many partners,
+        /// few events each).
+        #[arg(long, default_value = "full")]
+        profile: String,
+    },
+    /// Load generator: GET paths from a file at a fixed rate over HTTP keep-alive, and report
+    /// latency percentiles measured from each request's scheduled time.
+    Loadgen {
+        /// host:port of the server.
+        #[arg(long)]
+        target: String,
+        /// File of request paths, one per line (used round-robin).
+        #[arg(long)]
+        paths: PathBuf,
+        /// Requests per second.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
     },
     /// Measure apply and replay throughput on a generated workload in a fresh directory.
     Bench {
@@ -144,6 +165,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
             }
             .context("applying commands")?;
+            if let Err(error) =
+                ledger.checkpoint_if_due(csp_ledger::server::CHECKPOINT_INTERVAL_EVENTS)
+            {
+                tracing::warn!(message = "No checkpoint written.", error = %error);
+            }
             tracing::info!(
                 message = "Applied.",
                 commands = stats.commands,
@@ -252,10 +278,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
-        Commands::Generate { commands, seed } => {
+        Commands::Loadgen {
+            target,
+            paths,
+            rate,
+            seconds,
+            connections,
+        } => {
+            let paths: Vec<String> = std::fs::read_to_string(&paths)
+                .with_context(|| format!("reading {}", paths.display()))?
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            anyhow::ensure!(!paths.is_empty(), "no paths to request");
+            let report = csp_ledger::loadgen::run(
+                &target,
+                paths,
+                rate,
+                std::time::Duration::from_secs(seconds),
+                connections,
+            )?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Generate {
+            commands,
+            seed,
+            profile,
+        } => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            for envelope in Generator::new(seed).take(commands) {
+            let generator = match profile.as_str() {
+                "full" => Generator::new(seed),
+                "lean" => Generator::lean(seed),
+                other => anyhow::bail!("unknown profile {other:?} (full or lean)"),
+            };
+            for envelope in generator.take(commands) {
                 writeln!(out, "{}", envelope.to_json())?;
             }
             out.flush()?;
