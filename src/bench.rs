@@ -110,6 +110,7 @@ fn single_command_commits(
         let submission = Submission {
             line: None,
             parsed: Ok(ParsedCommand::new(envelope)),
+            source: None,
         };
         let started = Instant::now();
         ledger.submit(vec![submission])?;

@@ -47,6 +47,19 @@ pub struct Submission {
     /// 1-based input line, when the command came from a file.
     pub line: Option<u64>,
     pub parsed: Result<ParsedCommand, MalformedCommand>,
+    /// Where a Kafka message came from. Malformed input from Kafka is recorded in the outcome
+    /// log (for the results or the dead-letter topic); from a file it is only answered.
+    pub source: Option<MessageSource>,
+}
+
+/// The Kafka origin of a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSource {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The message value as received.
+    pub bytes: Vec<u8>,
 }
 
 impl Submission {
@@ -55,8 +68,26 @@ impl Submission {
         Submission {
             line,
             parsed: ParsedCommand::parse(bytes),
+            source: None,
         }
     }
+}
+
+/// The payload of a dead-letter record: metadata JSON length (u32 BE), metadata, original bytes.
+pub fn encode_dead_letter(source: &MessageSource, reason: &str) -> Vec<u8> {
+    let meta = json!({"reason": reason, "topic": source.topic, "partition": source.partition, "offset": source.offset}).to_string();
+    let mut out = Vec::with_capacity(4 + meta.len() + source.bytes.len());
+    out.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    out.extend_from_slice(meta.as_bytes());
+    out.extend_from_slice(&source.bytes);
+    out
+}
+
+/// Splits a dead-letter payload into its metadata and the original bytes.
+pub fn decode_dead_letter(payload: &[u8]) -> Option<(Value, &[u8])> {
+    let length = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+    let meta = serde_json::from_slice(payload.get(4..4 + length)?).ok()?;
+    Some((meta, &payload[4 + length..]))
 }
 
 /// A valid envelope and the hash that identifies its body for idempotency.
@@ -482,6 +513,31 @@ impl Ledger {
                             .with_details(
                                 json!({"line": submission.line, "reason": malformed.reason}),
                             );
+                    if let Some(source) = &submission.source {
+                        let (kind, command_id, payload) = match malformed.command_id {
+                            Some(id) => (
+                                StoredOutcomeKind::Malformed,
+                                id,
+                                rejection_json(&rejection).to_string().into_bytes(),
+                            ),
+                            None => (
+                                StoredOutcomeKind::DeadLetter,
+                                Uuid::nil(),
+                                encode_dead_letter(source, &malformed.reason),
+                            ),
+                        };
+                        records.push(OutcomeRecord {
+                            command_id,
+                            body_hash: [0; 16],
+                            kind,
+                            first_position: 0,
+                            event_count: 0,
+                            recorded_at_micros,
+                            correlation_id: None,
+                            rejection: payload,
+                        });
+                        outcome_seq += 1;
+                    }
                     result.outcomes.push(Outcome::Rejected {
                         command_id: malformed.command_id,
                         rejection,
@@ -499,6 +555,7 @@ impl Ledger {
                 first_position: 0,
                 event_count: 0,
                 recorded_at_micros,
+                correlation_id: envelope.correlation_id.clone(),
                 rejection: Vec::new(),
             };
             if let Some(entry) = self.idempotency.get(&command_id).copied() {

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod domain;
 pub mod history;
+pub mod kafka;
 pub mod ledger;
 pub mod loadgen;
 pub mod log;

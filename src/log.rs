@@ -26,7 +26,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 /// Format marker stored under `M`; a store with another marker is refused.
-pub const FORMAT: &[u8] = b"csp-ledger-log/1";
+pub const FORMAT: &[u8] = b"csp-ledger-log/2";
 
 /// Largest event chunk value in bytes before a new chunk starts; keeps sled values well under
 /// its blob threshold (segment size / 4 = 128 KiB).
@@ -148,6 +148,12 @@ pub enum StoredOutcomeKind {
     Duplicate = 2,
     /// Rejected with `command_id_conflict`: does not own the idempotency record.
     Conflict = 3,
+    /// Not a valid command, but with a readable `command_id`: answered with
+    /// `malformed_command`; does not own the idempotency record.
+    Malformed = 4,
+    /// Not a command envelope at all (Kafka ingest): bound for the dead-letter topic. `rejection`
+    /// holds the metadata JSON length (u32 BE), the metadata JSON and the original bytes.
+    DeadLetter = 5,
 }
 
 /// A command outcome record (the idempotency record is the first one per `command_id`).
@@ -162,11 +168,15 @@ pub struct OutcomeRecord {
     pub event_count: u32,
     /// Ledger clock, microseconds since the Unix epoch.
     pub recorded_at_micros: i64,
+    /// The command's `correlation_id`, for the results topic's header.
+    pub correlation_id: Option<String>,
     /// For rejections: `{"code","message","details"}` as JSON.
     pub rejection: Vec<u8>,
 }
 
 const OUTCOME_FIXED_BYTES: usize = 16 + 16 + 1 + 8 + 4 + 8;
+/// Length marker of an absent correlation id.
+const NO_CORRELATION: u16 = u16::MAX;
 
 impl OutcomeRecord {
     fn encode_into(&self, out: &mut Vec<u8>) {
@@ -176,6 +186,15 @@ impl OutcomeRecord {
         out.extend_from_slice(&self.first_position.to_be_bytes());
         out.extend_from_slice(&self.event_count.to_be_bytes());
         out.extend_from_slice(&self.recorded_at_micros.to_be_bytes());
+        match &self.correlation_id {
+            Some(correlation) => {
+                let bytes = &correlation.as_bytes()
+                    [..correlation.len().min(usize::from(NO_CORRELATION) - 1)];
+                out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+                out.extend_from_slice(bytes);
+            }
+            None => out.extend_from_slice(&NO_CORRELATION.to_be_bytes()),
+        }
         out.extend_from_slice(&self.rejection);
     }
 
@@ -188,7 +207,23 @@ impl OutcomeRecord {
             1 => StoredOutcomeKind::Rejected,
             2 => StoredOutcomeKind::Duplicate,
             3 => StoredOutcomeKind::Conflict,
+            4 => StoredOutcomeKind::Malformed,
+            5 => StoredOutcomeKind::DeadLetter,
             _ => return None,
+        };
+        let length = u16::from_be_bytes(
+            bytes
+                .get(OUTCOME_FIXED_BYTES..OUTCOME_FIXED_BYTES + 2)?
+                .try_into()
+                .ok()?,
+        );
+        let mut rest = OUTCOME_FIXED_BYTES + 2;
+        let correlation_id = if length == NO_CORRELATION {
+            None
+        } else {
+            let text = bytes.get(rest..rest + usize::from(length))?;
+            rest += usize::from(length);
+            Some(String::from_utf8(text.to_vec()).ok()?)
         };
         Some(OutcomeRecord {
             command_id: Uuid::from_slice(&bytes[..16]).ok()?,
@@ -197,7 +232,8 @@ impl OutcomeRecord {
             first_position: u64::from_be_bytes(bytes[33..41].try_into().ok()?),
             event_count: u32::from_be_bytes(bytes[41..45].try_into().ok()?),
             recorded_at_micros: i64::from_be_bytes(bytes[45..53].try_into().ok()?),
-            rejection: bytes[OUTCOME_FIXED_BYTES..].to_vec(),
+            correlation_id,
+            rejection: bytes[rest..].to_vec(),
         })
     }
 }
@@ -774,6 +810,75 @@ impl Log {
         self.db.apply_batch(batch)?;
         self.sync()?;
         Ok(count)
+    }
+
+    /// The stored consumer offset under `name` (the next offset to consume).
+    pub fn offset(&self, name: &str) -> Result<Option<i64>, LogError> {
+        let mut key = vec![b'K'];
+        key.extend_from_slice(name.as_bytes());
+        match self.db.get(key)? {
+            Some(value) => Ok(Some(i64::from_be_bytes(
+                value
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| LogError::corrupt(None, "malformed offset"))?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// A publisher cursor (0 when never set).
+    pub fn cursor(&self, name: &str) -> Result<u64, LogError> {
+        let mut key = vec![b'C'];
+        key.extend_from_slice(name.as_bytes());
+        match self.db.get(key)? {
+            Some(value) => {
+                Ok(u64::from_be_bytes(value.as_ref().try_into().map_err(
+                    |_| LogError::corrupt(None, "malformed cursor"),
+                )?))
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Moves a publisher cursor. Not synced on its own: after a crash a cursor may be behind,
+    /// so a publisher repeats some messages (at least once), never skips one.
+    pub fn set_cursor(&self, name: &str, value: u64) -> Result<(), LogError> {
+        let mut key = vec![b'C'];
+        key.extend_from_slice(name.as_bytes());
+        self.db.insert(key, &value.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Outcome records from sequence `from` on, at most `limit`.
+    pub fn outcomes_from(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutcomeRecord)>, LogError> {
+        let start = self
+            .db
+            .range(outcome_key(0)..=outcome_key(from.max(1)))
+            .next_back()
+            .transpose()?
+            .and_then(|(key, _)| key_position(&key))
+            .unwrap_or(1);
+        let mut out = Vec::new();
+        for item in self.db.range(outcome_key(start)..outcome_key(u64::MAX)) {
+            let (key, value) = item?;
+            let first = key_position(&key)
+                .ok_or_else(|| LogError::corrupt(None, "malformed outcome key"))?;
+            for decoded in decode_outcome_chunk(first, &value) {
+                let (seq, record) = decoded?;
+                if seq >= from {
+                    out.push((seq, record));
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Stored consumer offsets by key.

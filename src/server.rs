@@ -24,6 +24,9 @@ use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::kafka::KafkaOptions;
 use crate::ledger::{Ledger, Submission, SUBMIT_BATCH_COMMANDS_MAX};
 use crate::metrics::Metrics;
 use crate::query::{answer, ReadView, Request};
@@ -58,10 +61,14 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
+    #[error("Kafka: {0}")]
+    Kafka(String),
 }
 
 struct CommandJob {
     submissions: Vec<Submission>,
+    /// Consumer offsets to store with the batch (Kafka ingest).
+    offsets: Vec<(String, i64)>,
     reply: oneshot::Sender<Result<Vec<Vec<u8>>, String>>,
 }
 
@@ -77,6 +84,11 @@ struct Shared {
     metrics: Metrics,
     jobs: Sender<Job>,
     options: ServeOptions,
+    /// Wakes the Kafka publisher after a commit.
+    kick: Sender<()>,
+    kick_rx: Receiver<()>,
+    /// Kafka mode: commands arrive from the commands topic, not over HTTP.
+    kafka: Option<KafkaOptions>,
 }
 
 /// A bound, not yet running server.
@@ -94,6 +106,19 @@ impl Server {
         addr: &str,
         options: ServeOptions,
     ) -> Result<(Server, SocketAddr), ServerError> {
+        Server::bind_with_kafka(ledger, addr, options, None)
+    }
+
+    /// Binds `addr` and, with `kafka`, creates the topics and prepares ingest and publishing.
+    pub fn bind_with_kafka(
+        ledger: Ledger,
+        addr: &str,
+        options: ServeOptions,
+        kafka: Option<KafkaOptions>,
+    ) -> Result<(Server, SocketAddr), ServerError> {
+        if let Some(kafka) = &kafka {
+            crate::kafka::ensure_topics(kafka).map_err(|e| ServerError::Kafka(e.to_string()))?;
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -110,12 +135,16 @@ impl Server {
         let position = ledger.state().position;
         let metrics = Metrics::default();
         metrics.positions(position, ledger.head().position);
+        let (kick, kick_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             ledger: RwLock::new(ledger),
             position: watch::Sender::new(position),
             metrics,
             jobs: jobs_tx,
             options,
+            kick,
+            kick_rx,
+            kafka,
         });
         Ok((
             Server {
@@ -148,6 +177,47 @@ impl Server {
         let writer = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || writer_loop(&writer_shared, &jobs))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut kafka_threads = Vec::new();
+        if let Some(kafka) = shared.kafka.clone() {
+            let log = shared
+                .ledger
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .log_handle();
+            let publisher = crate::kafka::Publisher::new(&kafka, Arc::clone(&log))
+                .map_err(|e| ServerError::Kafka(e.to_string()))?;
+            let (publisher_stop, kick) = (Arc::clone(&stop), shared.kick_rx.clone());
+            kafka_threads.push(
+                std::thread::Builder::new()
+                    .name("publisher".into())
+                    .spawn(move || publisher.run(&kick, &publisher_stop))?,
+            );
+            let (consumer_stop, jobs) = (Arc::clone(&stop), shared.jobs.clone());
+            kafka_threads.push(std::thread::Builder::new().name("consumer".into()).spawn(
+                move || {
+                    let submit = move |submissions: Vec<Submission>,
+                                       offsets: Vec<(String, i64)>|
+                          -> Result<(), String> {
+                        let (reply, answered) = oneshot::channel();
+                        jobs.send(Job::Commands(CommandJob {
+                            submissions,
+                            offsets,
+                            reply,
+                        }))
+                        .map_err(|_| "the writer stopped".to_string())?;
+                        answered
+                            .blocking_recv()
+                            .map_err(|_| "the writer stopped".to_string())?
+                            .map(|_| ())
+                    };
+                    if let Err(error) = crate::kafka::consume(&kafka, log, &submit, &consumer_stop)
+                    {
+                        error!(message = "Kafka ingest stopped.", error = %error);
+                    }
+                },
+            )?);
+        }
         let app = router(Arc::clone(&shared));
         let served = runtime.block_on(async move {
             axum::serve(listener, app)
@@ -155,6 +225,10 @@ impl Server {
                 .await
         });
         drop(runtime);
+        stop.store(true, Ordering::Relaxed);
+        for thread in kafka_threads {
+            let _ = thread.join();
+        }
         let _ = shared.jobs.send(Job::Stop);
         let _ = writer.join();
         let ledger = shared.ledger.read().unwrap_or_else(|p| p.into_inner());
@@ -214,6 +288,10 @@ fn writer_loop(shared: &Shared, jobs: &Receiver<Job>) {
             }
         }
         let counts: Vec<usize> = batch.iter().map(|j| j.submissions.len()).collect();
+        let offsets: Vec<(String, i64)> = batch
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.offsets))
+            .collect();
         let submissions: Vec<Submission> = batch
             .iter_mut()
             .flat_map(|j| std::mem::take(&mut j.submissions))
@@ -221,7 +299,7 @@ fn writer_loop(shared: &Shared, jobs: &Receiver<Job>) {
         let started = Instant::now();
         let submitted = {
             let mut ledger = shared.ledger.write().unwrap_or_else(|p| p.into_inner());
-            let result = ledger.submit(submissions);
+            let result = ledger.submit_with_offsets(submissions, offsets);
             let head = ledger.head().position;
             (result, head)
         };
@@ -244,6 +322,7 @@ fn writer_loop(shared: &Shared, jobs: &Receiver<Job>) {
                     lines.push(line);
                 }
                 shared.position.send_replace(head);
+                let _ = shared.kick.try_send(());
                 let mut lines = lines.into_iter();
                 for (job, count) in batch.into_iter().zip(counts) {
                     let _ = job.reply.send(Ok(lines.by_ref().take(count).collect()));
@@ -387,6 +466,17 @@ async fn read(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
 }
 
 async fn commands(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    if let Some(kafka) = &shared.kafka {
+        let message = format!(
+            "this ledger takes commands from the Kafka topic {}",
+            kafka.commands_topic
+        );
+        return json_response(
+            StatusCode::CONFLICT,
+            &json!({"code": "kafka_mode", "message": message}),
+            None,
+        );
+    }
     let (submissions, single) = match parse_commands(&body) {
         Ok(parsed) => parsed,
         Err(message) => {
@@ -400,7 +490,11 @@ async fn commands(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let (reply, answered) = oneshot::channel();
     if shared
         .jobs
-        .send(Job::Commands(CommandJob { submissions, reply }))
+        .send(Job::Commands(CommandJob {
+            submissions,
+            offsets: Vec::new(),
+            reply,
+        }))
         .is_err()
     {
         return json_response(

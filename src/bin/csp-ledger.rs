@@ -69,6 +69,23 @@ enum Commands {
         /// Kafka bootstrap servers to consume commands from.
         #[arg(long, env = "CSP_LEDGER_KAFKA")]
         kafka: Option<String>,
+        #[command(flatten)]
+        topics: TopicArgs,
+    },
+    /// Send command lines to the commands topic (keyed by partner id); with --wait, print the
+    /// outcome of each line from the results topic.
+    Submit {
+        /// File of JSON lines, or `-` for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "CSP_LEDGER_KAFKA")]
+        kafka: String,
+        /// Wait up to this many seconds for every outcome and print them.
+        #[arg(long)]
+        wait: Option<u64>,
+        #[command(flatten)]
+        topics: TopicArgs,
     },
     /// Refold the read models from position 1 and compare them with the checkpoint.
     Rebuild {
@@ -116,6 +133,48 @@ enum Commands {
         /// Partner or customer id.
         subject: Uuid,
     },
+}
+
+/// Kafka topic names and creation settings.
+#[derive(Debug, Clone, clap::Args)]
+struct TopicArgs {
+    #[arg(long, env = "CSP_LEDGER_KAFKA_GROUP", default_value = "csp-ledger")]
+    kafka_group: String,
+    #[arg(
+        long,
+        env = "CSP_LEDGER_COMMANDS_TOPIC",
+        default_value = "csp.commands"
+    )]
+    commands_topic: String,
+    #[arg(
+        long,
+        env = "CSP_LEDGER_RESULTS_TOPIC",
+        default_value = "csp.command-results"
+    )]
+    results_topic: String,
+    #[arg(long, env = "CSP_LEDGER_EVENTS_TOPIC", default_value = "csp.events")]
+    events_topic: String,
+    #[arg(long, env = "CSP_LEDGER_DLQ_TOPIC", default_value = "csp.commands.dlq")]
+    dlq_topic: String,
+    /// Partitions of the topics the ledger creates when they are missing.
+    #[arg(long, env = "CSP_LEDGER_TOPIC_PARTITIONS", default_value_t = 1)]
+    topic_partitions: i32,
+    /// Replication factor of the topics the ledger creates.
+    #[arg(long, env = "CSP_LEDGER_TOPIC_REPLICATION", default_value_t = 1)]
+    topic_replication: i32,
+}
+
+fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::kafka::KafkaOptions {
+    csp_ledger::kafka::KafkaOptions {
+        brokers: brokers.to_string(),
+        group_id: topics.kafka_group.clone(),
+        commands_topic: topics.commands_topic.clone(),
+        results_topic: topics.results_topic.clone(),
+        events_topic: topics.events_topic.clone(),
+        dlq_topic: topics.dlq_topic.clone(),
+        partitions: topics.topic_partitions,
+        replication: topics.topic_replication,
+    }
 }
 
 fn main() -> ExitCode {
@@ -251,16 +310,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Commands::Serve { http, kafka } => {
-            if let Some(brokers) = kafka {
-                anyhow::bail!("Kafka ingest (--kafka {brokers}) is not built yet; serve without --kafka accepts commands at POST /v1/commands");
+        Commands::Submit {
+            file,
+            kafka,
+            wait,
+            topics,
+        } => {
+            let text = if file == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                text
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?
+            };
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect();
+            let options = kafka_options(&kafka, &topics);
+            let outcomes = csp_ledger::kafka::submit_lines(
+                &options,
+                &lines,
+                wait.map(std::time::Duration::from_secs),
+            )?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            for outcome in outcomes {
+                writeln!(out, "{outcome}")?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Serve {
+            http,
+            kafka,
+            topics,
+        } => {
+            let kafka = kafka.map(|brokers| kafka_options(&brokers, &topics));
             let ledger = Ledger::open(&cli.data_dir, options)
                 .with_context(|| format!("opening the ledger in {}", cli.data_dir.display()))?;
-            let (server, addr) = csp_ledger::server::Server::bind(
+            let (server, addr) = csp_ledger::server::Server::bind_with_kafka(
                 ledger,
                 &http,
                 csp_ledger::server::ServeOptions::default(),
+                kafka,
             )?;
             println!("{}", serde_json::json!({"listening": addr.to_string()}));
             std::io::stdout().flush()?;

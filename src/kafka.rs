@@ -1,0 +1,634 @@
+//! Kafka transport: topic creation, the command consumer (exactly once into the log), the
+//! outbox publishers (events, results, dead letters, at least once and in order), and the
+//! `submit` producer.
+//!
+//! Exactly once: the consumer stores the next offset of every partition in the same sled batch
+//! as the events and outcomes the messages produced, and on every assignment seeks to the
+//! offsets stored in sled (Kafka's committed offsets are written too, for lag monitoring
+//! only). Publishing reads the log from cursors kept in sled and advances a cursor only after
+//! the broker acknowledged everything before it, so a crash repeats messages, never loses or
+//! reorders them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::ledger::{
+    decode_dead_letter, read_answered, write_event_json, AnsweredEvent, MessageSource, Submission,
+    SUBMIT_BATCH_COMMANDS_MAX,
+};
+use crate::log::{Log, LogError, OutcomeRecord, StoredOutcomeKind};
+
+/// Events or outcomes published per round before the cursor moves.
+pub const PUBLISH_BATCH_MAX: usize = 2000;
+
+/// How long the consumer waits for the first message of a batch.
+pub const POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// Failures of the Kafka transport. Edge: logged and retried by the loops; fatal at start-up
+/// (exit 1).
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("creating topic {topic}: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// Topic names and creation settings (`--kafka-*` flags, `CSP_LEDGER_KAFKA_*` variables).
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    pub brokers: String,
+    pub group_id: String,
+    pub commands_topic: String,
+    pub results_topic: String,
+    pub events_topic: String,
+    pub dlq_topic: String,
+    /// Partitions of topics the ledger creates.
+    pub partitions: i32,
+    /// Replication factor of topics the ledger creates.
+    pub replication: i32,
+}
+
+impl KafkaOptions {
+    /// The default topic names of SPEC.md section 8.
+    pub fn new(brokers: &str) -> KafkaOptions {
+        KafkaOptions {
+            brokers: brokers.to_string(),
+            group_id: "csp-ledger".into(),
+            commands_topic: "csp.commands".into(),
+            results_topic: "csp.command-results".into(),
+            events_topic: "csp.events".into(),
+            dlq_topic: "csp.commands.dlq".into(),
+            partitions: 1,
+            replication: 1,
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        config
+    }
+}
+
+/// Creates the four topics when they are missing.
+pub fn ensure_topics(options: &KafkaOptions) -> Result<(), IngestError> {
+    let admin: AdminClient<DefaultClientContext> = options.client().create()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let topics = [
+        &options.commands_topic,
+        &options.results_topic,
+        &options.events_topic,
+        &options.dlq_topic,
+    ];
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                options.partitions,
+                TopicReplication::Fixed(options.replication),
+            )
+        })
+        .collect();
+    let results = runtime.block_on(admin.create_topics(
+        &new,
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))?;
+    for result in results {
+        match result {
+            Ok(topic) => info!(message = "Created topic.", topic = %topic),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(IngestError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+fn offset_key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// Consumer context: on every assignment, start each partition at the offset stored in sled.
+struct IngestContext {
+    log: Arc<Log>,
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut assignment = TopicPartitionList::new();
+                for element in tpl.elements() {
+                    let stored = self
+                        .log
+                        .offset(&offset_key(element.topic(), element.partition()))
+                        .ok()
+                        .flatten();
+                    let offset = stored.map_or(Offset::Beginning, Offset::Offset);
+                    info!(message = "Assigned partition.", topic = element.topic(), partition = element.partition(), start = ?offset);
+                    if let Err(error) = assignment.add_partition_offset(
+                        element.topic(),
+                        element.partition(),
+                        offset,
+                    ) {
+                        warn!(message = "Bad partition offset.", error = %error);
+                    }
+                }
+                if let Err(error) = consumer.assign(&assignment) {
+                    warn!(message = "Assign failed.", error = %error);
+                }
+            }
+            _ => {
+                info!(message = "Partitions revoked.");
+                if let Err(error) = consumer.unassign() {
+                    warn!(message = "Unassign failed.", error = %error);
+                }
+            }
+        }
+    }
+}
+
+/// A batch for the writer: submissions and the offsets to store with them.
+pub type SubmitFn = dyn Fn(Vec<Submission>, Vec<(String, i64)>) -> Result<(), String> + Send + Sync;
+
+/// Consumes the commands topic until `stop` is set, handing each batch to `submit` (which
+/// returns once the batch is durable).
+pub fn consume(
+    options: &KafkaOptions,
+    log: Arc<Log>,
+    submit: &SubmitFn,
+    stop: &AtomicBool,
+) -> Result<(), IngestError> {
+    let consumer: BaseConsumer<IngestContext> = options
+        .client()
+        .set("group.id", &options.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(IngestContext { log })?;
+    consumer.subscribe(&[&options.commands_topic])?;
+    while !stop.load(Ordering::Relaxed) {
+        let mut submissions = Vec::new();
+        let mut next_offsets: Vec<(String, i64)> = Vec::new();
+        let mut wait = POLL_WAIT;
+        while submissions.len() < SUBMIT_BATCH_COMMANDS_MAX {
+            let Some(polled) = consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            let message = match polled {
+                Ok(message) => message,
+                Err(error) => {
+                    warn!(message = "Consumer error.", error = %error);
+                    break;
+                }
+            };
+            let source = MessageSource {
+                topic: message.topic().to_string(),
+                partition: message.partition(),
+                offset: message.offset(),
+                bytes: message.payload().unwrap_or_default().to_vec(),
+            };
+            let key = offset_key(&source.topic, source.partition);
+            match next_offsets.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, next)) => *next = source.offset + 1,
+                None => next_offsets.push((key, source.offset + 1)),
+            }
+            let mut submission = match message.payload() {
+                Some(bytes) => Submission::parse(None, bytes),
+                None => Submission {
+                    line: None,
+                    parsed: Err(csp_ledger_schemas::MalformedCommand {
+                        command_id: None,
+                        reason: "the message has no value".into(),
+                    }),
+                    source: None,
+                },
+            };
+            submission.source = Some(source);
+            submissions.push(submission);
+        }
+        if submissions.is_empty() {
+            continue;
+        }
+        debug!(message = "Submitting batch.", commands = submissions.len());
+        submit(submissions, next_offsets.clone()).map_err(IngestError::Stopped)?;
+        // For lag monitoring only: the ledger resumes from the offsets in sled.
+        let mut committed = TopicPartitionList::new();
+        for (key, next) in &next_offsets {
+            if let Some((topic, partition)) = key.rsplit_once('/') {
+                if let Ok(partition) = partition.parse() {
+                    let _ = committed.add_partition_offset(topic, partition, Offset::Offset(*next));
+                }
+            }
+        }
+        if let Err(error) = consumer.commit(&committed, CommitMode::Async) {
+            debug!(message = "Offset commit for monitoring failed.", error = %error);
+        }
+    }
+    Ok(())
+}
+
+/// Publishes the log's events, outcomes and dead letters from their cursors until `stop`.
+pub struct Publisher {
+    options: KafkaOptions,
+    log: Arc<Log>,
+    producer: FutureProducer,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Cursor names in sled.
+const EVENTS_CURSOR: &str = "events";
+const RESULTS_CURSOR: &str = "results";
+const DLQ_CURSOR: &str = "dlq";
+
+impl Publisher {
+    pub fn new(options: &KafkaOptions, log: Arc<Log>) -> Result<Publisher, IngestError> {
+        let producer: FutureProducer = options
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Publisher {
+            options: options.clone(),
+            log,
+            producer,
+            runtime,
+        })
+    }
+
+    /// Publishes until `stop` is set, waking when `kick` fires (after commits) or every 200 ms.
+    pub fn run(&self, kick: &crossbeam_channel::Receiver<()>, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            match self.publish_pending() {
+                Ok(0) => {
+                    let _ = kick.recv_timeout(Duration::from_millis(200));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(message = "Publishing failed; retrying.", error = %error);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// One round over the three outboxes; returns how many messages were published.
+    pub fn publish_pending(&self) -> Result<usize, IngestError> {
+        Ok(self.publish_events()? + self.publish_outcomes()?)
+    }
+
+    fn send_all(
+        &self,
+        records: Vec<(String, String, Vec<u8>, OwnedHeaders)>,
+    ) -> Result<(), IngestError> {
+        self.runtime.block_on(async {
+            let mut pending = Vec::with_capacity(records.len());
+            for (topic, key, payload, headers) in &records {
+                let record = FutureRecord::to(topic)
+                    .key(key)
+                    .payload(payload)
+                    .headers(headers.clone());
+                pending.push(self.producer.send(record, Duration::from_secs(30)));
+            }
+            for delivery in pending {
+                delivery
+                    .await
+                    .map_err(|(error, _)| IngestError::Kafka(error))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn publish_events(&self) -> Result<usize, IngestError> {
+        let next = self.log.cursor(EVENTS_CURSOR)?.max(1);
+        let head = self.log.head().position;
+        if next > head {
+            return Ok(0);
+        }
+        let events = read_answered(&self.log, next, PUBLISH_BATCH_MAX)
+            .map_err(|e| IngestError::Stopped(e.to_string()))?;
+        let mut records = Vec::with_capacity(events.len());
+        let mut last = next - 1;
+        for event in events {
+            let envelope: Value =
+                serde_json::from_slice(&event.stored.canonical).unwrap_or(Value::Null);
+            let stream = envelope["stream"].as_str().unwrap_or_default().to_string();
+            let position = event.stored.position;
+            // Personal data stays out of Kafka (it could not be erased there): commitments only.
+            let mut line = Vec::with_capacity(event.stored.canonical.len() + 160);
+            write_event_json(
+                &AnsweredEvent {
+                    personal: Vec::new(),
+                    ..event
+                },
+                &mut line,
+            );
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "position",
+                value: Some(position.to_string().as_bytes()),
+            });
+            records.push((self.options.events_topic.clone(), stream, line, headers));
+            last = position;
+        }
+        let count = records.len();
+        self.send_all(records)?;
+        self.log.set_cursor(EVENTS_CURSOR, last + 1)?;
+        Ok(count)
+    }
+
+    fn publish_outcomes(&self) -> Result<usize, IngestError> {
+        let mut published = 0;
+        for (cursor, dead_letters) in [(RESULTS_CURSOR, false), (DLQ_CURSOR, true)] {
+            let next = self.log.cursor(cursor)?.max(1);
+            if next >= self.log.head().next_outcome_seq {
+                continue;
+            }
+            let outcomes = self.log.outcomes_from(next, PUBLISH_BATCH_MAX)?;
+            let Some(last) = outcomes.last().map(|(seq, _)| *seq) else {
+                continue;
+            };
+            let mut records = Vec::new();
+            for (_, record) in &outcomes {
+                match (dead_letters, record.kind) {
+                    (true, StoredOutcomeKind::DeadLetter) => records.push(self.dead_letter(record)),
+                    (false, StoredOutcomeKind::DeadLetter) | (true, _) => {}
+                    (false, _) => records.push(self.result(record)?),
+                }
+            }
+            published += records.len();
+            self.send_all(records)?;
+            self.log.set_cursor(cursor, last + 1)?;
+        }
+        Ok(published)
+    }
+
+    fn dead_letter(&self, record: &OutcomeRecord) -> (String, String, Vec<u8>, OwnedHeaders) {
+        let (meta, original) = decode_dead_letter(&record.rejection).unwrap_or((Value::Null, &[]));
+        let text = |name: &str| {
+            meta[name]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| meta[name].to_string())
+        };
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "reason",
+                value: Some(text("reason").as_bytes()),
+            })
+            .insert(Header {
+                key: "source_topic",
+                value: Some(text("topic").as_bytes()),
+            })
+            .insert(Header {
+                key: "source_partition",
+                value: Some(text("partition").as_bytes()),
+            })
+            .insert(Header {
+                key: "source_offset",
+                value: Some(text("offset").as_bytes()),
+            });
+        (
+            self.options.dlq_topic.clone(),
+            format!("{}/{}", text("partition"), text("offset")),
+            original.to_vec(),
+            headers,
+        )
+    }
+
+    /// The outcome line of a stored outcome, as `apply` prints it (without personal data).
+    fn result(
+        &self,
+        record: &OutcomeRecord,
+    ) -> Result<(String, String, Vec<u8>, OwnedHeaders), IngestError> {
+        let original = match record.kind {
+            StoredOutcomeKind::Duplicate => self
+                .log
+                .outcome_at(record.first_position)?
+                .unwrap_or_else(|| record.clone()),
+            _ => record.clone(),
+        };
+        let mut events = Vec::new();
+        if original.kind == StoredOutcomeKind::Accepted && original.event_count > 0 {
+            for event in read_answered(
+                &self.log,
+                original.first_position,
+                original.event_count as usize,
+            )
+            .map_err(|e| IngestError::Stopped(e.to_string()))?
+            {
+                let mut line = Vec::new();
+                write_event_json(
+                    &AnsweredEvent {
+                        personal: Vec::new(),
+                        ..event
+                    },
+                    &mut line,
+                );
+                events.push(serde_json::from_slice::<Value>(&line).unwrap_or(Value::Null));
+            }
+        }
+        let outcome = match record.kind {
+            StoredOutcomeKind::Accepted => "accepted",
+            StoredOutcomeKind::Duplicate => "duplicate",
+            _ => "rejected",
+        };
+        let mut body =
+            json!({"command_id": record.command_id, "outcome": outcome, "events": events});
+        if original.kind != StoredOutcomeKind::Accepted {
+            if let Ok(rejection) = serde_json::from_slice::<Value>(&original.rejection) {
+                body["rejection"] = rejection;
+            }
+        }
+        let mut headers = OwnedHeaders::new();
+        if let Some(correlation) = &record.correlation_id {
+            headers = headers.insert(Header {
+                key: "correlation_id",
+                value: Some(correlation.as_bytes()),
+            });
+        }
+        Ok((
+            self.options.results_topic.clone(),
+            record.command_id.to_string(),
+            body.to_string().into_bytes(),
+            headers,
+        ))
+    }
+}
+
+/// The partition key of a command line: the partner it is about (so that one partner's
+/// commands stay in order), else the customer, else the command id.
+pub fn command_key(line: &str) -> String {
+    let value: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+    let payload = &value["payload"];
+    for field in ["partner_id", "provider_id", "reseller_id", "customer_id"] {
+        if let Some(id) = payload[field].as_str() {
+            return id.to_string();
+        }
+    }
+    value["command_id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| Uuid::nil().to_string())
+}
+
+/// Sends command lines to the commands topic, keyed by [`command_key`]; with `wait`, reads
+/// the results topic until every sent command has its outcome (or `wait` runs out) and returns
+/// the outcome lines in input order.
+pub fn submit_lines(
+    options: &KafkaOptions,
+    lines: &[String],
+    wait: Option<Duration>,
+) -> Result<Vec<String>, IngestError> {
+    let producer: FutureProducer = options
+        .client()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Start reading results from their current end before anything is sent.
+    let consumer: BaseConsumer = options
+        .client()
+        .set("group.id", format!("csp-ledger-submit-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    if wait.is_some() {
+        let metadata =
+            consumer.fetch_metadata(Some(&options.results_topic), Duration::from_secs(10))?;
+        let mut assignment = TopicPartitionList::new();
+        for topic in metadata.topics() {
+            for partition in topic.partitions() {
+                let (_, high) = consumer.fetch_watermarks(
+                    &options.results_topic,
+                    partition.id(),
+                    Duration::from_secs(10),
+                )?;
+                assignment.add_partition_offset(
+                    &options.results_topic,
+                    partition.id(),
+                    Offset::Offset(high),
+                )?;
+            }
+        }
+        consumer.assign(&assignment)?;
+    }
+    let keys: Vec<String> = lines.iter().map(|line| command_key(line)).collect();
+    runtime.block_on(async {
+        let mut pending = Vec::with_capacity(lines.len());
+        for (line, key) in lines.iter().zip(&keys) {
+            pending.push(
+                producer.send(
+                    FutureRecord::to(&options.commands_topic)
+                        .key(key)
+                        .payload(line.as_bytes()),
+                    Duration::from_secs(30),
+                ),
+            );
+        }
+        for delivery in pending {
+            delivery
+                .await
+                .map_err(|(error, _)| IngestError::Kafka(error))?;
+        }
+        Ok::<(), IngestError>(())
+    })?;
+    let Some(wait) = wait else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v["command_id"].as_str().map(str::to_string))
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut answers: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let deadline = std::time::Instant::now() + wait;
+    while answers.len() < ids.iter().filter(|i| !i.is_empty()).count()
+        && std::time::Instant::now() < deadline
+    {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let key = message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            if ids.contains(&key) {
+                let payload =
+                    String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+                answers.entry(key).or_insert(payload);
+            }
+        }
+    }
+    Ok(ids
+        .iter()
+        .map(|id| {
+            answers.get(id).cloned().unwrap_or_else(|| {
+                json!({"command_id": id, "outcome": null, "error": "no result within the wait"})
+                    .to_string()
+            })
+        })
+        .collect())
+}
+
+/// The headers of a message as (name, value) pairs (tests and tools).
+pub fn header_pairs(headers: Option<&rdkafka::message::BorrowedHeaders>) -> Vec<(String, String)> {
+    headers
+        .map(|h| {
+            h.iter()
+                .map(|header| {
+                    (
+                        header.key.to_string(),
+                        String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
