@@ -73,6 +73,8 @@ pub struct KafkaOptions {
     pub partitions: i32,
     /// Replication factor of topics the ledger creates.
     pub replication: i32,
+    /// Most commands consumed into one group commit.
+    pub batch_commands_max: usize,
 }
 
 impl KafkaOptions {
@@ -87,6 +89,7 @@ impl KafkaOptions {
             dlq_topic: "csp.commands.dlq".into(),
             partitions: 1,
             replication: 1,
+            batch_commands_max: SUBMIT_BATCH_COMMANDS_MAX,
         }
     }
 
@@ -204,12 +207,30 @@ pub fn consume(
         .set("session.timeout.ms", "6000")
         .set("partition.assignment.strategy", "range")
         .create_with_context(IngestContext { log })?;
-    consumer.subscribe(&[&options.commands_topic])?;
+    // Every partition of the commands topic, each from the offset stored in sled. The group id
+    // is used for committed offsets (lag monitoring); assignment is explicit: the ledger is the
+    // single consumer of its log, and a restart resumes at once instead of waiting for the group
+    // to expire the dead member (tansu did not always reassign after repeated kills).
+    let metadata =
+        consumer.fetch_metadata(Some(&options.commands_topic), Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        for partition in topic.partitions() {
+            let stored = consumer
+                .context()
+                .log
+                .offset(&offset_key(topic.name(), partition.id()))?;
+            let offset = stored.map_or(Offset::Beginning, Offset::Offset);
+            info!(message = "Assigned partition.", topic = topic.name(), partition = partition.id(), start = ?offset);
+            assignment.add_partition_offset(topic.name(), partition.id(), offset)?;
+        }
+    }
+    consumer.assign(&assignment)?;
     while !stop.load(Ordering::Relaxed) {
         let mut submissions = Vec::new();
         let mut next_offsets: Vec<(String, i64)> = Vec::new();
         let mut wait = POLL_WAIT;
-        while submissions.len() < SUBMIT_BATCH_COMMANDS_MAX {
+        while submissions.len() < options.batch_commands_max {
             let Some(polled) = consumer.poll(wait) else {
                 break;
             };
@@ -325,18 +346,19 @@ impl Publisher {
         &self,
         records: Vec<(String, String, Vec<u8>, OwnedHeaders)>,
     ) -> Result<(), IngestError> {
+        let mut pending = Vec::with_capacity(records.len());
+        for (topic, key, payload, headers) in records {
+            let record = FutureRecord::to(&topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers);
+            pending.push(enqueue(&self.producer, record)?);
+        }
         self.runtime.block_on(async {
-            let mut pending = Vec::with_capacity(records.len());
-            for (topic, key, payload, headers) in &records {
-                let record = FutureRecord::to(topic)
-                    .key(key)
-                    .payload(payload)
-                    .headers(headers.clone());
-                pending.push(self.producer.send(record, Duration::from_secs(30)));
-            }
             for delivery in pending {
                 delivery
                     .await
+                    .map_err(|_| IngestError::Stopped("the producer was dropped".into()))?
                     .map_err(|(error, _)| IngestError::Kafka(error))?;
             }
             Ok(())
@@ -499,6 +521,28 @@ impl Publisher {
     }
 }
 
+/// Enqueues a record now (so that many are in flight at once), waiting while the local queue
+/// is full.
+fn enqueue<'a, K, P>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'a, K, P>,
+) -> Result<rdkafka::producer::DeliveryFuture, IngestError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, _)) => return Err(IngestError::Kafka(error)),
+        }
+    }
+}
+
 /// The partition key of a command line: the partner it is about (so that one partner's
 /// commands stay in order), else the customer, else the command id.
 pub fn command_key(line: &str) -> String {
@@ -557,22 +601,19 @@ pub fn submit_lines(
         }
         consumer.assign(&assignment)?;
     }
-    let keys: Vec<String> = lines.iter().map(|line| command_key(line)).collect();
+    let mut pending = Vec::with_capacity(lines.len());
+    for line in lines {
+        let key = command_key(line);
+        let record = FutureRecord::to(&options.commands_topic)
+            .key(&key)
+            .payload(line.as_bytes());
+        pending.push(enqueue(&producer, record)?);
+    }
     runtime.block_on(async {
-        let mut pending = Vec::with_capacity(lines.len());
-        for (line, key) in lines.iter().zip(&keys) {
-            pending.push(
-                producer.send(
-                    FutureRecord::to(&options.commands_topic)
-                        .key(key)
-                        .payload(line.as_bytes()),
-                    Duration::from_secs(30),
-                ),
-            );
-        }
         for delivery in pending {
             delivery
                 .await
+                .map_err(|_| IngestError::Stopped("the producer was dropped".into()))?
                 .map_err(|(error, _)| IngestError::Kafka(error))?;
         }
         Ok::<(), IngestError>(())

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,11 @@ impl Drop for Broker {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn broker() -> Broker {
@@ -38,7 +42,15 @@ fn broker() -> Broker {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let child = Command::new("tansu")
-        .args(["broker", "--listener-url", &format!("tcp://{address}"), "--advertised-listener-url", &format!("tcp://{address}"), "--storage-engine", "sqlite://tansu.db"])
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://{address}"),
+            "--advertised-listener-url",
+            &format!("tcp://{address}"),
+            "--storage-engine",
+            "sqlite://tansu.db",
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -46,15 +58,27 @@ fn broker() -> Broker {
         .expect("tansu is needed for the Kafka tests: scripts/kafka-dev.sh install");
     let started = Instant::now();
     while std::net::TcpStream::connect(&address).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "tansu did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "tansu did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Broker { child, address, _dir: dir }
+    Broker {
+        child,
+        address,
+        _dir: dir,
+    }
 }
 
 /// `csp-ledger serve --kafka` as a child process; returns it and its HTTP address.
 fn ledger(data: &Path, brokers: &str) -> (Child, String) {
+    ledger_with_batch(data, brokers, csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX)
+}
+
+fn ledger_with_batch(data: &Path, brokers: &str, batch: usize) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .env("CSP_LEDGER_KAFKA_BATCH_COMMANDS", batch.to_string())
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "--http", "127.0.0.1:0", "--kafka", brokers])
@@ -63,7 +87,9 @@ fn ledger(data: &Path, brokers: &str) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let listening: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     (child, listening["listening"].as_str().unwrap().to_string())
 }
@@ -72,31 +98,93 @@ fn example_lines() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     ["examples/onboarding.jsonl", "examples/lifecycle.jsonl"]
         .iter()
-        .flat_map(|f| std::fs::read_to_string(root.join(f)).unwrap().lines().map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|f| {
+            std::fs::read_to_string(root.join(f))
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
 fn submit(brokers: &str, lines: &[String]) -> Vec<Value> {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), lines.join("\n")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger")).arg("submit").arg(file.path()).args(["--kafka", brokers, "--wait", "60"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("submit")
+        .arg(file.path())
+        .args(["--kafka", brokers, "--wait", "60"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The high watermark of partition 0 of `topic` (retried while the broker is busy).
+fn high_watermark(brokers: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for _ in 0..10 {
+        if let Ok((_, high)) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)) {
+            return high;
+        }
+    }
+    panic!("no watermark for {topic}");
+}
+
+/// Waits until `topic` holds at least `count` messages.
+fn wait_for_messages(brokers: &str, topic: &str, count: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let high = high_watermark(brokers, topic);
+        if high as usize >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} holds {high} of {count} messages"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Every message of a topic (one partition), from the beginning up to its high watermark.
 fn read_topic(brokers: &str, topic: &str) -> Vec<(Option<String>, Vec<u8>, Vec<(String, String)>)> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "test-reader").set("enable.auto.commit", "false").create().unwrap();
-    let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)).unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let high = high_watermark(brokers, topic);
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&assignment).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while (out.len() as i64) < high && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
-            out.push((key, message.payload().unwrap_or_default().to_vec(), csp_ledger::kafka::header_pairs(message.headers())));
+            let key = message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            out.push((
+                key,
+                message.payload().unwrap_or_default().to_vec(),
+                csp_ledger::kafka::header_pairs(message.headers()),
+            ));
         }
     }
     out
@@ -105,18 +193,28 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<(Option<String>, Vec<u8>, Vec<(
 fn wait_for_position(http: &str, position: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let body = get(http, &format!("/v1/events?from=1&limit=1&min_position={position}"));
+        let body = get(
+            http,
+            &format!("/v1/events?from=1&limit=1&min_position={position}"),
+        );
         if body["position"].as_u64().is_some_and(|p| p >= position) {
             return;
         }
-        assert!(Instant::now() < deadline, "the ledger did not reach position {position}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "the ledger did not reach position {position}: {body}"
+        );
     }
 }
 
 fn get(http: &str, path: &str) -> Value {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(http).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
@@ -127,15 +225,41 @@ fn apply_locally(lines: &[String]) -> (tempfile::TempDir, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("in.jsonl");
     std::fs::write(&file, lines.join("\n")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger")).arg("--data-dir").arg(dir.path().join("data")).arg("apply").arg(&file).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("apply")
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(output.status.success());
-    (dir, String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+    (
+        dir,
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    )
 }
 
 /// Event data with personal-data commitments (salted at random) blanked.
 fn without_commitments(data: &Value) -> Value {
     match data {
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), if v.as_str().is_some_and(|s| s.starts_with("sha256:")) { json!("<commitment>") } else { v.clone() })).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        if v.as_str().is_some_and(|s| s.starts_with("sha256:")) {
+                            json!("<commitment>")
+                        } else {
+                            v.clone()
+                        },
+                    )
+                })
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -162,7 +286,17 @@ fn end_to_end_results_events_and_read_models_agree_with_apply() {
     for (kafka, apply) in outcomes.iter().zip(&local) {
         assert_eq!(shape(kafka), shape(apply));
     }
-    let head: u64 = local.iter().flat_map(|o| o["events"].as_array().unwrap().iter().map(|e| e["position"].as_u64().unwrap())).max().unwrap();
+    let head: u64 = local
+        .iter()
+        .flat_map(|o| {
+            o["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["position"].as_u64().unwrap())
+        })
+        .max()
+        .unwrap();
     wait_for_position(&http, head);
 
     // Every event on csp.events, once, in position order, keyed by stream, with commitments only.
@@ -172,7 +306,14 @@ fn end_to_end_results_events_and_read_models_agree_with_apply() {
         std::thread::sleep(Duration::from_millis(200));
         events = read_topic(&broker.address, "csp.events");
     }
-    let positions: Vec<u64> = events.iter().map(|(_, v, _)| serde_json::from_slice::<Value>(v).unwrap()["position"].as_u64().unwrap()).collect();
+    let positions: Vec<u64> = events
+        .iter()
+        .map(|(_, v, _)| {
+            serde_json::from_slice::<Value>(v).unwrap()["position"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(positions, (1..=head).collect::<Vec<_>>());
     for (key, value, _) in &events {
         let envelope: Value = serde_json::from_slice(value).unwrap();
@@ -183,19 +324,44 @@ fn end_to_end_results_events_and_read_models_agree_with_apply() {
     // Every outcome on csp.command-results, keyed by command_id, with the correlation header.
     let results = read_topic(&broker.address, "csp.command-results");
     assert_eq!(results.len(), lines.len());
-    let expected_rejections = lines.iter().filter(|l| l.contains("expect-rejected:")).count();
-    let rejected: Vec<&(Option<String>, Vec<u8>, Vec<(String, String)>)> = results.iter().filter(|(_, v, _)| serde_json::from_slice::<Value>(v).unwrap()["outcome"] == "rejected").collect();
+    let expected_rejections = lines
+        .iter()
+        .filter(|l| l.contains("expect-rejected:"))
+        .count();
+    let rejected: Vec<&(Option<String>, Vec<u8>, Vec<(String, String)>)> = results
+        .iter()
+        .filter(|(_, v, _)| serde_json::from_slice::<Value>(v).unwrap()["outcome"] == "rejected")
+        .collect();
     assert_eq!(rejected.len(), expected_rejections);
     for (_, value, headers) in rejected {
         let outcome: Value = serde_json::from_slice(value).unwrap();
-        let correlation = headers.iter().find(|(k, _)| k == "correlation_id").map(|(_, v)| v.clone()).unwrap();
-        assert_eq!(correlation, format!("expect-rejected:{}", outcome["rejection"]["code"].as_str().unwrap()));
+        let correlation = headers
+            .iter()
+            .find(|(k, _)| k == "correlation_id")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        assert_eq!(
+            correlation,
+            format!(
+                "expect-rejected:{}",
+                outcome["rejection"]["code"].as_str().unwrap()
+            )
+        );
     }
 
     // The read models over HTTP equal those of `apply` on the same input.
-    for path in ["/v1/partners/00000000-0000-4000-8000-000000000103", "/v1/customers/00000000-0000-4000-8000-000000000201", "/v1/providers/00000000-0000-4000-8000-000000000101/resellers"] {
+    for path in [
+        "/v1/partners/00000000-0000-4000-8000-000000000103",
+        "/v1/customers/00000000-0000-4000-8000-000000000201",
+        "/v1/providers/00000000-0000-4000-8000-000000000101/resellers",
+    ] {
         let mut served = get(&http, path);
-        let query = Command::new(env!("CARGO_BIN_EXE_csp-ledger")).arg("--data-dir").arg(local_dir.path().join("data")).args(["query", path]).output().unwrap();
+        let query = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+            .arg("--data-dir")
+            .arg(local_dir.path().join("data"))
+            .args(["query", path])
+            .output()
+            .unwrap();
         let mut applied: Value = serde_json::from_slice(&query.stdout).unwrap();
         for answer in [&mut served, &mut applied] {
             answer.as_object_mut().unwrap().remove("head_hash");
@@ -228,10 +394,20 @@ fn garbage_oversized_unknown_types_and_unknown_fields_go_to_the_dlq_or_the_resul
         br#"{"hello":"world"}"#.to_vec(),
         lines[1].clone().into_bytes(),
     ];
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &broker.address).set("message.max.bytes", "1000000").create().unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set("message.max.bytes", "1000000")
+        .create()
+        .unwrap();
     // The topics exist once the ledger is up (it creates them).
     for message in &messages {
-        producer.send(BaseRecord::<str, [u8]>::to("csp.commands").key("k").payload(message)).unwrap();
+        producer
+            .send(
+                BaseRecord::<str, [u8]>::to("csp.commands")
+                    .key("k")
+                    .payload(message),
+            )
+            .unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
     wait_for_position(&http, 2);
@@ -242,37 +418,83 @@ fn garbage_oversized_unknown_types_and_unknown_fields_go_to_the_dlq_or_the_resul
         std::thread::sleep(Duration::from_millis(200));
         dlq = read_topic(&broker.address, "csp.commands.dlq");
     }
-    assert_eq!(dlq.len(), 3, "garbage, oversized and the non-envelope go to the DLQ");
-    let header = |headers: &[(String, String)], name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(
+        dlq.len(),
+        3,
+        "garbage, oversized and the non-envelope go to the DLQ"
+    );
+    let header = |headers: &[(String, String)], name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     assert_eq!(dlq[0].1, messages[1], "the original bytes");
-    assert!(header(&dlq[0].2, "reason").contains("envelope"), "{:?}", dlq[0].2);
+    assert!(
+        header(&dlq[0].2, "reason").contains("envelope"),
+        "{:?}",
+        dlq[0].2
+    );
     assert_eq!(header(&dlq[0].2, "source_offset"), "1");
     assert_eq!(header(&dlq[0].2, "source_partition"), "0");
-    assert!(header(&dlq[1].2, "reason").contains("limit"), "{:?}", dlq[1].2);
-    assert!(header(&dlq[2].2, "reason").contains("command_id"), "{:?}", dlq[2].2);
+    assert!(
+        header(&dlq[1].2, "reason").contains("limit"),
+        "{:?}",
+        dlq[1].2
+    );
+    assert!(
+        header(&dlq[2].2, "reason").contains("command_id"),
+        "{:?}",
+        dlq[2].2
+    );
 
     let results = read_topic(&broker.address, "csp.command-results");
-    let by_id = |id: &str| results.iter().find(|(k, _, _)| k.as_deref() == Some(id)).map(|(_, v, _)| serde_json::from_slice::<Value>(v).unwrap()).unwrap_or_else(|| panic!("no result for {id}"));
+    let by_id = |id: &str| {
+        results
+            .iter()
+            .find(|(k, _, _)| k.as_deref() == Some(id))
+            .map(|(_, v, _)| serde_json::from_slice::<Value>(v).unwrap())
+            .unwrap_or_else(|| panic!("no result for {id}"))
+    };
     let unknown = by_id("00000000-0000-4000-8000-00000000aa01");
     assert_eq!(unknown["rejection"]["code"], "malformed_command");
-    assert!(unknown["rejection"]["message"].as_str().unwrap().contains("unknown command type"));
+    assert!(unknown["rejection"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown command type"));
     let typo = by_id("00000000-0000-4000-8000-00000000aa02");
     assert_eq!(typo["rejection"]["code"], "malformed_command");
-    assert!(typo["rejection"]["message"].as_str().unwrap().contains("outcom"));
+    assert!(typo["rejection"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("outcom"));
     // The good commands around them were applied.
     let first: Value = serde_json::from_str(&lines[0]).unwrap();
-    assert_eq!(by_id(first["command_id"].as_str().unwrap())["outcome"], "accepted");
+    assert_eq!(
+        by_id(first["command_id"].as_str().unwrap())["outcome"],
+        "accepted"
+    );
     let second: Value = serde_json::from_str(&lines[1]).unwrap();
-    assert_eq!(by_id(second["command_id"].as_str().unwrap())["outcome"], "accepted");
+    assert_eq!(
+        by_id(second["command_id"].as_str().unwrap())["outcome"],
+        "accepted"
+    );
     let _ = server.kill();
     let _ = server.wait();
-    let _: Option<PathBuf> = None;
 }
 
-/// Produces lines to the commands topic with the submit key, without waiting for results.
-fn produce(brokers: &str, lines: &[String]) {
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).set("enable.idempotence", "true").set("linger.ms", "5").create().unwrap();
-    for line in lines {
+/// Produces lines to the commands topic with the submit key (at most `per_second` lines a
+/// second when given), without waiting for results.
+fn produce_paced(brokers: &str, lines: &[String], per_second: Option<u64>) {
+    let started = Instant::now();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (index, line) in lines.iter().enumerate() {
         let key = csp_ledger::kafka::command_key(line);
         loop {
             match producer.send(BaseRecord::to("csp.commands").key(&key).payload(line)) {
@@ -283,6 +505,13 @@ fn produce(brokers: &str, lines: &[String]) {
             }
         }
         producer.poll(Duration::ZERO);
+        if let Some(rate) = per_second {
+            let sent = index as u64 + 1;
+            let due = started + Duration::from_micros(sent * 1_000_000 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }
@@ -294,16 +523,25 @@ fn check_events_topic(brokers: &str, head: u64) {
     let mut first: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
     let mut order = Vec::new();
     for (_, value, _) in events {
-        let position = serde_json::from_slice::<Value>(&value).unwrap()["position"].as_u64().unwrap();
+        let position = serde_json::from_slice::<Value>(&value).unwrap()["position"]
+            .as_u64()
+            .unwrap();
         match first.get(&position) {
-            Some(seen) => assert_eq!(seen, &value, "position {position} published twice with different bytes"),
+            Some(seen) => assert_eq!(
+                seen, &value,
+                "position {position} published twice with different bytes"
+            ),
             None => {
                 first.insert(position, value);
                 order.push(position);
             }
         }
     }
-    assert_eq!(order, (1..=head).collect::<Vec<_>>(), "events missing or out of order on csp.events");
+    assert_eq!(
+        order,
+        (1..=head).collect::<Vec<_>>(),
+        "events missing or out of order on csp.events"
+    );
 }
 
 #[test]
@@ -315,63 +553,110 @@ fn sigkill_while_consuming_applies_every_command_once_and_publishes_everything()
     let _ = get(&http, "/healthz");
     let _ = first.kill();
     let _ = first.wait();
-    let lines: Vec<String> = csp_ledger::workload::Generator::new(21).take(30_000).map(|c| c.to_json()).collect();
-    produce(&broker.address, &lines);
-
-    let mut rng = csp_ledger::workload::Rng::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
-    let mut kills = 0;
+    // Upstream keeps producing while the ledger is killed and restarted.
+    let lines: Vec<String> = csp_ledger::workload::Generator::new(21)
+        .take(20_000)
+        .map(|c| c.to_json())
+        .collect();
+    let producing = {
+        let (brokers, lines) = (broker.address.clone(), lines.clone());
+        std::thread::spawn(move || produce_paced(&brokers, &lines, Some(1_000)))
+    };
+    let mut rng = csp_ledger::workload::Rng::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
     let mut positions_at_kill = Vec::new();
-    while kills < 10 {
-        let (mut child, http) = ledger(data.path(), &broker.address);
+    for _ in 0..10 {
+        // Small group commits, so that every kill lands between or inside many of them.
+        let (mut child, http) = ledger_with_batch(data.path(), &broker.address, 200);
         // Kill at a random moment once it is consuming (a restarted member may first wait for
         // the group to rebalance).
-        let start = get(&http, "/v1/events?limit=1")["position"].as_u64().unwrap_or(0);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while get(&http, "/v1/events?limit=1")["position"].as_u64().unwrap_or(0) == start && Instant::now() < deadline {
+        let start = get(&http, "/v1/events?limit=1")["position"]
+            .as_u64()
+            .unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while get(&http, "/v1/events?limit=1")["position"]
+            .as_u64()
+            .unwrap_or(0)
+            == start
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(rng.below(400)));
-        positions_at_kill.push(get(&http, "/v1/events?limit=1")["position"].as_u64().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        positions_at_kill.push(
+            get(&http, "/v1/events?limit=1")["position"]
+                .as_u64()
+                .unwrap_or(0),
+        );
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        kills += 1;
         // After every kill the log reopens intact.
-        let ledger = csp_ledger::ledger::Ledger::open(data.path(), csp_ledger::log::LogOptions::default()).expect("the log reopens");
+        let ledger =
+            csp_ledger::ledger::Ledger::open(data.path(), csp_ledger::log::LogOptions::default())
+                .expect("the log reopens");
         assert!(csp_ledger::audit::verify(ledger.log()).ok);
     }
-    eprintln!("positions at the kills: {positions_at_kill:?}");
-    assert!(positions_at_kill.windows(2).filter(|w| w[1] > w[0]).count() >= 5, "the kills landed while the ledger was consuming");
+    producing.join().unwrap();
+    eprintln!("positions at the 10 kills: {positions_at_kill:?}");
+    assert!(
+        positions_at_kill.windows(2).filter(|w| w[1] > w[0]).count() >= 5,
+        "the kills landed while the ledger was consuming"
+    );
     // Let the last instance finish the stream.
     let (mut last, http) = ledger(data.path(), &broker.address);
-    let distinct: std::collections::HashSet<String> = lines.iter().map(|l| serde_json::from_str::<Value>(l).unwrap()["command_id"].as_str().unwrap().to_string()).collect();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let results = read_topic(&broker.address, "csp.command-results");
-        let answered: std::collections::HashSet<String> = results.iter().filter_map(|(k, _, _)| k.clone()).collect();
-        if distinct.iter().all(|id| answered.contains(id)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{} of {} commands have a result", answered.len(), distinct.len());
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let distinct: std::collections::HashSet<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["command_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // One outcome per message (accepted, rejected or duplicate), published at least once.
+    wait_for_messages(
+        &broker.address,
+        "csp.command-results",
+        lines.len(),
+        Duration::from_secs(240),
+    );
+    let results = read_topic(&broker.address, "csp.command-results");
+    let answered: std::collections::HashSet<String> =
+        results.iter().filter_map(|(k, _, _)| k.clone()).collect();
+    assert!(
+        distinct.iter().all(|id| answered.contains(id)),
+        "{} of {} commands have a result",
+        answered.len(),
+        distinct.len()
+    );
     let head = get(&http, "/v1/audit/verify");
     assert_eq!(head["ok"], true, "{head}");
     let head = head["events"].as_u64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while read_topic(&broker.address, "csp.events").len() < head as usize && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_messages(
+        &broker.address,
+        "csp.events",
+        head as usize,
+        Duration::from_secs(120),
+    );
     let _ = last.kill();
     let _ = last.wait();
     check_events_topic(&broker.address, head);
 
     // Exactly once in the log: each command's events are contiguous and appear once.
-    let ledger = csp_ledger::ledger::Ledger::open(data.path(), csp_ledger::log::LogOptions::default()).unwrap();
+    let ledger =
+        csp_ledger::ledger::Ledger::open(data.path(), csp_ledger::log::LogOptions::default())
+            .unwrap();
     let mut seen = std::collections::HashSet::new();
     let mut previous = None;
     for item in ledger.log().events_from(1) {
         let stored = item.unwrap();
-        let id = csp_ledger_schemas::EventEnvelope::decode(&stored.canonical).unwrap().command_id;
+        let id = csp_ledger_schemas::EventEnvelope::decode(&stored.canonical)
+            .unwrap()
+            .command_id;
         if previous != Some(id) {
             assert!(seen.insert(id), "command {id} applied twice");
             previous = Some(id);
@@ -381,10 +666,17 @@ fn sigkill_while_consuming_applies_every_command_once_and_publishes_everything()
     let mut decided = std::collections::HashMap::new();
     for item in ledger.log().outcomes() {
         let (_, record) = item.unwrap();
-        if matches!(record.kind, csp_ledger::log::StoredOutcomeKind::Accepted | csp_ledger::log::StoredOutcomeKind::Rejected) {
+        if matches!(
+            record.kind,
+            csp_ledger::log::StoredOutcomeKind::Accepted
+                | csp_ledger::log::StoredOutcomeKind::Rejected
+        ) {
             *decided.entry(record.command_id.to_string()).or_insert(0) += 1;
         }
     }
     assert_eq!(decided.len(), distinct.len());
-    assert!(decided.values().all(|count| *count == 1), "a command was decided twice");
+    assert!(
+        decided.values().all(|count| *count == 1),
+        "a command was decided twice"
+    );
 }

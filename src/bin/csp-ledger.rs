@@ -162,6 +162,9 @@ struct TopicArgs {
     /// Replication factor of the topics the ledger creates.
     #[arg(long, env = "CSP_LEDGER_TOPIC_REPLICATION", default_value_t = 1)]
     topic_replication: i32,
+    /// Most commands consumed into one group commit.
+    #[arg(long, env = "CSP_LEDGER_KAFKA_BATCH_COMMANDS", default_value_t = csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX)]
+    kafka_batch_commands: usize,
 }
 
 fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::kafka::KafkaOptions {
@@ -174,6 +177,9 @@ fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::kafka::KafkaO
         dlq_topic: topics.dlq_topic.clone(),
         partitions: topics.topic_partitions,
         replication: topics.topic_replication,
+        batch_commands_max: topics
+            .kafka_batch_commands
+            .clamp(1, csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX),
     }
 }
 
