@@ -11,7 +11,8 @@
 //! | `E` + first position (u64 BE) | event chunk: per event `len` (u32 LE), hash (32), canonical bytes |
 //! | `O` + first sequence (u64 BE) | outcome chunk: per outcome `len` (u32 LE), record |
 //! | `P` + subject (16) + commitment (32) | personal value: salt (16), UTF-8 value |
-//! | `K` + consumer key | consumed offset (i64 BE) |
+//! | `K` + consumer key | next offset to consume (i64 BE), stored with the batch it ends |
+//! | `C` + publisher name | outbox cursor (u64 BE), written without fsync |
 //!
 //! Events are packed into chunks of up to [`EVENT_CHUNK_BYTES_MAX`] so that one sled key
 //! carries many events (sled's cost is per key). A commit is one `apply_batch` (atomic), then
