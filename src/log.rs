@@ -657,21 +657,29 @@ impl Log {
             })
     }
 
+    /// The chunk whose key is the greatest at or below `key` among keys from `lowest`: the
+    /// chunk that holds the record `key` names. Returns its first record number and value.
+    fn chunk_holding(
+        &self,
+        lowest: [u8; 9],
+        key: [u8; 9],
+    ) -> Result<Option<(u64, IVec)>, LogError> {
+        let Some((found, value)) = self.db.range(lowest..=key).next_back().transpose()? else {
+            return Ok(None);
+        };
+        let first =
+            key_position(&found).ok_or_else(|| LogError::corrupt(None, "malformed chunk key"))?;
+        Ok(Some((first, value)))
+    }
+
     /// The hash of the event at `position` (the genesis hash for 0).
     pub fn hash_at(&self, position: u64) -> Result<Option<[u8; 32]>, LogError> {
         if position == 0 {
             return Ok(Some([0; 32]));
         }
-        let Some((key, value)) = self
-            .db
-            .range(event_key(0)..=event_key(position))
-            .next_back()
-            .transpose()?
-        else {
+        let Some((first, value)) = self.chunk_holding(event_key(0), event_key(position))? else {
             return Ok(None);
         };
-        let first =
-            key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
         let mut found = None;
         for_each_event_record(first, &value, |slot, hash, _| {
             if slot == position {
@@ -688,19 +696,13 @@ impl Log {
         let mut index = 0;
         while index < positions.len() {
             let position = positions[index];
-            let Some((key, value)) = self
-                .db
-                .range(event_key(0)..=event_key(position))
-                .next_back()
-                .transpose()?
+            let Some((first, value)) = self.chunk_holding(event_key(0), event_key(position))?
             else {
                 return Err(LogError::corrupt(
                     Some(position),
                     "no chunk holds this position",
                 ));
             };
-            let first =
-                key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed event key"))?;
             let before = index;
             for_each_event_record(first, &value, |slot, hash, canonical| {
                 while index < positions.len() && positions[index] < slot {
@@ -753,16 +755,9 @@ impl Log {
 
     /// The outcome with sequence number `seq`.
     pub fn outcome_at(&self, seq: u64) -> Result<Option<OutcomeRecord>, LogError> {
-        let Some((key, value)) = self
-            .db
-            .range(outcome_key(0)..=outcome_key(seq))
-            .next_back()
-            .transpose()?
-        else {
+        let Some((first, value)) = self.chunk_holding(outcome_key(0), outcome_key(seq))? else {
             return Ok(None);
         };
-        let first =
-            key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed outcome key"))?;
         for item in decode_outcome_chunk(first, &value) {
             let (s, record) = item?;
             if s == seq {
