@@ -39,8 +39,26 @@ fn free_port() -> u16 {
 
 fn broker() -> Broker {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", free_port());
+    let child = start_tansu(dir.path(), &address);
+    Broker {
+        child,
+        address,
+        _dir: dir,
+    }
+}
+
+impl Broker {
+    /// Stops the broker (SIGKILL) and starts it again on the same address and storage.
+    fn restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        self.child = start_tansu(self._dir.path(), &self.address);
+    }
+}
+
+fn start_tansu(dir: &Path, address: &str) -> Child {
     let child = Command::new("tansu")
         .args([
             "broker",
@@ -51,24 +69,20 @@ fn broker() -> Broker {
             "--storage-engine",
             "sqlite://tansu.db",
         ])
-        .current_dir(dir.path())
+        .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("tansu is needed for the Kafka tests: scripts/kafka-dev.sh install");
     let started = Instant::now();
-    while std::net::TcpStream::connect(&address).is_err() {
+    while std::net::TcpStream::connect(address).is_err() {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "tansu did not start"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Broker {
-        child,
-        address,
-        _dir: dir,
-    }
+    child
 }
 
 /// `csp-ledger serve --kafka` as a child process; returns it and its HTTP address.
@@ -675,6 +689,87 @@ fn sigkill_while_consuming_applies_every_command_once_and_publishes_everything()
         }
     }
     assert_eq!(decided.len(), distinct.len());
+    assert!(
+        decided.values().all(|count| *count == 1),
+        "a command was decided twice"
+    );
+}
+
+#[test]
+fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
+    let mut broker = broker();
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, http) = ledger_with_batch(data.path(), &broker.address, 200);
+    let _ = get(&http, "/healthz");
+    let lines: Vec<String> = csp_ledger::workload::Generator::new(5)
+        .take(6_000)
+        .map(|c| c.to_json())
+        .collect();
+    let (first, second) = lines.split_at(3_000);
+    produce_paced(&broker.address, first, Some(2_000));
+    // Wait until the ledger is consuming, then take the broker away and bring it back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&http, "/v1/events?limit=1")["position"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    broker.restart(Duration::from_secs(2));
+    produce_paced(&broker.address, second, Some(2_000));
+    let distinct: std::collections::HashSet<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["command_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    wait_for_messages(
+        &broker.address,
+        "csp.command-results",
+        lines.len(),
+        Duration::from_secs(180),
+    );
+    let results = read_topic(&broker.address, "csp.command-results");
+    let answered: std::collections::HashSet<String> =
+        results.iter().filter_map(|(k, _, _)| k.clone()).collect();
+    assert!(
+        distinct.iter().all(|id| answered.contains(id)),
+        "{} of {} commands have a result",
+        answered.len(),
+        distinct.len()
+    );
+    let report = get(&http, "/v1/audit/verify");
+    assert_eq!(report["ok"], true, "{report}");
+    let head = report["events"].as_u64().unwrap();
+    wait_for_messages(
+        &broker.address,
+        "csp.events",
+        head as usize,
+        Duration::from_secs(120),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    check_events_topic(&broker.address, head);
+    let ledger =
+        csp_ledger::ledger::Ledger::open(data.path(), csp_ledger::log::LogOptions::default())
+            .unwrap();
+    let mut decided = std::collections::HashMap::new();
+    for item in ledger.log().outcomes() {
+        let (_, record) = item.unwrap();
+        if matches!(
+            record.kind,
+            csp_ledger::log::StoredOutcomeKind::Accepted
+                | csp_ledger::log::StoredOutcomeKind::Rejected
+        ) {
+            *decided.entry(record.command_id.to_string()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(decided.len(), distinct.len(), "every command decided");
     assert!(
         decided.values().all(|count| *count == 1),
         "a command was decided twice"
