@@ -19,7 +19,7 @@ install() {
     return
   fi
   echo "installing tansu $version (features dynostore, libsql)" >&2
-  cargo install --locked tansu --version "$version" --features dynostore,libsql
+  cargo install tansu --version "$version" --features dynostore,libsql
 }
 
 port() {
