@@ -187,6 +187,12 @@ impl ConsumerContext for IngestContext {
     }
 }
 
+/// How often the consumer reads the high watermarks to report its lag.
+pub const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Receives the lag of a partition: (topic, partition, messages not yet applied).
+pub type LagFn = dyn Fn(&str, i32, i64) + Send + Sync;
+
 /// A batch for the writer: submissions and the offsets to store with them.
 pub type SubmitFn = dyn Fn(Vec<Submission>, Vec<(String, i64)>) -> Result<(), String> + Send + Sync;
 
@@ -196,8 +202,10 @@ pub fn consume(
     options: &KafkaOptions,
     log: Arc<Log>,
     submit: &SubmitFn,
+    on_lag: &LagFn,
     stop: &AtomicBool,
 ) -> Result<(), IngestError> {
+    let mut lag_checked = std::time::Instant::now() - LAG_INTERVAL;
     let consumer: BaseConsumer<IngestContext> = options
         .client()
         .set("group.id", &options.group_id)
@@ -226,7 +234,27 @@ pub fn consume(
         }
     }
     consumer.assign(&assignment)?;
+    let partitions: Vec<(String, i32)> = assignment
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
     while !stop.load(Ordering::Relaxed) {
+        if lag_checked.elapsed() >= LAG_INTERVAL {
+            lag_checked = std::time::Instant::now();
+            for (topic, partition) in &partitions {
+                if let Ok((_, high)) =
+                    consumer.fetch_watermarks(topic, *partition, Duration::from_millis(500))
+                {
+                    let next = consumer
+                        .context()
+                        .log
+                        .offset(&offset_key(topic, *partition))?
+                        .unwrap_or(0);
+                    on_lag(topic, *partition, (high - next).max(0));
+                }
+            }
+        }
         let mut submissions = Vec::new();
         let mut next_offsets: Vec<(String, i64)> = Vec::new();
         let mut wait = POLL_WAIT;

@@ -42,6 +42,8 @@ pub struct Metrics {
     query_seconds: Mutex<BTreeMap<String, Histogram>>,
     projection_position: AtomicU64,
     head_position: AtomicU64,
+    /// Consumer lag by (topic, partition): high watermark minus the next offset to consume.
+    consumer_lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 impl Metrics {
@@ -76,6 +78,14 @@ impl Metrics {
         self.projection_position
             .store(projection, Ordering::Relaxed);
         self.head_position.store(head, Ordering::Relaxed);
+    }
+
+    /// Records the consumer lag of one partition.
+    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic.to_string(), partition), lag);
     }
 
     /// The Prometheus text exposition.
@@ -156,6 +166,17 @@ impl Metrics {
             "csp_ledger_head_position {}",
             self.head_position.load(Ordering::Relaxed)
         );
+        let lags = self.consumer_lag.lock().unwrap_or_else(|p| p.into_inner());
+        if !lags.is_empty() {
+            let _ = writeln!(out, "# HELP csp_ledger_consumer_lag Messages of the commands topic not yet applied, by partition.");
+            let _ = writeln!(out, "# TYPE csp_ledger_consumer_lag gauge");
+            for ((topic, partition), lag) in lags.iter() {
+                let _ = writeln!(
+                    out,
+                    "csp_ledger_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
+                );
+            }
+        }
         out
     }
 }

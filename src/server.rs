@@ -193,7 +193,8 @@ impl Server {
                     .name("publisher".into())
                     .spawn(move || publisher.run(&kick, &publisher_stop))?,
             );
-            let (consumer_stop, jobs) = (Arc::clone(&stop), shared.jobs.clone());
+            let (consumer_stop, jobs, lag_shared) =
+                (Arc::clone(&stop), shared.jobs.clone(), Arc::clone(&shared));
             kafka_threads.push(std::thread::Builder::new().name("consumer".into()).spawn(
                 move || {
                     let submit = move |submissions: Vec<Submission>,
@@ -211,7 +212,11 @@ impl Server {
                             .map_err(|_| "the writer stopped".to_string())?
                             .map(|_| ())
                     };
-                    if let Err(error) = crate::kafka::consume(&kafka, log, &submit, &consumer_stop)
+                    let on_lag = move |topic: &str, partition: i32, lag: i64| {
+                        lag_shared.metrics.consumer_lag(topic, partition, lag)
+                    };
+                    if let Err(error) =
+                        crate::kafka::consume(&kafka, log, &submit, &on_lag, &consumer_stop)
                     {
                         error!(message = "Kafka ingest stopped.", error = %error);
                     }

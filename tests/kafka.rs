@@ -221,6 +221,21 @@ fn wait_for_position(http: &str, position: u64) {
     }
 }
 
+fn raw_get(http: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 fn get(http: &str, path: &str) -> Value {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(http).unwrap();
@@ -361,6 +376,20 @@ fn end_to_end_results_events_and_read_models_agree_with_apply() {
                 outcome["rejection"]["code"].as_str().unwrap()
             )
         );
+    }
+
+    // The lag of the commands partition is exported and reaches zero.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = raw_get(&http, "/metrics");
+        if metrics.contains("csp_ledger_consumer_lag{topic=\"csp.commands\",partition=\"0\"} 0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no zero lag in /metrics:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     // The read models over HTTP equal those of `apply` on the same input.
