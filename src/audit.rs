@@ -1,4 +1,4 @@
-//! The hash chain: how an event's hash is computed, the walker that checks a sequence of
+//! The hash chain: how an event's hash is computed, the parallel walk that checks the
 //! stored events against it, and `verify`, which walks the whole log.
 
 use crossbeam_channel::bounded;
@@ -42,63 +42,6 @@ impl From<ChainBreak> for LogError {
             position: Some(broken.position),
             reason: broken.reason,
         }
-    }
-}
-
-/// Checks stored events one after another: contiguous positions from 1, the position inside
-/// the canonical bytes equal to the slot, and the hash link.
-#[derive(Debug, Clone)]
-pub struct ChainWalker {
-    pub next_position: u64,
-    pub prev_hash: [u8; 32],
-}
-
-impl Default for ChainWalker {
-    fn default() -> Self {
-        ChainWalker {
-            next_position: 1,
-            prev_hash: GENESIS_HASH,
-        }
-    }
-}
-
-impl ChainWalker {
-    /// Checks one event and returns it decoded.
-    pub fn check(&mut self, stored: &StoredEvent) -> Result<EventEnvelope, ChainBreak> {
-        let position = self.next_position;
-        if stored.position != position {
-            return Err(ChainBreak {
-                position,
-                reason: format!(
-                    "event {position} is missing (the next stored slot is {})",
-                    stored.position
-                ),
-            });
-        }
-        if chain_hash(&self.prev_hash, &stored.canonical) != stored.hash {
-            return Err(ChainBreak {
-                position,
-                reason: format!(
-                    "hash of event {position} does not match its bytes and predecessor"
-                ),
-            });
-        }
-        let envelope = EventEnvelope::decode(&stored.canonical).map_err(|error| ChainBreak {
-            position,
-            reason: format!("event {position} does not decode: {error}"),
-        })?;
-        if envelope.position != position {
-            return Err(ChainBreak {
-                position,
-                reason: format!(
-                    "slot {position} holds the event of position {}",
-                    envelope.position
-                ),
-            });
-        }
-        self.next_position += 1;
-        self.prev_hash = stored.hash;
-        Ok(envelope)
     }
 }
 

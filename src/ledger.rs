@@ -586,6 +586,14 @@ impl Ledger {
                 outcome_seq += 1;
                 continue;
             }
+            // Decided now (accepted or rejected): this outcome owns the command id from here on.
+            self.idempotency.insert(
+                command_id,
+                IdempotencyEntry {
+                    body_hash: short_hash(&parsed.body_hash),
+                    outcome_seq,
+                },
+            );
             match domain::decide(&self.state, envelope, &mut *self.entropy) {
                 Ok(decision) => {
                     let first = result.events.len();
@@ -650,13 +658,6 @@ impl Ledger {
                             value: p.value,
                         });
                     }
-                    self.idempotency.insert(
-                        command_id,
-                        IdempotencyEntry {
-                            body_hash: short_hash(&parsed.body_hash),
-                            outcome_seq,
-                        },
-                    );
                     result.outcomes.push(Outcome::Accepted {
                         command_id,
                         events: first..result.events.len(),
@@ -666,13 +667,6 @@ impl Ledger {
                     debug!(message = "Rejected command.", code = %rejection.code, command_id = %command_id);
                     record.kind = StoredOutcomeKind::Rejected;
                     record.rejection = rejection_json(&rejection).to_string().into_bytes();
-                    self.idempotency.insert(
-                        command_id,
-                        IdempotencyEntry {
-                            body_hash: short_hash(&parsed.body_hash),
-                            outcome_seq,
-                        },
-                    );
                     result.outcomes.push(Outcome::Rejected {
                         command_id: Some(command_id),
                         rejection,

@@ -651,31 +651,7 @@ fn sigkill_while_consuming_applies_every_command_once_and_publishes_everything()
     );
     // Let the last instance finish the stream.
     let (mut last, http) = ledger(data.path(), &broker.address);
-    let distinct: std::collections::HashSet<String> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["command_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    // One outcome per message (accepted, rejected or duplicate), published at least once.
-    wait_for_messages(
-        &broker.address,
-        "csp.command-results",
-        lines.len(),
-        Duration::from_secs(240),
-    );
-    let results = read_topic(&broker.address, "csp.command-results");
-    let answered: std::collections::HashSet<String> =
-        results.iter().filter_map(|(k, _, _)| k.clone()).collect();
-    assert!(
-        distinct.iter().all(|id| answered.contains(id)),
-        "{} of {} commands have a result",
-        answered.len(),
-        distinct.len()
-    );
+    let distinct = assert_results_published(&broker.address, &lines, Duration::from_secs(240));
     let head = get(&http, "/v1/audit/verify");
     assert_eq!(head["ok"], true, "{head}");
     let head = head["events"].as_u64().unwrap();
@@ -689,39 +665,7 @@ fn sigkill_while_consuming_applies_every_command_once_and_publishes_everything()
     let _ = last.wait();
     check_events_topic(&broker.address, head);
 
-    // Exactly once in the log: each command's events are contiguous and appear once.
-    let ledger =
-        csp_ledger::ledger::Ledger::open(data.path(), csp_ledger::log::LogOptions::default())
-            .unwrap();
-    let mut seen = std::collections::HashSet::new();
-    let mut previous = None;
-    for item in ledger.log().events_from(1) {
-        let stored = item.unwrap();
-        let id = csp_ledger_schemas::EventEnvelope::decode(&stored.canonical)
-            .unwrap()
-            .command_id;
-        if previous != Some(id) {
-            assert!(seen.insert(id), "command {id} applied twice");
-            previous = Some(id);
-        }
-    }
-    // Every distinct command has exactly one deciding outcome (accepted or rejected) in the log.
-    let mut decided = std::collections::HashMap::new();
-    for item in ledger.log().outcomes() {
-        let (_, record) = item.unwrap();
-        if matches!(
-            record.kind,
-            csp_ledger::log::StoredOutcomeKind::Accepted
-                | csp_ledger::log::StoredOutcomeKind::Rejected
-        ) {
-            *decided.entry(record.command_id.to_string()).or_insert(0) += 1;
-        }
-    }
-    assert_eq!(decided.len(), distinct.len());
-    assert!(
-        decided.values().all(|count| *count == 1),
-        "a command was decided twice"
-    );
+    assert_log_exactly_once(data.path(), &distinct);
 }
 
 #[test]
@@ -748,30 +692,7 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     }
     broker.restart(Duration::from_secs(2));
     produce_paced(&broker.address, second, Some(2_000));
-    let distinct: std::collections::HashSet<String> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["command_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    wait_for_messages(
-        &broker.address,
-        "csp.command-results",
-        lines.len(),
-        Duration::from_secs(180),
-    );
-    let results = read_topic(&broker.address, "csp.command-results");
-    let answered: std::collections::HashSet<String> =
-        results.iter().filter_map(|(k, _, _)| k.clone()).collect();
-    assert!(
-        distinct.iter().all(|id| answered.contains(id)),
-        "{} of {} commands have a result",
-        answered.len(),
-        distinct.len()
-    );
+    let distinct = assert_results_published(&broker.address, &lines, Duration::from_secs(180));
     let report = get(&http, "/v1/audit/verify");
     assert_eq!(report["ok"], true, "{report}");
     let head = report["events"].as_u64().unwrap();
@@ -784,9 +705,56 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     let _ = server.kill();
     let _ = server.wait();
     check_events_topic(&broker.address, head);
+    assert_log_exactly_once(data.path(), &distinct);
+}
+
+/// Waits until the results topic holds one message per line, then checks that every distinct
+/// command id has a result (repeats after a crash allowed). Returns the distinct ids.
+fn assert_results_published(
+    brokers: &str,
+    lines: &[String],
+    within: Duration,
+) -> std::collections::HashSet<String> {
+    let distinct: std::collections::HashSet<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["command_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // One outcome per message (accepted, rejected or duplicate), published at least once.
+    wait_for_messages(brokers, "csp.command-results", lines.len(), within);
+    let results = read_topic(brokers, "csp.command-results");
+    let answered: std::collections::HashSet<String> =
+        results.iter().filter_map(|(k, _, _)| k.clone()).collect();
+    assert!(
+        distinct.iter().all(|id| answered.contains(id)),
+        "{} of {} commands have a result",
+        answered.len(),
+        distinct.len()
+    );
+    distinct
+}
+
+/// Exactly once in the log: each command's events are contiguous and appear once, and every
+/// distinct command has exactly one deciding outcome (accepted or rejected).
+fn assert_log_exactly_once(data: &Path, distinct: &std::collections::HashSet<String>) {
     let ledger =
-        csp_ledger::ledger::Ledger::open(data.path(), csp_ledger::log::LogOptions::default())
-            .unwrap();
+        csp_ledger::ledger::Ledger::open(data, csp_ledger::log::LogOptions::default()).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut previous = None;
+    for item in ledger.log().events_from(1) {
+        let stored = item.unwrap();
+        let id = csp_ledger_schemas::EventEnvelope::decode(&stored.canonical)
+            .unwrap()
+            .command_id;
+        if previous != Some(id) {
+            assert!(seen.insert(id), "command {id} applied twice");
+            previous = Some(id);
+        }
+    }
     let mut decided = std::collections::HashMap::new();
     for item in ledger.log().outcomes() {
         let (_, record) = item.unwrap();
