@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod domain;
 pub mod history;
 pub mod kafka;
+pub mod kafka_bench;
 pub mod ledger;
 pub mod loadgen;
 pub mod log;

@@ -128,6 +128,27 @@ enum Commands {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Measure the Kafka transport on loopback: the broker's own produce and consume rate, the
+    /// ledger's end-to-end throughput (publish to result) and the latency at a fixed rate.
+    BenchKafka {
+        /// Kafka bootstrap servers (every topic of the run is new, named with a run id).
+        #[arg(long, env = "CSP_LEDGER_KAFKA")]
+        kafka: String,
+        /// Commands of the broker baseline and of the throughput phase.
+        #[arg(long, default_value_t = 100_000)]
+        commands: usize,
+        /// Commands per second of the latency phase.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Duration of the latency phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Most commands consumed into one group commit.
+        #[arg(long, env = "CSP_LEDGER_KAFKA_BATCH_COMMANDS", default_value_t = csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX)]
+        kafka_batch_commands: usize,
+    },
     /// Erase the personal data (e-mail addresses) of a partner or customer; hashes stay valid.
     ErasePersonalData {
         /// Partner or customer id.
@@ -426,6 +447,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("running the benchmark");
             let _ = std::fs::remove_dir_all(&dir);
             let report = report?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::BenchKafka {
+            kafka,
+            commands,
+            rate,
+            seconds,
+            seed,
+            kafka_batch_commands,
+        } => {
+            let report =
+                csp_ledger::kafka_bench::run(&csp_ledger::kafka_bench::KafkaBenchOptions {
+                    brokers: kafka,
+                    commands,
+                    rate,
+                    seconds,
+                    seed,
+                    batch_commands_max: kafka_batch_commands
+                        .clamp(1, csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX),
+                    data_dir: cli.data_dir.clone(),
+                    log: options,
+                })
+                .context("running the Kafka benchmark")?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
