@@ -34,10 +34,10 @@ start() {
     echo "already running (pid $(cat "$dir/pid"))" >&2
     return
   fi
-  (cd "$dir" && nohup tansu broker \
+  (cd "$dir" && { nohup tansu broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "sqlite://tansu.db" > broker.log 2>&1 & echo $! > pid)
+      --storage-engine "sqlite://tansu.db" > broker.log 2>&1 < /dev/null & echo $! > pid; })
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "tansu listening on 127.0.0.1:$port (pid $(cat "$dir/pid"))" >&2
