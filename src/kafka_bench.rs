@@ -749,17 +749,26 @@ impl Outcomes {
     }
 }
 
-fn throughput(
+/// A phase's fresh topics, its ledger, a reader of its results topic, and a producer that
+/// already knows the commands topic.
+fn start_phase(
     options: &KafkaBenchOptions,
     run_id: &str,
-    lines: &Arc<Vec<String>>,
-    keys: &Arc<Vec<String>>,
-) -> Result<ThroughputReport, KafkaBenchError> {
-    let kafka = topics(options, run_id, "throughput");
+    phase: &str,
+) -> Result<
+    (
+        KafkaOptions,
+        RunningLedger,
+        BaseConsumer,
+        Arc<BenchProducer>,
+    ),
+    KafkaBenchError,
+> {
+    let kafka = topics(options, run_id, phase);
     let ledger = RunningLedger::start(
         &options
             .data_dir
-            .join(format!("kafka-bench-{run_id}-throughput")),
+            .join(format!("kafka-bench-{run_id}-{phase}")),
         kafka.clone(),
         options.log,
     )?;
@@ -772,6 +781,16 @@ fn throughput(
     producer
         .client()
         .fetch_metadata(Some(&kafka.commands_topic), Duration::from_secs(10))?;
+    Ok((kafka, ledger, results, producer))
+}
+
+fn throughput(
+    options: &KafkaBenchOptions,
+    run_id: &str,
+    lines: &Arc<Vec<String>>,
+    keys: &Arc<Vec<String>>,
+) -> Result<ThroughputReport, KafkaBenchError> {
+    let (kafka, ledger, results, producer) = start_phase(options, run_id, "throughput")?;
     let total = lines.len() as u64;
     let received = Arc::new(AtomicU64::new(0));
 
@@ -910,23 +929,7 @@ fn latency(options: &KafkaBenchOptions, run_id: &str) -> Result<LatencyReport, K
         indexes.entry(id).or_default().push(index as u32);
     }
 
-    let kafka = topics(options, run_id, "latency");
-    let ledger = RunningLedger::start(
-        &options
-            .data_dir
-            .join(format!("kafka-bench-{run_id}-latency")),
-        kafka.clone(),
-        options.log,
-    )?;
-    let results = consumer_from_beginning(
-        &options.brokers,
-        &kafka.results_topic,
-        Some(READER_FETCH_WAIT_MS),
-    )?;
-    let producer = Arc::new(producer(&options.brokers)?);
-    producer
-        .client()
-        .fetch_metadata(Some(&kafka.commands_topic), Duration::from_secs(10))?;
+    let (kafka, ledger, results, producer) = start_phase(options, run_id, "latency")?;
     // Let the results consumer's first fetch go out before the schedule starts.
     let _ = results.poll(Duration::from_millis(200));
 
