@@ -69,6 +69,10 @@ pub enum LogError {
     /// The directory holds something that is not a csp-ledger log of this format.
     #[error("{0}")]
     Incompatible(String),
+    /// Another process holds the store's lock (sled's flock on its data file). Edge: exit 1
+    /// with this message; a second writer on one directory is never allowed.
+    #[error("{} is in use by another process (sled holds its lock)", path.display())]
+    InUse { path: PathBuf },
     /// A caller broke the append contract (positions not contiguous, wrong prev hash): a bug.
     #[error("append contract broken: {0}")]
     Contract(String),
@@ -389,6 +393,9 @@ fn key_position(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
 
+/// How long `Log::open` waits for a lock left by a store this process closed a moment ago.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The sled configuration of a log directory (also for forensic tools and tests that edit a
 /// store directly: sled refuses to open a store with another segment size).
 pub fn sled_config(dir: &Path) -> sled::Config {
@@ -419,8 +426,27 @@ impl Log {
             error,
         })?;
         let config = sled_config(dir);
-        // sled 0.34 may panic on some damaged files instead of returning an error.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        // sled 0.34 closes its files from its I/O threads some time after the last `Db` handle
+        // is dropped (spacejam/sled#1289), so a store closed a moment ago in this process can
+        // still be locked: wait a little for that before calling it in use.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let opened = loop {
+            // sled 0.34 may panic on some damaged files instead of returning an error.
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+            match &opened {
+                Ok(Err(sled::Error::Io(error)))
+                    if error.to_string().contains("could not acquire lock") =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(LogError::InUse {
+                            path: dir.to_path_buf(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                _ => break opened,
+            }
+        };
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Corruption { at, .. })) => {

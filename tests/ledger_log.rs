@@ -148,7 +148,7 @@ fn malformed_lines_get_an_outcome_with_the_line_number_and_processing_goes_on() 
 
 /// The canonical (hashed) bytes of every stored event, read from sled directly.
 fn stored_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let db = csp_ledger::log::sled_config(dir).open().unwrap();
+    let db = open_sled(dir);
     let mut all = Vec::new();
     for item in db.scan_prefix(b"E") {
         let (key, value) = item.unwrap();
@@ -262,6 +262,7 @@ fn populated(commands: usize) -> tempfile::TempDir {
     dir
 }
 
+/// Runs `verify`; the report is its stdout, or `{"stderr": ...}` when it printed none.
 fn verify(dir: &std::path::Path) -> (i32, Value) {
     let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
         .arg("--data-dir")
@@ -271,7 +272,9 @@ fn verify(dir: &std::path::Path) -> (i32, Value) {
         .unwrap();
     (
         output.status.code().unwrap(),
-        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+        serde_json::from_slice(&output.stdout).unwrap_or_else(
+            |_| serde_json::json!({ "stderr": String::from_utf8_lossy(&output.stderr) }),
+        ),
     )
 }
 
@@ -281,7 +284,7 @@ fn edit_chunk(
     position: u64,
     edit: impl FnOnce(&mut Vec<csp_ledger::log::StoredEvent>, usize),
 ) {
-    let db = csp_ledger::log::sled_config(dir).open().unwrap();
+    let db = open_sled(dir);
     let mut key = vec![b'E'];
     key.extend_from_slice(&position.to_be_bytes());
     let (chunk_key, value) = db
@@ -299,6 +302,22 @@ fn edit_chunk(
     }
     db.insert(chunk_key, encoded).unwrap();
     db.flush().unwrap();
+}
+
+/// Opens the store's sled directly. sled 0.34 closes its files from its own I/O threads after
+/// the `Db` is dropped (spacejam/sled#1289): a store closed a moment ago may still be locked.
+fn open_sled(dir: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match csp_ledger::log::sled_config(dir).open() {
+            Ok(db) => return db,
+            Err(error) if std::time::Instant::now() < deadline => {
+                assert!(error.to_string().contains("lock"), "{error}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
 }
 
 #[test]
@@ -323,7 +342,7 @@ fn verify_names_the_position_of_a_changed_byte() {
         bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
     });
     let (code, report) = verify(dir.path());
-    assert_eq!(code, 2);
+    assert_eq!(code, 2, "{report}");
     assert_eq!(report["first_bad_position"], 120, "{report}");
 }
 
@@ -334,7 +353,7 @@ fn verify_names_the_position_of_a_deleted_event() {
         events.remove(i);
     });
     let (code, report) = verify(dir.path());
-    assert_eq!(code, 2);
+    assert_eq!(code, 2, "{report}");
     assert_eq!(report["first_bad_position"], 77, "{report}");
 }
 
@@ -352,7 +371,7 @@ fn verify_names_the_position_of_a_swapped_pair() {
         }
     });
     let (code, report) = verify(dir.path());
-    assert_eq!(code, 2);
+    assert_eq!(code, 2, "{report}");
     assert_eq!(report["first_bad_position"], first_swapped, "{report}");
 }
 
@@ -448,4 +467,25 @@ fn outcomes_are_typed_for_library_callers() {
         .unwrap();
     assert!(matches!(result.outcomes[0], Outcome::Accepted { .. }));
     assert_eq!(result.head_position, 4);
+}
+
+#[test]
+fn a_store_in_use_is_refused_by_name_and_reopens_right_after_it_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = Ledger::open(dir.path(), LogOptions::default()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    drop(held);
+    // sled lets go of its lock from background threads; opening again at once still works.
+    for _ in 0..20 {
+        let ledger = Ledger::open(dir.path(), LogOptions::default()).unwrap();
+        drop(ledger);
+    }
 }
