@@ -14,24 +14,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::lease::LeaseStatus;
 use crate::ledger::{
     decode_dead_letter, read_answered, write_event_json, AnsweredEvent, MessageSource, Submission,
     SUBMIT_BATCH_COMMANDS_MAX,
 };
-use crate::log::{Log, LogError, OutcomeRecord, StoredOutcomeKind};
+use crate::log::{
+    Log, LogError, OutcomeRecord, StoredOutcomeKind, DLQ_CURSOR, EVENTS_CURSOR, RESULTS_CURSOR,
+};
 
 /// Events or outcomes published per round before the cursor moves.
 pub const PUBLISH_BATCH_MAX: usize = 2000;
@@ -75,6 +77,10 @@ pub struct KafkaOptions {
     pub replication: i32,
     /// Most commands consumed into one group commit.
     pub batch_commands_max: usize,
+    /// The single-partition topic that elects the writer of the group (see `lease`).
+    pub leader_topic: String,
+    /// How long a leader may be silent before a standby takes over.
+    pub lease_timeout: Duration,
 }
 
 impl KafkaOptions {
@@ -90,38 +96,38 @@ impl KafkaOptions {
             partitions: 1,
             replication: 1,
             batch_commands_max: SUBMIT_BATCH_COMMANDS_MAX,
+            leader_topic: "csp.ledger.leader".into(),
+            lease_timeout: Duration::from_secs(6),
         }
     }
 
-    fn client(&self) -> ClientConfig {
+    pub fn client(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
         config
     }
 }
 
-/// Creates the four topics when they are missing.
+/// Retention of the leader topic: heartbeats are only needed while they are recent.
+const LEADER_TOPIC_RETENTION_MS: &str = "3600000";
+
+/// Creates the four topics and the leader topic when they are missing. The events topic and
+/// the leader topic get one partition whatever `partitions` says: the events topic carries the
+/// log in position order (what readers and standbys fold), the leader topic orders claims.
 pub fn ensure_topics(options: &KafkaOptions) -> Result<(), IngestError> {
     let admin: AdminClient<DefaultClientContext> = options.client().create()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let topics = [
-        &options.commands_topic,
-        &options.results_topic,
-        &options.events_topic,
-        &options.dlq_topic,
+    let replication = || TopicReplication::Fixed(options.replication);
+    let new = vec![
+        NewTopic::new(&options.commands_topic, options.partitions, replication()),
+        NewTopic::new(&options.results_topic, options.partitions, replication()),
+        NewTopic::new(&options.events_topic, 1, replication()),
+        NewTopic::new(&options.dlq_topic, options.partitions, replication()),
+        NewTopic::new(&options.leader_topic, 1, replication())
+            .set("retention.ms", LEADER_TOPIC_RETENTION_MS),
     ];
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| {
-            NewTopic::new(
-                t,
-                options.partitions,
-                TopicReplication::Fixed(options.replication),
-            )
-        })
-        .collect();
     let results = runtime.block_on(admin.create_topics(
         &new,
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
@@ -136,55 +142,9 @@ pub fn ensure_topics(options: &KafkaOptions) -> Result<(), IngestError> {
     Ok(())
 }
 
-fn offset_key(topic: &str, partition: i32) -> String {
+/// The name under which a consumer offset of `topic`/`partition` is stored in the log.
+pub fn offset_key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
-}
-
-/// Consumer context: on every assignment, start each partition at the offset stored in sled.
-struct IngestContext {
-    log: Arc<Log>,
-}
-
-impl ClientContext for IngestContext {}
-
-impl ConsumerContext for IngestContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let mut assignment = TopicPartitionList::new();
-                for element in tpl.elements() {
-                    let stored = self
-                        .log
-                        .offset(&offset_key(element.topic(), element.partition()))
-                        .ok()
-                        .flatten();
-                    let offset = stored.map_or(Offset::Beginning, Offset::Offset);
-                    info!(message = "Assigned partition.", topic = element.topic(), partition = element.partition(), start = ?offset);
-                    if let Err(error) = assignment.add_partition_offset(
-                        element.topic(),
-                        element.partition(),
-                        offset,
-                    ) {
-                        warn!(message = "Bad partition offset.", error = %error);
-                    }
-                }
-                if let Err(error) = consumer.assign(&assignment) {
-                    warn!(message = "Assign failed.", error = %error);
-                }
-            }
-            _ => {
-                info!(message = "Partitions revoked.");
-                if let Err(error) = consumer.unassign() {
-                    warn!(message = "Unassign failed.", error = %error);
-                }
-            }
-        }
-    }
 }
 
 /// How often the consumer reads the high watermarks to report its lag.
@@ -196,42 +156,60 @@ pub type LagFn = dyn Fn(&str, i32, i64) + Send + Sync;
 /// A batch for the writer: submissions and the offsets to store with them.
 pub type SubmitFn = dyn Fn(Vec<Submission>, Vec<(String, i64)>) -> Result<(), String> + Send + Sync;
 
-/// Consumes the commands topic until `stop` is set, handing each batch to `submit` (which
-/// returns once the batch is durable).
+/// Consumes the commands topic until `stop` is set or the lease is lost, handing each batch
+/// to `submit` (which returns once the batch is durable).
+///
+/// Each partition starts at the later of the offset stored in this log (what this instance
+/// decided itself) and the group's committed offset (everything before it was decided and
+/// published by whichever instance led; a standby that took over has replicated it). Commands
+/// between the two are decided again only if neither log nor results topic knew them, and
+/// the idempotency index answers the rest as duplicates.
 pub fn consume(
     options: &KafkaOptions,
     log: Arc<Log>,
+    lease: &LeaseStatus,
     submit: &SubmitFn,
     on_lag: &LagFn,
     stop: &AtomicBool,
 ) -> Result<(), IngestError> {
     let mut lag_checked = std::time::Instant::now() - LAG_INTERVAL;
-    let consumer: BaseConsumer<IngestContext> = options
+    let consumer: BaseConsumer = options
         .client()
         .set("group.id", &options.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("partition.assignment.strategy", "range")
-        .create_with_context(IngestContext { log })?;
-    // Every partition of the commands topic, each from the offset stored in sled. The group id
-    // is used for committed offsets (lag monitoring); assignment is explicit: the ledger is the
-    // single consumer of its log, and a restart resumes at once instead of waiting for the group
-    // to expire the dead member (tansu did not always reassign after repeated kills).
+        // tansu answers a fetch only when the wait runs out, data or not: keep it short.
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    // Assignment is explicit: the lease, not the group coordinator, decides who consumes (and
+    // against tansu a restarted group member did not always get its partitions back).
     let metadata =
         consumer.fetch_metadata(Some(&options.commands_topic), Duration::from_secs(10))?;
-    let mut assignment = TopicPartitionList::new();
+    let mut wanted = TopicPartitionList::new();
     for topic in metadata.topics() {
         for partition in topic.partitions() {
-            let stored = consumer
-                .context()
-                .log
-                .offset(&offset_key(topic.name(), partition.id()))?;
-            let offset = stored.map_or(Offset::Beginning, Offset::Offset);
-            info!(message = "Assigned partition.", topic = topic.name(), partition = partition.id(), start = ?offset);
-            assignment.add_partition_offset(topic.name(), partition.id(), offset)?;
+            wanted.add_partition(topic.name(), partition.id());
         }
+    }
+    let committed = consumer.committed_offsets(wanted.clone(), Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    for element in wanted.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let stored = log.offset(&offset_key(topic, partition))?;
+        let group = committed
+            .find_partition(topic, partition)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            });
+        let start = match (stored, group) {
+            (Some(a), Some(b)) => Offset::Offset(a.max(b)),
+            (Some(a), None) | (None, Some(a)) => Offset::Offset(a),
+            (None, None) => Offset::Beginning,
+        };
+        info!(message = "Assigned partition.", topic, partition, stored = ?stored, committed = ?group, start = ?start);
+        assignment.add_partition_offset(topic, partition, start)?;
     }
     consumer.assign(&assignment)?;
     let partitions: Vec<(String, i32)> = assignment
@@ -246,11 +224,7 @@ pub fn consume(
                 if let Ok((_, high)) =
                     consumer.fetch_watermarks(topic, *partition, Duration::from_millis(500))
                 {
-                    let next = consumer
-                        .context()
-                        .log
-                        .offset(&offset_key(topic, *partition))?
-                        .unwrap_or(0);
+                    let next = log.offset(&offset_key(topic, *partition))?.unwrap_or(0);
                     on_lag(topic, *partition, (high - next).max(0));
                 }
             }
@@ -298,45 +272,56 @@ pub fn consume(
         if submissions.is_empty() {
             continue;
         }
-        debug!(message = "Submitting batch.", commands = submissions.len());
-        submit(submissions, next_offsets.clone()).map_err(IngestError::Stopped)?;
-        // For lag monitoring only: the ledger resumes from the offsets in sled.
-        let mut committed = TopicPartitionList::new();
-        for (key, next) in &next_offsets {
-            if let Some((topic, partition)) = key.rsplit_once('/') {
-                if let Ok(partition) = partition.parse() {
-                    let _ = committed.add_partition_offset(topic, partition, Offset::Offset(*next));
-                }
+        // A lease that lapsed (broker unreachable) comes back with the next acknowledged
+        // heartbeat: hold the batch until then. Deposed: nothing of it is written, the next
+        // leader consumes it.
+        while !lease.held() {
+            if lease.deposed() || stop.load(Ordering::Relaxed) {
+                return Err(IngestError::Stopped(
+                    "this instance no longer holds the lease".into(),
+                ));
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if let Err(error) = consumer.commit(&committed, CommitMode::Async) {
-            debug!(message = "Offset commit for monitoring failed.", error = %error);
-        }
+        debug!(message = "Submitting batch.", commands = submissions.len());
+        submit(submissions, next_offsets).map_err(IngestError::Stopped)?;
     }
     Ok(())
 }
 
-/// Publishes the log's events, outcomes and dead letters from their cursors until `stop`.
+/// Publishes the log's events, outcomes and dead letters from their cursors until `stop`,
+/// and commits the consumed offsets of commands whose outcomes are all published to the
+/// consumer group (where a standby that takes over resumes).
 pub struct Publisher {
     options: KafkaOptions,
     log: Arc<Log>,
     producer: FutureProducer,
+    /// Commits offsets for the group; never assigned partitions.
+    committer: BaseConsumer,
+    lease: Arc<LeaseStatus>,
     runtime: tokio::runtime::Runtime,
 }
 
-/// Cursor names in sled.
-const EVENTS_CURSOR: &str = "events";
-const RESULTS_CURSOR: &str = "results";
-const DLQ_CURSOR: &str = "dlq";
+/// A record for the producer: topic, key, payload, headers.
+type Record = (String, String, Vec<u8>, OwnedHeaders);
 
 impl Publisher {
-    pub fn new(options: &KafkaOptions, log: Arc<Log>) -> Result<Publisher, IngestError> {
+    pub fn new(
+        options: &KafkaOptions,
+        log: Arc<Log>,
+        lease: Arc<LeaseStatus>,
+    ) -> Result<Publisher, IngestError> {
         let producer: FutureProducer = options
             .client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", "30000")
+            .create()?;
+        let committer: BaseConsumer = options
+            .client()
+            .set("group.id", &options.group_id)
+            .set("enable.auto.commit", "false")
             .create()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -345,6 +330,8 @@ impl Publisher {
             options: options.clone(),
             log,
             producer,
+            committer,
+            lease,
             runtime,
         })
     }
@@ -367,29 +354,43 @@ impl Publisher {
 
     /// One round over the three outboxes; returns how many messages were published.
     pub fn publish_pending(&self) -> Result<usize, IngestError> {
-        Ok(self.publish_events()? + self.publish_outcomes()?)
+        let published = self.publish_events()? + self.publish_outcomes()?;
+        self.commit_consumed()?;
+        Ok(published)
     }
 
-    fn send_all(
-        &self,
-        records: Vec<(String, String, Vec<u8>, OwnedHeaders)>,
-    ) -> Result<(), IngestError> {
+    /// Sends every record at once, waits for all acknowledgements, and returns the next offset
+    /// per partition of what was delivered, keyed as the consumer offsets are.
+    fn send_all(&self, records: Vec<Record>) -> Result<Vec<(String, i64)>, IngestError> {
+        if !self.lease.held() {
+            return Err(IngestError::Stopped(
+                "this instance does not hold the lease".into(),
+            ));
+        }
         let mut pending = Vec::with_capacity(records.len());
         for (topic, key, payload, headers) in records {
             let record = FutureRecord::to(&topic)
                 .key(&key)
                 .payload(&payload)
                 .headers(headers);
-            pending.push(enqueue(&self.producer, record)?);
+            pending.push((topic.clone(), enqueue(&self.producer, record)?));
         }
         self.runtime.block_on(async {
-            for delivery in pending {
-                delivery
+            let mut next: Vec<(String, i64)> = Vec::new();
+            for (topic, delivery) in pending {
+                let rdkafka::producer::future_producer::Delivery {
+                    partition, offset, ..
+                } = delivery
                     .await
                     .map_err(|_| IngestError::Stopped("the producer was dropped".into()))?
                     .map_err(|(error, _)| IngestError::Kafka(error))?;
+                let key = offset_key(&topic, partition);
+                match next.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, kept)) => *kept = (*kept).max(offset + 1),
+                    None => next.push((key, offset + 1)),
+                }
             }
-            Ok(())
+            Ok(next)
         })
     }
 
@@ -425,38 +426,78 @@ impl Publisher {
             last = position;
         }
         let count = records.len();
-        self.send_all(records)?;
-        self.log.set_cursor(EVENTS_CURSOR, last + 1)?;
+        let delivered = self.send_all(records)?;
+        self.log
+            .set_cursor_with_offsets(EVENTS_CURSOR, last + 1, &delivered)?;
         Ok(count)
     }
 
     fn publish_outcomes(&self) -> Result<usize, IngestError> {
         let mut published = 0;
+        // A result goes out only after its events: a standby that rebuilds from both topics
+        // then never holds a result whose events it cannot have.
+        let events_published = self.log.cursor(EVENTS_CURSOR)?.max(1);
         for (cursor, dead_letters) in [(RESULTS_CURSOR, false), (DLQ_CURSOR, true)] {
             let next = self.log.cursor(cursor)?.max(1);
             if next >= self.log.head().next_outcome_seq {
                 continue;
             }
             let outcomes = self.log.outcomes_from(next, PUBLISH_BATCH_MAX)?;
-            let Some(last) = outcomes.last().map(|(seq, _)| *seq) else {
-                continue;
-            };
             let mut records = Vec::new();
-            for (_, record) in &outcomes {
+            let mut end = next;
+            for (seq, record) in &outcomes {
+                let events_end = record.first_position + u64::from(record.event_count);
+                if !dead_letters
+                    && record.kind == StoredOutcomeKind::Accepted
+                    && record.event_count > 0
+                    && events_end > events_published
+                {
+                    break;
+                }
                 match (dead_letters, record.kind) {
                     (true, StoredOutcomeKind::DeadLetter) => records.push(self.dead_letter(record)),
                     (false, StoredOutcomeKind::DeadLetter) | (true, _) => {}
                     (false, _) => records.push(self.result(record)?),
                 }
+                end = seq + 1;
+            }
+            if end == next {
+                continue;
             }
             published += records.len();
-            self.send_all(records)?;
-            self.log.set_cursor(cursor, last + 1)?;
+            let delivered = self.send_all(records)?;
+            self.log.set_cursor_with_offsets(cursor, end, &delivered)?;
         }
         Ok(published)
     }
 
-    fn dead_letter(&self, record: &OutcomeRecord) -> (String, String, Vec<u8>, OwnedHeaders) {
+    /// Commits to the consumer group the offsets of every batch whose outcomes are all
+    /// published: a standby that takes over starts there (or later, from its own log).
+    fn commit_consumed(&self) -> Result<(), IngestError> {
+        let published = self
+            .log
+            .cursor(RESULTS_CURSOR)?
+            .min(self.log.cursor(DLQ_CURSOR)?);
+        let (offsets, marks) = self.log.offset_marks(published)?;
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (key, next) in &offsets {
+            if let Some((topic, partition)) = key.rsplit_once('/') {
+                if let Ok(partition) = partition.parse() {
+                    list.add_partition_offset(topic, partition, Offset::Offset(*next))?;
+                }
+            }
+        }
+        match self.committer.commit(&list, CommitMode::Sync) {
+            Ok(()) => self.log.remove_offset_marks(marks)?,
+            Err(error) => debug!(message = "Offset commit failed; retrying later.", error = %error),
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&self, record: &OutcomeRecord) -> Record {
         let (meta, original) = decode_dead_letter(&record.rejection).unwrap_or((Value::Null, &[]));
         let text = |name: &str| {
             meta[name]
@@ -490,10 +531,7 @@ impl Publisher {
     }
 
     /// The outcome line of a stored outcome, as `apply` prints it (without personal data).
-    fn result(
-        &self,
-        record: &OutcomeRecord,
-    ) -> Result<(String, String, Vec<u8>, OwnedHeaders), IngestError> {
+    fn result(&self, record: &OutcomeRecord) -> Result<Record, IngestError> {
         let original = match record.kind {
             StoredOutcomeKind::Duplicate => self
                 .log
@@ -526,8 +564,16 @@ impl Publisher {
             StoredOutcomeKind::Duplicate => "duplicate",
             _ => "rejected",
         };
-        let mut body =
-            json!({"command_id": record.command_id, "outcome": outcome, "events": events});
+        // `body_hash` and `recorded_at_micros`: what a standby needs to answer a retry of this
+        // command as the original did (in the value, not in headers: tansu's SQLite storage
+        // slows down with every stored header).
+        let mut body = json!({
+            "command_id": record.command_id,
+            "outcome": outcome,
+            "events": events,
+            "body_hash": hex::encode(original.body_hash),
+            "recorded_at_micros": record.recorded_at_micros,
+        });
         if original.kind != StoredOutcomeKind::Accepted {
             if let Ok(rejection) = serde_json::from_slice::<Value>(&original.rejection) {
                 body["rejection"] = rejection;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use csp_ledger_projections::state::{EventMeta, LedgerState};
 use csp_ledger_schemas::command::{CommandEnvelope, MalformedCommand};
-use csp_ledger_schemas::event::{EventEnvelope, SCHEMA_VERSION};
+use csp_ledger_schemas::event::{EventEnvelope, FoldEvent, SCHEMA_VERSION};
 use csp_ledger_schemas::RejectionCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -23,7 +23,7 @@ use crate::checkpoint;
 use crate::domain::{self, Rejection};
 use crate::log::{
     Commit, Head, Log, LogError, LogOptions, OutcomeRecord, PersonalRecord, StoredEvent,
-    StoredOutcomeKind,
+    StoredOutcomeKind, DLQ_CURSOR, EVENTS_CURSOR, RESULTS_CURSOR,
 };
 
 /// Most commands decided and appended under one flush (group commit).
@@ -39,6 +39,15 @@ pub enum LedgerError {
     /// from the log. Edge: as `Log`.
     #[error("the ledger stopped after a failed append; reopen it")]
     Poisoned,
+    /// A replicated event differs from the local event at the same position: this log holds
+    /// events it decided but never published before another instance took over. Edge: the
+    /// server moves the directory aside and rebuilds from the events topic.
+    #[error("the local log forked from the replicated log at position {position}")]
+    Forked { position: u64 },
+    /// A replicated event or outcome cannot be taken (bad chain, gap, undecodable). Edge: the
+    /// follower logs it and stops following.
+    #[error("replication: {0}")]
+    Replication(String),
 }
 
 /// A command read from input: parsed (with its body hash) or malformed.
@@ -274,6 +283,10 @@ struct IdempotencyEntry {
     outcome_seq: u64,
 }
 
+/// Short body hash of a command whose body is not known: an accepted command replicated from
+/// the events topic before its result (which carries the body hash). Matches any body.
+const UNKNOWN_BODY: u64 = 0;
+
 fn short_hash(body_hash: &[u8; 16]) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&body_hash[..8]);
@@ -307,6 +320,7 @@ impl Prepared {
             outcomes: &self.records,
             personal: &self.personal,
             offsets: &self.offsets,
+            cursors: &[],
         };
         let head = log.append(commit)?;
         self.result.append_micros = started.elapsed().as_micros() as u64;
@@ -376,12 +390,16 @@ impl Ledger {
                 record.kind,
                 StoredOutcomeKind::Accepted | StoredOutcomeKind::Rejected
             ) {
-                idempotency
+                let entry = idempotency
                     .entry(record.command_id)
                     .or_insert(IdempotencyEntry {
                         body_hash: short_hash(&record.body_hash),
                         outcome_seq: seq,
                     });
+                // A replicated result names the body that an earlier replicated event did not.
+                if entry.body_hash == UNKNOWN_BODY {
+                    entry.body_hash = short_hash(&record.body_hash);
+                }
             }
         }
         let decided = log.head();
@@ -559,7 +577,9 @@ impl Ledger {
                 rejection: Vec::new(),
             };
             if let Some(entry) = self.idempotency.get(&command_id).copied() {
-                if entry.body_hash != short_hash(&parsed.body_hash) {
+                if entry.body_hash != short_hash(&parsed.body_hash)
+                    && entry.body_hash != UNKNOWN_BODY
+                {
                     let rejection = Rejection::new(
                         RejectionCode::CommandIdConflict,
                         format!("command_id {command_id} was already used for a different command"),
@@ -692,6 +712,210 @@ impl Ledger {
         })
     }
 
+    /// Appends events and outcomes another instance decided (a standby following the events
+    /// and results topics), with the follower's consumer offsets, in one durable commit.
+    ///
+    /// Events must continue the chain from the head; events at or before the head are
+    /// compared with the local ones ([`LedgerError::Forked`] when they differ) and skipped.
+    /// Accepted commands become idempotency records from their events (body unknown until the
+    /// result arrives); results add rejected commands and the bodies of accepted ones.
+    pub fn replicate(
+        &mut self,
+        events: Vec<StoredEvent>,
+        results: Vec<OutcomeRecord>,
+        offsets: Vec<(String, i64)>,
+    ) -> Result<Head, LedgerError> {
+        let replicated = self.replicate_batch(events, results, offsets);
+        if replicated.is_err() {
+            // The idempotency index or the state may have moved on: reopen from the log.
+            self.poison();
+        }
+        replicated
+    }
+
+    fn replicate_batch(
+        &mut self,
+        events: Vec<StoredEvent>,
+        results: Vec<OutcomeRecord>,
+        offsets: Vec<(String, i64)>,
+    ) -> Result<Head, LedgerError> {
+        if self.poisoned {
+            return Err(LedgerError::Poisoned);
+        }
+        let head = self.log.head();
+        if head != self.decided {
+            return Err(
+                LogError::Contract("replicating while batches are in flight".into()).into(),
+            );
+        }
+        let mut records: Vec<OutcomeRecord> = Vec::new();
+        let mut seq = head.next_outcome_seq;
+        for result in results {
+            let known = self.idempotency.get(&result.command_id).copied();
+            match known {
+                Some(entry) if entry.body_hash != UNKNOWN_BODY => continue,
+                Some(_) => {}
+                None => {}
+            }
+            if !matches!(
+                result.kind,
+                StoredOutcomeKind::Accepted | StoredOutcomeKind::Rejected
+            ) {
+                continue;
+            }
+            let entry = self
+                .idempotency
+                .entry(result.command_id)
+                .or_insert(IdempotencyEntry {
+                    body_hash: UNKNOWN_BODY,
+                    outcome_seq: seq,
+                });
+            entry.body_hash = short_hash(&result.body_hash);
+            records.push(result);
+            seq += 1;
+        }
+        let mut appended: Vec<StoredEvent> = Vec::with_capacity(events.len());
+        let mut prev_hash = head.hash;
+        let mut position = head.position;
+        let mut folded: Vec<(EventMeta, csp_ledger_schemas::event::Event)> = Vec::new();
+        for event in events {
+            if event.position <= head.position {
+                if self.log.hash_at(event.position)? != Some(event.hash) {
+                    return Err(LedgerError::Forked {
+                        position: event.position,
+                    });
+                }
+                continue;
+            }
+            if event.position != position + 1 {
+                return Err(LedgerError::Replication(format!(
+                    "event {} does not follow position {position}",
+                    event.position
+                )));
+            }
+            if chain_hash(&prev_hash, &event.canonical) != event.hash {
+                return Err(LedgerError::Replication(format!(
+                    "event {} does not chain from its predecessor",
+                    event.position
+                )));
+            }
+            let decoded = FoldEvent::decode(&event.canonical)
+                .map_err(|e| LedgerError::Replication(format!("event {}: {e}", event.position)))?;
+            let ids: ReplicatedIds = serde_json::from_slice(&event.canonical)
+                .map_err(|e| LedgerError::Replication(format!("event {}: {e}", event.position)))?;
+            if decoded.position != event.position {
+                return Err(LedgerError::Replication(format!(
+                    "event at {} says position {}",
+                    event.position, decoded.position
+                )));
+            }
+            let accepted = records
+                .iter_mut()
+                .rev()
+                .find(|r| r.command_id == ids.command_id && r.kind == StoredOutcomeKind::Accepted);
+            match accepted {
+                // The next event of a command already recorded in this batch.
+                Some(record)
+                    if record.first_position + u64::from(record.event_count) == event.position
+                        && record.body_hash == [0; 16] =>
+                {
+                    record.event_count += 1;
+                }
+                _ if self.idempotency.contains_key(&ids.command_id) => {}
+                _ => {
+                    self.idempotency.insert(
+                        ids.command_id,
+                        IdempotencyEntry {
+                            body_hash: UNKNOWN_BODY,
+                            outcome_seq: seq,
+                        },
+                    );
+                    records.push(OutcomeRecord {
+                        command_id: ids.command_id,
+                        body_hash: [0; 16],
+                        kind: StoredOutcomeKind::Accepted,
+                        first_position: event.position,
+                        event_count: 1,
+                        recorded_at_micros: decoded.recorded_at.timestamp_micros(),
+                        correlation_id: ids.correlation_id,
+                        rejection: Vec::new(),
+                    });
+                    seq += 1;
+                }
+            }
+            position = event.position;
+            prev_hash = event.hash;
+            folded.push((
+                EventMeta {
+                    position,
+                    stream_version: decoded.stream_version,
+                    occurred_at: decoded.occurred_at,
+                    recorded_at: decoded.recorded_at,
+                },
+                decoded.event,
+            ));
+            appended.push(event);
+        }
+        // Check what the fold asserts before folding: a bad version would panic mid-batch.
+        let mut versions: HashMap<csp_ledger_schemas::event::StreamId, u64> = HashMap::new();
+        for (meta, event) in &folded {
+            let stream = event.stream();
+            let expected = match versions.get(&stream) {
+                Some(version) => version + 1,
+                None => self.state.next_stream_version(&stream),
+            };
+            if meta.stream_version != expected {
+                return Err(LedgerError::Replication(format!(
+                    "event {} has stream version {}, expected {expected}",
+                    meta.position, meta.stream_version
+                )));
+            }
+            versions.insert(stream, expected);
+        }
+        // What is replicated was published by the instance that decided it; a cursor that had
+        // nothing of this instance's own left to publish moves past it.
+        let mut cursors = Vec::new();
+        let new_position = appended.last().map_or(head.position, |e| e.position);
+        if self.log.cursor(EVENTS_CURSOR)?.max(1) == head.position + 1 {
+            cursors.push((EVENTS_CURSOR, new_position + 1));
+        }
+        for name in [RESULTS_CURSOR, DLQ_CURSOR] {
+            if self.log.cursor(name)?.max(1) == head.next_outcome_seq {
+                cursors.push((name, seq));
+            }
+        }
+        let refs: Vec<&StoredEvent> = appended.iter().collect();
+        let committed = self.log.append(Commit {
+            prev_hash: head.hash,
+            events: &refs,
+            outcomes: &records,
+            personal: &[],
+            offsets: &offsets,
+            cursors: &cursors,
+        });
+        let committed = match committed {
+            Ok(head) => head,
+            Err(error) => {
+                self.poison();
+                return Err(error.into());
+            }
+        };
+        let state = &mut self.state;
+        let folding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for (meta, event) in &folded {
+                state.apply(meta, event);
+            }
+        }));
+        if folding.is_err() {
+            self.poison();
+            return Err(LedgerError::Replication(
+                "a replicated event does not fold onto the state".into(),
+            ));
+        }
+        self.decided = committed;
+        Ok(committed)
+    }
+
     /// Fills in the answers of duplicates from the log. Call after the batch (and every batch
     /// before it) is durable.
     pub fn resolve(&self, result: &mut BatchResult) -> Result<(), LedgerError> {
@@ -735,6 +959,13 @@ impl Ledger {
     ) -> Result<Vec<AnsweredEvent>, LedgerError> {
         read_answered(&self.log, first, count)
     }
+}
+
+/// The ids of a replicated event that the idempotency index needs.
+#[derive(serde::Deserialize)]
+struct ReplicatedIds {
+    command_id: Uuid,
+    correlation_id: Option<String>,
 }
 
 /// Entropy from the operating system, fetched 4 KiB at a time (one system call per 256 ids

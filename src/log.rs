@@ -12,7 +12,9 @@
 //! | `O` + first sequence (u64 BE) | outcome chunk: per outcome `len` (u32 LE), record |
 //! | `P` + subject (16) + commitment (32) | personal value: salt (16), UTF-8 value |
 //! | `K` + consumer key | next offset to consume (i64 BE), stored with the batch it ends |
+//! | `I` | instance id (16 bytes): this log's name in the leader election |
 //! | `C` + publisher name | outbox cursor (u64 BE), written without fsync |
+//! | `Q` + next outcome sequence (u64 BE) | consumer offsets of the batch that ends before it, until published |
 //!
 //! Events are packed into chunks of up to [`EVENT_CHUNK_BYTES_MAX`] so that one sled key
 //! carries many events (sled's cost is per key). A commit is one `apply_batch` (atomic), then
@@ -262,7 +264,17 @@ pub struct Commit<'a> {
     pub personal: &'a [PersonalRecord],
     /// Consumer offsets to store with these events (Kafka ingest).
     pub offsets: &'a [(String, i64)],
+    /// Publisher cursors to move with these events (replication: what was replicated is
+    /// already published).
+    pub cursors: &'a [(&'a str, u64)],
 }
+
+/// Publisher cursor of the events topic: the next position to publish.
+pub const EVENTS_CURSOR: &str = "events";
+/// Publisher cursor of the results topic: the next outcome sequence to publish.
+pub const RESULTS_CURSOR: &str = "results";
+/// Publisher cursor of the dead-letter topic: the next outcome sequence to look at.
+pub const DLQ_CURSOR: &str = "dlq";
 
 /// Chunk value tag: the records follow as they are.
 const CHUNK_RAW: u8 = 0;
@@ -379,6 +391,38 @@ fn outcome_key(seq: u64) -> [u8; 9] {
     let mut key = [b'O'; 9];
     key[1..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+fn offset_mark_key(seq: u64) -> [u8; 9] {
+    let mut key = [b'Q'; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Offsets as: per entry the name's length (u16 BE), the name, the offset (i64 BE).
+fn encode_offsets(offsets: &[(String, i64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, offset) in offsets {
+        let name = &name.as_bytes()[..name.len().min(usize::from(u16::MAX))];
+        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&offset.to_be_bytes());
+    }
+    out
+}
+
+fn decode_offsets(mut bytes: &[u8]) -> Option<Vec<(String, i64)>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let length = usize::from(u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?));
+        let name = std::str::from_utf8(bytes.get(2..2 + length)?)
+            .ok()?
+            .to_string();
+        let offset = i64::from_be_bytes(bytes.get(2 + length..10 + length)?.try_into().ok()?);
+        out.push((name, offset));
+        bytes = &bytes[10 + length..];
+    }
+    Some(out)
 }
 
 fn personal_key(subject: Uuid, commitment: &Commitment) -> Vec<u8> {
@@ -611,6 +655,16 @@ impl Log {
             key.extend_from_slice(name.as_bytes());
             batch.insert(key, &offset.to_be_bytes());
         }
+        for (name, value) in commit.cursors {
+            let mut key = vec![b'C'];
+            key.extend_from_slice(name.as_bytes());
+            batch.insert(key, &value.to_be_bytes());
+        }
+        if !commit.offsets.is_empty() {
+            // Kept until the batch's outcomes are published; then they may be committed to
+            // the consumer group (the offsets a takeover resumes from).
+            batch.insert(&offset_mark_key(seq), encode_offsets(commit.offsets));
+        }
         let head = match commit.events.last() {
             Some(last) => Head {
                 position: last.position,
@@ -834,6 +888,19 @@ impl Log {
         Ok(count)
     }
 
+    /// The id of this log (created on first use): names the instance that writes it in the
+    /// leader election, so that a restart on the same directory is the same instance.
+    pub fn instance_id(&self) -> Result<Uuid, LogError> {
+        if let Some(value) = self.db.get(b"I")? {
+            return Uuid::from_slice(&value)
+                .map_err(|_| LogError::corrupt(None, "malformed instance id"));
+        }
+        let id = Uuid::new_v4();
+        self.db.insert(b"I", id.as_bytes())?;
+        self.sync()?;
+        Ok(id)
+    }
+
     /// The stored consumer offset under `name` (the next offset to consume).
     pub fn offset(&self, name: &str) -> Result<Option<i64>, LogError> {
         let mut key = vec![b'K'];
@@ -869,6 +936,64 @@ impl Log {
         let mut key = vec![b'C'];
         key.extend_from_slice(name.as_bytes());
         self.db.insert(key, &value.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Moves a publisher cursor together with consumer offsets of the topic it publishes to
+    /// (where a follower of that topic would resume). Not synced, as [`Log::set_cursor`].
+    pub fn set_cursor_with_offsets(
+        &self,
+        name: &str,
+        value: u64,
+        offsets: &[(String, i64)],
+    ) -> Result<(), LogError> {
+        let mut batch = sled::Batch::default();
+        let mut key = vec![b'C'];
+        key.extend_from_slice(name.as_bytes());
+        batch.insert(key, &value.to_be_bytes());
+        for (name, offset) in offsets {
+            let mut key = vec![b'K'];
+            key.extend_from_slice(name.as_bytes());
+            batch.insert(key, &offset.to_be_bytes());
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The consumer offsets of every batch whose outcomes all lie before sequence `published`
+    /// (merged: the highest per key), and the marks they came from, for
+    /// [`Log::remove_offset_marks`].
+    pub fn offset_marks(
+        &self,
+        published: u64,
+    ) -> Result<(Vec<(String, i64)>, Vec<IVec>), LogError> {
+        let mut merged: Vec<(String, i64)> = Vec::new();
+        let mut keys = Vec::new();
+        for item in self
+            .db
+            .range(offset_mark_key(0)..=offset_mark_key(published))
+        {
+            let (key, value) = item?;
+            for (name, offset) in decode_offsets(&value)
+                .ok_or_else(|| LogError::corrupt(None, "malformed offset mark"))?
+            {
+                match merged.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, kept)) => *kept = (*kept).max(offset),
+                    None => merged.push((name, offset)),
+                }
+            }
+            keys.push(key);
+        }
+        Ok((merged, keys))
+    }
+
+    /// Removes offset marks once their offsets were committed to the consumer group.
+    pub fn remove_offset_marks(&self, keys: Vec<IVec>) -> Result<(), LogError> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(key);
+        }
+        self.db.apply_batch(batch)?;
         Ok(())
     }
 

@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::kafka::KafkaOptions;
+use crate::lease::LeaseStatus;
 use crate::ledger::{Ledger, Submission, SUBMIT_BATCH_COMMANDS_MAX};
 use crate::metrics::Metrics;
 use crate::query::{answer, ReadView, Request};
@@ -63,6 +64,15 @@ pub enum ServerError {
     Ledger(#[from] crate::ledger::LedgerError),
     #[error("Kafka: {0}")]
     Kafka(String),
+    /// The local log holds events that were never published and another instance has since
+    /// written other events at those positions. Edge: the binary moves the directory aside and
+    /// starts again, rebuilding from the events topic.
+    #[error("the local log forked from the events topic at position {position}")]
+    Forked { position: u64 },
+    /// This instance stopped leading (deposed, or its lease ran out while it could not reach
+    /// the broker). Edge: exit 3; a supervisor restarts it as a standby.
+    #[error("lost the lease: {0}")]
+    LostLease(String),
 }
 
 struct CommandJob {
@@ -72,8 +82,17 @@ struct CommandJob {
     reply: oneshot::Sender<Result<Vec<Vec<u8>>, String>>,
 }
 
+/// Events and results another instance decided, for the log (standby mode).
+struct ReplicateJob {
+    events: Vec<crate::log::StoredEvent>,
+    results: Vec<crate::log::OutcomeRecord>,
+    offsets: Vec<(String, i64)>,
+    reply: oneshot::Sender<Result<crate::log::Head, crate::ledger::LedgerError>>,
+}
+
 enum Job {
     Commands(CommandJob),
+    Replicate(ReplicateJob),
     /// Answer what was taken, then stop (shutdown).
     Stop,
 }
@@ -89,6 +108,32 @@ struct Shared {
     kick_rx: Receiver<()>,
     /// Kafka mode: commands arrive from the commands topic, not over HTTP.
     kafka: Option<KafkaOptions>,
+    /// Kafka mode: whether this instance leads its group.
+    lease: Option<Arc<LeaseStatus>>,
+    /// Why the server must stop on its own (lost lease, forked log), and the wake-up for it.
+    fatal: std::sync::Mutex<Option<ServerError>>,
+    fatal_notify: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Stops the server with `error` (the first one wins).
+    fn fail(&self, error: ServerError) {
+        error!(message = "Stopping.", error = %error);
+        let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if fatal.is_none() {
+            *fatal = Some(error);
+        }
+        self.fatal_notify.notify_one();
+    }
+
+    /// The role reported by /healthz and the `csp_ledger_leader` metric.
+    fn role(&self) -> &'static str {
+        match &self.lease {
+            None => "single",
+            Some(lease) if lease.held() => "leader",
+            Some(_) => "standby",
+        }
+    }
 }
 
 /// A bound, not yet running server.
@@ -132,6 +177,15 @@ impl Server {
             })?;
         let local = listener.local_addr()?;
         let (jobs_tx, jobs_rx) = unbounded();
+        let lease = match &kafka {
+            Some(_) => Some(Arc::new(LeaseStatus::new(
+                ledger
+                    .log()
+                    .instance_id()
+                    .map_err(crate::ledger::LedgerError::from)?,
+            ))),
+            None => None,
+        };
         let position = ledger.state().position;
         let metrics = Metrics::default();
         metrics.positions(position, ledger.head().position);
@@ -144,7 +198,10 @@ impl Server {
             options,
             kick,
             kick_rx,
+            lease,
             kafka,
+            fatal: std::sync::Mutex::new(None),
+            fatal_notify: tokio::sync::Notify::new(),
         });
         Ok((
             Server {
@@ -179,54 +236,38 @@ impl Server {
             .spawn(move || writer_loop(&writer_shared, &jobs))?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut kafka_threads = Vec::new();
-        if let Some(kafka) = shared.kafka.clone() {
-            let log = shared
-                .ledger
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .log_handle();
-            let publisher = crate::kafka::Publisher::new(&kafka, Arc::clone(&log))
-                .map_err(|e| ServerError::Kafka(e.to_string()))?;
-            let (publisher_stop, kick) = (Arc::clone(&stop), shared.kick_rx.clone());
-            kafka_threads.push(
-                std::thread::Builder::new()
-                    .name("publisher".into())
-                    .spawn(move || publisher.run(&kick, &publisher_stop))?,
-            );
-            let (consumer_stop, jobs, lag_shared) =
-                (Arc::clone(&stop), shared.jobs.clone(), Arc::clone(&shared));
-            kafka_threads.push(std::thread::Builder::new().name("consumer".into()).spawn(
+        if let (Some(kafka), Some(lease)) = (shared.kafka.clone(), shared.lease.clone()) {
+            let (lease_stop, lease_shared, lease_kafka) =
+                (Arc::clone(&stop), Arc::clone(&shared), kafka.clone());
+            kafka_threads.push(std::thread::Builder::new().name("lease".into()).spawn(
                 move || {
-                    let submit = move |submissions: Vec<Submission>,
-                                       offsets: Vec<(String, i64)>|
-                          -> Result<(), String> {
-                        let (reply, answered) = oneshot::channel();
-                        jobs.send(Job::Commands(CommandJob {
-                            submissions,
-                            offsets,
-                            reply,
-                        }))
-                        .map_err(|_| "the writer stopped".to_string())?;
-                        answered
-                            .blocking_recv()
-                            .map_err(|_| "the writer stopped".to_string())?
-                            .map(|_| ())
-                    };
-                    let on_lag = move |topic: &str, partition: i32, lag: i64| {
-                        lag_shared.metrics.consumer_lag(topic, partition, lag)
-                    };
-                    if let Err(error) =
-                        crate::kafka::consume(&kafka, log, &submit, &on_lag, &consumer_stop)
-                    {
-                        error!(message = "Kafka ingest stopped.", error = %error);
+                    let status = Arc::clone(&lease);
+                    match crate::lease::run(&lease_kafka, &status, &lease_stop) {
+                        Ok(()) if status.deposed() => lease_shared.fail(ServerError::LostLease(
+                            "another instance claimed a later term".into(),
+                        )),
+                        Ok(()) => {}
+                        Err(error) => lease_shared.fail(ServerError::Kafka(error.to_string())),
                     }
                 },
             )?);
+            let (kafka_stop, kafka_shared) = (Arc::clone(&stop), Arc::clone(&shared));
+            kafka_threads.push(
+                std::thread::Builder::new()
+                    .name("kafka".into())
+                    .spawn(move || kafka_loop(&kafka_shared, &kafka, &kafka_stop))?,
+            );
         }
         let app = router(Arc::clone(&shared));
+        let fatal_shared = Arc::clone(&shared);
         let served = runtime.block_on(async move {
             axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
+                .with_graceful_shutdown(async move {
+                    tokio::select! {
+                        _ = shutdown => {},
+                        _ = fatal_shared.fatal_notify.notified() => {},
+                    }
+                })
                 .await
         });
         drop(runtime);
@@ -242,7 +283,96 @@ impl Server {
             Err(error) => warn!(message = "No checkpoint on shutdown.", error = %error),
         }
         served?;
-        Ok(())
+        let fatal = shared
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match fatal {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Kafka mode: follow the group's topics as a standby until this instance holds the lease and
+/// has caught up, then lead: publish from the outbox and consume commands until stopped.
+fn kafka_loop(shared: &Arc<Shared>, kafka: &KafkaOptions, stop: &Arc<AtomicBool>) {
+    let Some(lease) = shared.lease.clone() else {
+        return;
+    };
+    let log = shared
+        .ledger
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .log_handle();
+    let jobs = shared.jobs.clone();
+    let replicate = move |events, results, offsets| {
+        let (reply, answered) = oneshot::channel();
+        jobs.send(Job::Replicate(ReplicateJob {
+            events,
+            results,
+            offsets,
+            reply,
+        }))
+        .map_err(|_| crate::ledger::LedgerError::Replication("the writer stopped".into()))?;
+        answered
+            .blocking_recv()
+            .map_err(|_| crate::ledger::LedgerError::Replication("the writer stopped".into()))?
+    };
+    match crate::standby::follow(kafka, Arc::clone(&log), &lease, &replicate, stop) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(crate::kafka::IngestError::Ledger(crate::ledger::LedgerError::Forked { position })) => {
+            shared.fail(ServerError::Forked { position });
+            return;
+        }
+        Err(error) => {
+            shared.fail(ServerError::Kafka(format!("following: {error}")));
+            return;
+        }
+    }
+    let publisher = match crate::kafka::Publisher::new(kafka, Arc::clone(&log), Arc::clone(&lease))
+    {
+        Ok(publisher) => publisher,
+        Err(error) => {
+            shared.fail(ServerError::Kafka(error.to_string()));
+            return;
+        }
+    };
+    let (publisher_stop, kick) = (Arc::clone(stop), shared.kick_rx.clone());
+    let publishing = std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || publisher.run(&kick, &publisher_stop));
+    let jobs = shared.jobs.clone();
+    let submit =
+        move |submissions: Vec<Submission>, offsets: Vec<(String, i64)>| -> Result<(), String> {
+            let (reply, answered) = oneshot::channel();
+            jobs.send(Job::Commands(CommandJob {
+                submissions,
+                offsets,
+                reply,
+            }))
+            .map_err(|_| "the writer stopped".to_string())?;
+            answered
+                .blocking_recv()
+                .map_err(|_| "the writer stopped".to_string())?
+                .map(|_| ())
+        };
+    let lag_shared = Arc::clone(shared);
+    let on_lag = move |topic: &str, partition: i32, lag: i64| {
+        lag_shared.metrics.consumer_lag(topic, partition, lag)
+    };
+    if let Err(error) = crate::kafka::consume(kafka, log, &lease, &submit, &on_lag, stop) {
+        if lease.held() {
+            shared.fail(ServerError::Kafka(format!("ingest stopped: {error}")));
+        } else {
+            shared.fail(ServerError::LostLease(error.to_string()));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Ok(thread) = publishing {
+        let _ = thread.join();
     }
 }
 
@@ -266,6 +396,21 @@ async fn shutdown_signal() {
     info!(message = "Shutting down.");
 }
 
+/// Appends a replicated batch and publishes the new position to readers.
+fn replicate(shared: &Shared, job: ReplicateJob) {
+    let started = Instant::now();
+    let result = {
+        let mut ledger = shared.ledger.write().unwrap_or_else(|p| p.into_inner());
+        ledger.replicate(job.events, job.results, job.offsets)
+    };
+    if let Ok(head) = &result {
+        shared.metrics.apply_batch(started.elapsed().as_secs_f64());
+        shared.metrics.positions(head.position, head.position);
+        shared.position.send_replace(head.position);
+    }
+    let _ = job.reply.send(result);
+}
+
 fn writer_loop(shared: &Shared, jobs: &Receiver<Job>) {
     let mut checkpointed = shared
         .ledger
@@ -274,9 +419,15 @@ fn writer_loop(shared: &Shared, jobs: &Receiver<Job>) {
         .unwrap_or(0);
     let mut stopping = false;
     while !stopping {
-        let Ok(Job::Commands(first)) = jobs.recv() else {
-            break;
+        let first = match jobs.recv() {
+            Ok(Job::Commands(first)) => first,
+            Ok(Job::Replicate(job)) => {
+                replicate(shared, job);
+                continue;
+            }
+            Ok(Job::Stop) | Err(_) => break,
         };
+        let mut deferred = None;
         let mut batch = vec![first];
         let mut commands: usize = batch[0].submissions.len();
         while commands < SUBMIT_BATCH_COMMANDS_MAX {
@@ -287,6 +438,10 @@ fn writer_loop(shared: &Shared, jobs: &Receiver<Job>) {
                 }
                 Ok(Job::Stop) => {
                     stopping = true;
+                    break;
+                }
+                Ok(Job::Replicate(job)) => {
+                    deferred = Some(job);
                     break;
                 }
                 Err(_) => break,
@@ -348,6 +503,9 @@ fn writer_loop(shared: &Shared, jobs: &Receiver<Job>) {
                 }
             }
         }
+        if let Some(job) = deferred {
+            replicate(shared, job);
+        }
     }
 }
 
@@ -355,7 +513,9 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(
             "/healthz",
-            get(|| async { axum::Json(json!({"status": "alive"})) }),
+            get(|State(shared): State<Arc<Shared>>| async move {
+                axum::Json(json!({"status": "alive", "role": shared.role()}))
+            }),
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -238,7 +238,10 @@ fn raw_get(http: &str, path: &str) -> String {
 
 fn get(http: &str, path: &str) -> Value {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(http).unwrap();
+    // Null while the server is not listening (a ledger restarting after a fork).
+    let Ok(mut stream) = std::net::TcpStream::connect(http) else {
+        return Value::Null;
+    };
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -771,4 +774,241 @@ fn assert_log_exactly_once(data: &Path, distinct: &std::collections::HashSet<Str
         decided.values().all(|count| *count == 1),
         "a command was decided twice"
     );
+}
+
+/// `serve --kafka` on a fixed HTTP address with extra environment (group, lease timeout).
+fn ledger_at(data: &Path, brokers: &str, http: &str, env: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_csp-ledger"));
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--http", http, "--kafka", brokers])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(http).is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the ledger at {http} exited"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the ledger at {http} did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn role(http: &str) -> String {
+    get(http, "/healthz")["role"]
+        .as_str()
+        .unwrap_or("down")
+        .to_string()
+}
+
+fn wait_for_role(http: &str, wanted: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if role(http) == wanted {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{http} is {} after {within:?}, not {wanted}",
+            role(http)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn head_of(http: &str) -> (u64, String) {
+    let report = get(http, "/v1/audit/verify");
+    assert_eq!(report["ok"], true, "{report}");
+    (
+        report["events"].as_u64().unwrap(),
+        report["head_hash"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn a_standby_follows_takes_over_when_the_leader_dies_and_the_old_leader_rejoins() {
+    let broker = broker();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (http_a, http_b) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let env = [("CSP_LEDGER_LEASE_TIMEOUT_MS", "2000")];
+    let mut a = ledger_at(dir_a.path(), &broker.address, &http_a, &env);
+    wait_for_role(&http_a, "leader", Duration::from_secs(20));
+    // B starts with an empty directory and the same group: it waits, following A.
+    let mut b = ledger_at(dir_b.path(), &broker.address, &http_b, &env);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(role(&http_b), "standby");
+    assert_eq!(role(&http_a), "leader");
+
+    let lines: Vec<String> = csp_ledger::workload::Generator::new(33)
+        .take(8_000)
+        .map(|c| c.to_json())
+        .collect();
+    let producing = {
+        let (brokers, lines) = (broker.address.clone(), lines.clone());
+        std::thread::spawn(move || produce_paced(&brokers, &lines, Some(1_000)))
+    };
+    // Kill A while both consume and follow.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&http_b, "/v1/events?limit=1")["position"]
+        .as_u64()
+        .unwrap_or(0)
+        < 1_000
+    {
+        assert!(Instant::now() < deadline, "B does not follow A");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        role(&http_b),
+        "standby",
+        "B must not lead while A holds the lease"
+    );
+    let killed_at = get(&http_a, "/v1/events?limit=1")["position"]
+        .as_u64()
+        .unwrap_or(0);
+    a.kill().unwrap(); // SIGKILL
+    a.wait().unwrap();
+    let takeover = wait_for_role(&http_b, "leader", Duration::from_secs(30));
+    eprintln!("A killed at position {killed_at}; B leads after {takeover:?}");
+    producing.join().unwrap();
+
+    let distinct = assert_results_published(&broker.address, &lines, Duration::from_secs(180));
+    let (head, hash_b) = head_of(&http_b);
+    assert!(head > killed_at);
+    wait_for_messages(
+        &broker.address,
+        "csp.events",
+        head as usize,
+        Duration::from_secs(120),
+    );
+    check_events_topic(&broker.address, head);
+
+    // A comes back on its old directory: it follows B (moving its log aside first if it held
+    // events it never published) and ends with the same chain and the same read models.
+    let mut a = ledger_at(dir_a.path(), &broker.address, &http_a, &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let position = get(&http_a, "/v1/events?limit=1")["position"]
+            .as_u64()
+            .unwrap_or(0);
+        if position >= head {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A stopped at {position} of {head}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(role(&http_a), "standby");
+    assert_eq!(head_of(&http_a), (head, hash_b.clone()));
+    let partners: Vec<String> = lines
+        .iter()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["type"] == "EnrollPartner")
+                .then(|| v["payload"]["partner_id"].as_str().unwrap().to_string())
+        })
+        .take(20)
+        .collect();
+    assert!(!partners.is_empty());
+    for partner in &partners {
+        for path in [
+            format!("/v1/partners/{partner}"),
+            format!("/v1/partners/{partner}/eligibility"),
+            format!("/v1/resellers/{partner}/providers"),
+        ] {
+            assert_eq!(get(&http_a, &path), get(&http_b, &path), "{path}");
+        }
+    }
+
+    // B stops cleanly (releasing the lease): A takes over at once and goes on.
+    let stopped = Instant::now();
+    terminate(&mut b);
+    let handover = wait_for_role(&http_a, "leader", Duration::from_secs(20));
+    eprintln!(
+        "B stopped; A leads after {handover:?} (stopping took part of {:?})",
+        stopped.elapsed()
+    );
+    let more: Vec<String> = csp_ledger::workload::Generator::new(34)
+        .take(500)
+        .map(|c| c.to_json())
+        .collect();
+    let outcomes = submit(&broker.address, &more);
+    assert_eq!(outcomes.len(), more.len());
+    let (head_after, _) = head_of(&http_a);
+    assert!(head_after > head);
+    let _ = a.kill();
+    let _ = a.wait();
+
+    // Exactly once across the takeover: B's log holds every command's events once.
+    assert_log_exactly_once_replicated(dir_b.path(), &distinct);
+}
+
+/// SIGTERM (graceful stop) and wait.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no clean stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// As [`assert_log_exactly_once`] for a log partly replicated: a replicated accepted command
+/// may carry two records (from its events, then from its result), never two decisions.
+fn assert_log_exactly_once_replicated(data: &Path, distinct: &std::collections::HashSet<String>) {
+    let ledger =
+        csp_ledger::ledger::Ledger::open(data, csp_ledger::log::LogOptions::default()).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut previous = None;
+    for item in ledger.log().events_from(1) {
+        let stored = item.unwrap();
+        let id = csp_ledger_schemas::EventEnvelope::decode(&stored.canonical)
+            .unwrap()
+            .command_id;
+        if previous != Some(id) {
+            assert!(seen.insert(id), "command {id} applied twice");
+            previous = Some(id);
+        }
+    }
+    let mut decided: std::collections::HashMap<String, Vec<_>> = std::collections::HashMap::new();
+    for item in ledger.log().outcomes() {
+        let (_, record) = item.unwrap();
+        if matches!(
+            record.kind,
+            csp_ledger::log::StoredOutcomeKind::Accepted
+                | csp_ledger::log::StoredOutcomeKind::Rejected
+        ) {
+            decided
+                .entry(record.command_id.to_string())
+                .or_default()
+                .push((record.kind, record.first_position, record.event_count));
+        }
+    }
+    assert!(
+        distinct.iter().all(|id| decided.contains_key(id)),
+        "every command decided"
+    );
+    for (id, records) in &decided {
+        assert!(
+            records.windows(2).all(|w| w[0] == w[1]),
+            "command {id} decided differently: {records:?}"
+        );
+    }
 }

@@ -186,6 +186,16 @@ struct TopicArgs {
     /// Most commands consumed into one group commit.
     #[arg(long, env = "CSP_LEDGER_KAFKA_BATCH_COMMANDS", default_value_t = csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX)]
     kafka_batch_commands: usize,
+    /// Single-partition topic that elects the writer among the instances of the group.
+    #[arg(
+        long,
+        env = "CSP_LEDGER_LEADER_TOPIC",
+        default_value = "csp.ledger.leader"
+    )]
+    leader_topic: String,
+    /// How long a leader may be silent before a standby of the group takes over.
+    #[arg(long, env = "CSP_LEDGER_LEASE_TIMEOUT_MS", default_value_t = 6000)]
+    lease_timeout_ms: u64,
 }
 
 fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::kafka::KafkaOptions {
@@ -201,6 +211,8 @@ fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::kafka::KafkaO
         batch_commands_max: topics
             .kafka_batch_commands
             .clamp(1, csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX),
+        leader_topic: topics.leader_topic.clone(),
+        lease_timeout: std::time::Duration::from_millis(topics.lease_timeout_ms.max(500)),
     }
 }
 
@@ -374,18 +386,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             topics,
         } => {
             let kafka = kafka.map(|brokers| kafka_options(&brokers, &topics));
-            let ledger = Ledger::open(&cli.data_dir, options)
-                .with_context(|| format!("opening the ledger in {}", cli.data_dir.display()))?;
-            let (server, addr) = csp_ledger::server::Server::bind_with_kafka(
-                ledger,
-                &http,
-                csp_ledger::server::ServeOptions::default(),
-                kafka,
-            )?;
-            println!("{}", serde_json::json!({"listening": addr.to_string()}));
-            std::io::stdout().flush()?;
-            server.run()?;
-            Ok(ExitCode::SUCCESS)
+            loop {
+                let ledger = Ledger::open(&cli.data_dir, options)
+                    .with_context(|| format!("opening the ledger in {}", cli.data_dir.display()))?;
+                let (server, addr) = csp_ledger::server::Server::bind_with_kafka(
+                    ledger,
+                    &http,
+                    csp_ledger::server::ServeOptions::default(),
+                    kafka.clone(),
+                )?;
+                println!("{}", serde_json::json!({"listening": addr.to_string()}));
+                std::io::stdout().flush()?;
+                match server.run() {
+                    Ok(()) => return Ok(ExitCode::SUCCESS),
+                    Err(csp_ledger::server::ServerError::Forked { position }) => {
+                        // Events this instance decided but never published, overtaken by
+                        // another leader: keep them for inspection, rebuild from the topic.
+                        let aside = cli.data_dir.with_extension(format!(
+                            "forked-{}",
+                            chrono::Utc::now().format("%Y%m%dT%H%M%S")
+                        ));
+                        tracing::warn!(message = "The local log forked; moving it aside and rebuilding from the events topic.", position, aside = %aside.display());
+                        std::fs::rename(&cli.data_dir, &aside)
+                            .with_context(|| format!("moving {} aside", cli.data_dir.display()))?;
+                    }
+                    Err(error @ csp_ledger::server::ServerError::LostLease(_)) => {
+                        eprintln!("csp-ledger: {error}");
+                        return Ok(ExitCode::from(3));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
         }
         Commands::Rebuild { write } => {
             let log = Log::open(&cli.data_dir, options)

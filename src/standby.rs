@@ -1,0 +1,300 @@
+//! The hot standby: an instance that does not hold the lease follows `csp.events` and
+//! `csp.command-results` into its own log (the same hash chain, verified event by event), so
+//! that its read models answer queries and it can take over the moment the leader's lease runs
+//! out. An instance with an empty directory rebuilds its whole log this way.
+//!
+//! Events come back exactly as the leader stored them: the published JSON is the canonical
+//! bytes followed by `hash` and `prev_hash` (personal data never goes to Kafka, so a rebuilt
+//! log has commitments without the clear values). Results give the idempotency index what the
+//! events cannot: rejected commands and the body hash of accepted ones. The consumed offsets
+//! of both topics are stored in the same commit as what they brought, so following resumes
+//! exactly after a crash.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
+use serde_json::Value;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::kafka::{offset_key, IngestError, KafkaOptions};
+use crate::lease::LeaseStatus;
+use crate::ledger::LedgerError;
+use crate::log::{Head, Log, OutcomeRecord, StoredEvent, StoredOutcomeKind};
+
+/// Hands a replicated batch to the single writer; returns the new head once it is durable.
+pub type ReplicateFn = dyn Fn(Vec<StoredEvent>, Vec<OutcomeRecord>, Vec<(String, i64)>) -> Result<Head, LedgerError>
+    + Send
+    + Sync;
+
+/// Most messages taken into one replicated commit.
+const FOLLOW_BATCH_MAX: usize = 8192;
+
+/// Length of what the publisher appends to the canonical bytes:
+/// `,"hash":"` + 64 hex + `","prev_hash":"` + 64 hex + `"}`.
+const PUBLISHED_SUFFIX_BYTES: usize = 9 + 64 + 15 + 64 + 2;
+
+/// Recovers the stored form of an event published on the events topic.
+pub fn parse_published_event(bytes: &[u8]) -> Result<StoredEvent, String> {
+    if bytes.len() <= PUBLISHED_SUFFIX_BYTES || !bytes.starts_with(b"{") {
+        return Err("not a published event envelope".into());
+    }
+    let split = bytes.len() - PUBLISHED_SUFFIX_BYTES;
+    let suffix = &bytes[split..];
+    if !suffix.starts_with(b",\"hash\":\"")
+        || &suffix[73..88] != b"\",\"prev_hash\":\""
+        || !suffix.ends_with(b"\"}")
+    {
+        return Err("the event does not end in hash and prev_hash".into());
+    }
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&suffix[9..73], &mut hash).map_err(|e| format!("hash: {e}"))?;
+    let mut canonical = Vec::with_capacity(split + 1);
+    canonical.extend_from_slice(&bytes[..split]);
+    canonical.push(b'}');
+    #[derive(Deserialize)]
+    struct Position {
+        position: u64,
+    }
+    let position = serde_json::from_slice::<Position>(&canonical)
+        .map_err(|e| format!("canonical bytes: {e}"))?
+        .position;
+    Ok(StoredEvent {
+        position,
+        hash,
+        canonical,
+    })
+}
+
+/// The idempotency record a published result stands for: accepted and rejected outcomes
+/// (the first decision of a command id); `None` for duplicates, conflicts and malformed
+/// commands, which own nothing.
+pub fn parse_result(bytes: &[u8], headers: &[(String, String)]) -> Option<OutcomeRecord> {
+    let body: Value = serde_json::from_slice(bytes).ok()?;
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let mut body_hash = [0u8; 16];
+    hex::decode_to_slice(body["body_hash"].as_str()?, &mut body_hash).ok()?;
+    let command_id: Uuid = body["command_id"].as_str()?.parse().ok()?;
+    let recorded_at_micros = body["recorded_at_micros"].as_i64().unwrap_or(0);
+    let mut record = OutcomeRecord {
+        command_id,
+        body_hash,
+        kind: StoredOutcomeKind::Accepted,
+        first_position: 0,
+        event_count: 0,
+        recorded_at_micros,
+        correlation_id: header("correlation_id").map(str::to_string),
+        rejection: Vec::new(),
+    };
+    match body["outcome"].as_str()? {
+        "accepted" => {
+            let events = body["events"].as_array()?;
+            record.first_position = events
+                .first()
+                .and_then(|e| e["position"].as_u64())
+                .unwrap_or(0);
+            record.event_count = u32::try_from(events.len()).ok()?;
+        }
+        "rejected" => {
+            let rejection = &body["rejection"];
+            match rejection["code"].as_str()? {
+                "command_id_conflict" | "malformed_command" => return None,
+                _ => {}
+            }
+            record.kind = StoredOutcomeKind::Rejected;
+            record.rejection = rejection.to_string().into_bytes();
+        }
+        _ => return None,
+    }
+    Some(record)
+}
+
+/// Follows the events and results topics into the log until this instance holds the lease
+/// and has read both topics to the end (returns `Ok(true)`: it may lead now), or until `stop`
+/// is set or the lease is lost for good (`Ok(false)`).
+pub fn follow(
+    options: &KafkaOptions,
+    log: Arc<Log>,
+    lease: &LeaseStatus,
+    replicate: &ReplicateFn,
+    stop: &AtomicBool,
+) -> Result<bool, IngestError> {
+    let consumer: BaseConsumer = options
+        .client()
+        .set("group.id", format!("{}.follower", options.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut partitions: Vec<(String, i32)> = Vec::new();
+    for topic in [&options.events_topic, &options.results_topic] {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let stored = log.offset(&offset_key(t.name(), p.id()))?;
+                let start = stored.map_or(Offset::Beginning, Offset::Offset);
+                info!(message = "Following.", topic = t.name(), partition = p.id(), start = ?start);
+                assignment.add_partition_offset(t.name(), p.id(), start)?;
+                partitions.push((t.name().to_string(), p.id()));
+            }
+        }
+    }
+    consumer.assign(&assignment)?;
+
+    // Events read but not yet appended (a multi-partition events topic may deliver out of
+    // position order), and per events partition the (offset, position) not yet stored.
+    let mut pending: BTreeMap<u64, StoredEvent> = BTreeMap::new();
+    let mut unstored: HashMap<i32, VecDeque<(i64, u64)>> = HashMap::new();
+    // Next offset read per partition (to tell when the topics are read to the end).
+    let mut read: HashMap<(String, i32), i64> = HashMap::new();
+    let mut targets: Option<Vec<((String, i32), i64)>> = None;
+
+    while !stop.load(Ordering::Relaxed) {
+        if lease.deposed() {
+            return Ok(false);
+        }
+        let mut results = Vec::new();
+        let mut results_next: Vec<(String, i64)> = Vec::new();
+        let mut taken = 0;
+        let mut wait = Duration::from_millis(100);
+        while taken < FOLLOW_BATCH_MAX {
+            let Some(polled) = consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            let message = match polled {
+                Ok(message) => message,
+                Err(error) => {
+                    warn!(message = "Follower read failed.", error = %error);
+                    break;
+                }
+            };
+            taken += 1;
+            let (topic, partition, offset) =
+                (message.topic(), message.partition(), message.offset());
+            read.insert((topic.to_string(), partition), offset + 1);
+            let payload = message.payload().unwrap_or_default();
+            if topic == options.events_topic {
+                match parse_published_event(payload) {
+                    Ok(event) => {
+                        unstored
+                            .entry(partition)
+                            .or_default()
+                            .push_back((offset, event.position));
+                        pending.entry(event.position).or_insert(event);
+                    }
+                    Err(reason) => {
+                        warn!(message = "Not an event; skipped.", topic, partition, offset, reason = %reason);
+                        unstored
+                            .entry(partition)
+                            .or_default()
+                            .push_back((offset, 0));
+                    }
+                }
+            } else {
+                let headers = crate::kafka::header_pairs(message.headers());
+                if let Some(record) = parse_result(payload, &headers) {
+                    results.push(record);
+                }
+                let key = offset_key(topic, partition);
+                match results_next.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, next)) => *next = offset + 1,
+                    None => results_next.push((key, offset + 1)),
+                }
+            }
+        }
+
+        let head = log.head().position;
+        let mut events = Vec::new();
+        let mut next = head + 1;
+        while let Some(entry) = pending.first_entry() {
+            let position = *entry.key();
+            if position <= head {
+                // Already here: compared with the local event (a fork shows up here).
+                events.push(entry.remove());
+            } else if position == next {
+                events.push(entry.remove());
+                next += 1;
+            } else {
+                break;
+            }
+        }
+        let new_head = next - 1;
+        let mut offsets = results_next;
+        for (partition, queue) in unstored.iter_mut() {
+            let mut stored = None;
+            while queue
+                .front()
+                .is_some_and(|(_, position)| *position <= new_head)
+            {
+                stored = queue.pop_front().map(|(offset, _)| offset + 1);
+            }
+            if let Some(next) = stored {
+                offsets.push((offset_key(&options.events_topic, *partition), next));
+            }
+        }
+        if !events.is_empty() || !results.is_empty() || !offsets.is_empty() {
+            debug!(
+                message = "Replicating.",
+                events = events.len(),
+                results = results.len()
+            );
+            replicate(events, results, offsets)?;
+        }
+
+        if !lease.held() {
+            targets = None;
+            continue;
+        }
+        // Leading now: read both topics to the end the broker had when the lease was won (the
+        // old leader stopped writing before its lease ran out), then hand over.
+        if targets.is_none() {
+            let mut wanted = Vec::new();
+            for (topic, partition) in &partitions {
+                let (_, high) =
+                    consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10))?;
+                wanted.push(((topic.clone(), *partition), high));
+            }
+            info!(message = "Won the lease; catching up before leading.", targets = ?wanted);
+            targets = Some(wanted);
+        }
+        let caught_up = targets.as_ref().is_some_and(|wanted| {
+            wanted.iter().all(|(key, high)| {
+                *high == 0
+                    || read.get(key).copied().unwrap_or(0) >= *high
+                    || log
+                        .offset(&offset_key(&key.0, key.1))
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                        >= *high
+            })
+        });
+        if caught_up && taken == 0 {
+            if !pending.is_empty() {
+                // Published after a gap that the old leader never filled (possible only with
+                // a multi-partition events topic): never acknowledged, so never a result.
+                warn!(message = "Events after a gap on the events topic are dropped.", count = pending.len(), first = ?pending.keys().next());
+            }
+            info!(
+                message = "Caught up; taking over.",
+                head = log.head().position
+            );
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
