@@ -2,7 +2,7 @@
 //! hot standbys.
 //!
 //! The lease is a log, not a lock service: every instance of a group reads one single-partition
-//! topic (`--kafka-leader-topic`, default `csp.ledger.leader`) from its beginning, and the
+//! topic (`--leader-topic`, default `csp.ledger.leader`) from its beginning, and the
 //! order the broker gives that partition decides:
 //!
 //! - `claim {term, seen}`: the first claim of a term higher than any seen makes its sender
