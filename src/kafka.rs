@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::lease::LeaseStatus;
 use crate::ledger::{
-    decode_dead_letter, read_answered, write_event_json, AnsweredEvent, MessageSource, Submission,
+    decode_dead_letter, write_event_json, AnsweredEvent, MessageSource, Submission,
     SUBMIT_BATCH_COMMANDS_MAX,
 };
 use crate::log::{
@@ -300,6 +300,92 @@ pub struct Publisher {
     committer: BaseConsumer,
     lease: Arc<LeaseStatus>,
     runtime: tokio::runtime::Runtime,
+    /// The event lines of the last rounds, for the results of the same commands (the results
+    /// of a round's commands follow its events, so they are almost always here).
+    recent: std::sync::Mutex<RecentLines>,
+}
+
+/// Published event lines of consecutive positions `first..first + lines.len()`.
+#[derive(Default)]
+struct RecentLines {
+    first: u64,
+    lines: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl RecentLines {
+    /// Most lines kept: two rounds of events.
+    const MAX: usize = 2 * PUBLISH_BATCH_MAX;
+
+    fn push(&mut self, position: u64, line: &[u8]) {
+        if self.first + self.lines.len() as u64 != position {
+            self.lines.clear();
+            self.first = position;
+        }
+        self.lines.push_back(line.to_vec());
+        if self.lines.len() > Self::MAX {
+            self.lines.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// The lines of `first..first + count`, if all are kept.
+    fn get(&self, first: u64, count: usize) -> Option<impl Iterator<Item = &Vec<u8>>> {
+        let start = first.checked_sub(self.first)? as usize;
+        (start + count <= self.lines.len()).then(|| self.lines.range(start..start + count))
+    }
+}
+
+/// The line of an event as published: the stored bytes plus `hash` and `prev_hash`, without
+/// personal data (it could not be erased from Kafka), and its stream (the message key).
+struct PublishedEvent {
+    position: u64,
+    stream: String,
+    line: Vec<u8>,
+}
+
+/// Reads up to `count` events from `first` as they are published.
+fn read_published(log: &Log, first: u64, count: usize) -> Result<Vec<PublishedEvent>, LogError> {
+    #[derive(serde::Deserialize)]
+    struct StreamOf<'a> {
+        #[serde(borrow)]
+        stream: std::borrow::Cow<'a, str>,
+    }
+    let mut out = Vec::with_capacity(count.min(PUBLISH_BATCH_MAX));
+    let mut prev_hash = [0u8; 32];
+    for item in log.events_from(first.saturating_sub(1).max(1)) {
+        let stored = item?;
+        if stored.position < first {
+            prev_hash = stored.hash;
+            continue;
+        }
+        if out.len() >= count {
+            break;
+        }
+        let stream = serde_json::from_slice::<StreamOf>(&stored.canonical)
+            .map(|s| s.stream.into_owned())
+            .map_err(|e| LogError::Corrupt {
+                position: Some(stored.position),
+                reason: format!("stored event without a stream: {e}"),
+            })?;
+        let position = stored.position;
+        let hash = stored.hash;
+        let mut line = Vec::with_capacity(stored.canonical.len() + 160);
+        write_event_json(
+            &AnsweredEvent {
+                stored,
+                prev_hash,
+                personal: Vec::new(),
+            },
+            &mut line,
+        );
+        out.push(PublishedEvent {
+            position,
+            stream,
+            line,
+        });
+        prev_hash = hash;
+    }
+    Ok(out)
 }
 
 /// A record for the producer: topic, key, payload, headers.
@@ -333,6 +419,7 @@ impl Publisher {
             committer,
             lease,
             runtime,
+            recent: std::sync::Mutex::new(RecentLines::default()),
         })
     }
 
@@ -400,24 +487,21 @@ impl Publisher {
         if next > head {
             return Ok(0);
         }
-        let events = read_answered(&self.log, next, PUBLISH_BATCH_MAX)
-            .map_err(|e| IngestError::Stopped(e.to_string()))?;
+        let events = read_published(&self.log, next, PUBLISH_BATCH_MAX)?;
         let mut records = Vec::with_capacity(events.len());
         let mut last = next - 1;
-        for event in events {
-            let envelope: Value =
-                serde_json::from_slice(&event.stored.canonical).unwrap_or(Value::Null);
-            let stream = envelope["stream"].as_str().unwrap_or_default().to_string();
-            let position = event.stored.position;
-            // Personal data stays out of Kafka (it could not be erased there): commitments only.
-            let mut line = Vec::with_capacity(event.stored.canonical.len() + 160);
-            write_event_json(
-                &AnsweredEvent {
-                    personal: Vec::new(),
-                    ..event
-                },
-                &mut line,
-            );
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            for event in &events {
+                recent.push(event.position, &event.line);
+            }
+        }
+        for PublishedEvent {
+            position,
+            stream,
+            line,
+        } in events
+        {
             let headers = OwnedHeaders::new().insert(Header {
                 key: "position",
                 value: Some(position.to_string().as_bytes()),
@@ -530,7 +614,10 @@ impl Publisher {
         )
     }
 
-    /// The outcome line of a stored outcome, as `apply` prints it (without personal data).
+    /// The outcome line of a stored outcome, as `apply` prints it (without personal data),
+    /// plus what a standby needs to answer a retry of the command as the original did:
+    /// `body_hash` and `recorded_at_micros` (in the value, not in headers: tansu's SQLite
+    /// storage slows down with every stored header). Written directly from the stored bytes.
     fn result(&self, record: &OutcomeRecord) -> Result<Record, IngestError> {
         let original = match record.kind {
             StoredOutcomeKind::Duplicate => self
@@ -539,46 +626,61 @@ impl Publisher {
                 .unwrap_or_else(|| record.clone()),
             _ => record.clone(),
         };
-        let mut events = Vec::new();
-        if original.kind == StoredOutcomeKind::Accepted && original.event_count > 0 {
-            for event in read_answered(
-                &self.log,
-                original.first_position,
-                original.event_count as usize,
-            )
-            .map_err(|e| IngestError::Stopped(e.to_string()))?
-            {
-                let mut line = Vec::new();
-                write_event_json(
-                    &AnsweredEvent {
-                        personal: Vec::new(),
-                        ..event
-                    },
-                    &mut line,
-                );
-                events.push(serde_json::from_slice::<Value>(&line).unwrap_or(Value::Null));
-            }
-        }
         let outcome = match record.kind {
             StoredOutcomeKind::Accepted => "accepted",
             StoredOutcomeKind::Duplicate => "duplicate",
             _ => "rejected",
         };
-        // `body_hash` and `recorded_at_micros`: what a standby needs to answer a retry of this
-        // command as the original did (in the value, not in headers: tansu's SQLite storage
-        // slows down with every stored header).
-        let mut body = json!({
-            "command_id": record.command_id,
-            "outcome": outcome,
-            "events": events,
-            "body_hash": hex::encode(original.body_hash),
-            "recorded_at_micros": record.recorded_at_micros,
-        });
-        if original.kind != StoredOutcomeKind::Accepted {
-            if let Ok(rejection) = serde_json::from_slice::<Value>(&original.rejection) {
-                body["rejection"] = rejection;
+        let mut body = Vec::with_capacity(256);
+        body.extend_from_slice(b"{\"command_id\":\"");
+        body.extend_from_slice(
+            record
+                .command_id
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        body.extend_from_slice(b"\",\"outcome\":\"");
+        body.extend_from_slice(outcome.as_bytes());
+        body.extend_from_slice(b"\",\"events\":[");
+        if original.kind == StoredOutcomeKind::Accepted && original.event_count > 0 {
+            let (first, count) = (original.first_position, original.event_count as usize);
+            let mut write = |i: usize, line: &[u8]| {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(line);
+            };
+            let found = {
+                let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                let found = match recent.get(first, count) {
+                    Some(lines) => {
+                        lines.enumerate().for_each(|(i, line)| write(i, line));
+                        true
+                    }
+                    None => false,
+                };
+                found
+            };
+            if !found {
+                for (i, event) in read_published(&self.log, first, count)?.iter().enumerate() {
+                    write(i, &event.line);
+                }
             }
         }
+        body.extend_from_slice(b"],\"body_hash\":\"");
+        let mut hex = [0u8; 32];
+        let _ = hex::encode_to_slice(original.body_hash, &mut hex);
+        body.extend_from_slice(&hex);
+        body.extend_from_slice(b"\",\"recorded_at_micros\":");
+        body.extend_from_slice(record.recorded_at_micros.to_string().as_bytes());
+        if original.kind != StoredOutcomeKind::Accepted
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&original.rejection).is_ok()
+        {
+            body.extend_from_slice(b",\"rejection\":");
+            body.extend_from_slice(&original.rejection);
+        }
+        body.push(b'}');
         let mut headers = OwnedHeaders::new();
         if let Some(correlation) = &record.correlation_id {
             headers = headers.insert(Header {
@@ -589,7 +691,7 @@ impl Publisher {
         Ok((
             self.options.results_topic.clone(),
             record.command_id.to_string(),
-            body.to_string().into_bytes(),
+            body,
             headers,
         ))
     }
