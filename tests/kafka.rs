@@ -85,21 +85,47 @@ fn start_tansu(dir: &Path, address: &str) -> Child {
     child
 }
 
+/// A child process killed (SIGKILL) and reaped when the value goes, so that a failing test
+/// leaves no `serve` running.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `csp-ledger serve --kafka` as a child process; returns it and its HTTP address.
-fn ledger(data: &Path, brokers: &str) -> (Child, String) {
+fn ledger(data: &Path, brokers: &str) -> (Running, String) {
     ledger_with_batch(data, brokers, csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX)
 }
 
-fn ledger_with_batch(data: &Path, brokers: &str, batch: usize) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
-        .env("CSP_LEDGER_KAFKA_BATCH_COMMANDS", batch.to_string())
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--http", "127.0.0.1:0", "--kafka", brokers])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+fn ledger_with_batch(data: &Path, brokers: &str, batch: usize) -> (Running, String) {
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+            .env("CSP_LEDGER_KAFKA_BATCH_COMMANDS", batch.to_string())
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--http", "127.0.0.1:0", "--kafka", brokers])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -777,19 +803,21 @@ fn assert_log_exactly_once(data: &Path, distinct: &std::collections::HashSet<Str
 }
 
 /// `serve --kafka` on a fixed HTTP address with extra environment (group, lease timeout).
-fn ledger_at(data: &Path, brokers: &str, http: &str, env: &[(&str, &str)]) -> Child {
+fn ledger_at(data: &Path, brokers: &str, http: &str, env: &[(&str, &str)]) -> Running {
     let mut command = Command::new(env!("CARGO_BIN_EXE_csp-ledger"));
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--http", http, "--kafka", brokers])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        command
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--http", http, "--kafka", brokers])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(http).is_err() {
         assert!(
