@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -19,7 +19,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use thiserror::Error;
@@ -180,7 +180,7 @@ pub fn consume(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         // tansu answers a fetch only when the wait runs out, data or not: keep it short.
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", "5")
         .create()?;
     // Assignment is explicit: the lease, not the group coordinator, decides who consumes (and
     // against tansu a restarted group member did not always get its partitions back).
@@ -303,7 +303,11 @@ pub struct Publisher {
     /// The event lines of the last rounds, for the results of the same commands (the results
     /// of a round's commands follow its events, so they are almost always here).
     recent: std::sync::Mutex<RecentLines>,
+    last_commit: std::sync::Mutex<Instant>,
 }
+
+/// Longest time between two offset commits to the group while publishing is busy.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Published event lines of consecutive positions `first..first + lines.len()`.
 #[derive(Default)]
@@ -401,7 +405,7 @@ impl Publisher {
             .client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set("linger.ms", "0")
             .set("message.timeout.ms", "30000")
             .create()?;
         let committer: BaseConsumer = options
@@ -412,6 +416,20 @@ impl Publisher {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        // Learn the output topics' leaders now: otherwise the first send waits for the
+        // producer's own metadata request (half a second against tansu).
+        for topic in [
+            &options.events_topic,
+            &options.results_topic,
+            &options.dlq_topic,
+        ] {
+            if let Err(error) = producer
+                .client()
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+            {
+                warn!(message = "No metadata for an output topic yet.", topic, error = %error);
+            }
+        }
         Ok(Publisher {
             options: options.clone(),
             log,
@@ -420,6 +438,7 @@ impl Publisher {
             lease,
             runtime,
             recent: std::sync::Mutex::new(RecentLines::default()),
+            last_commit: std::sync::Mutex::new(Instant::now()),
         })
     }
 
@@ -442,7 +461,16 @@ impl Publisher {
     /// One round over the three outboxes; returns how many messages were published.
     pub fn publish_pending(&self) -> Result<usize, IngestError> {
         let published = self.publish_events()? + self.publish_outcomes()?;
-        self.commit_consumed()?;
+        // The offset commit waits for the broker: under load once per `COMMIT_INTERVAL`, not
+        // once per round, so that it does not delay the next round's results.
+        let due = {
+            let last = self.last_commit.lock().unwrap_or_else(|p| p.into_inner());
+            published == 0 || last.elapsed() >= COMMIT_INTERVAL
+        };
+        if due {
+            self.commit_consumed()?;
+            *self.last_commit.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
         Ok(published)
     }
 
@@ -454,6 +482,8 @@ impl Publisher {
                 "this instance does not hold the lease".into(),
             ));
         }
+        let started = Instant::now();
+        let count = records.len();
         let mut pending = Vec::with_capacity(records.len());
         for (topic, key, payload, headers) in records {
             let record = FutureRecord::to(&topic)
@@ -477,6 +507,7 @@ impl Publisher {
                     None => next.push((key, offset + 1)),
                 }
             }
+            debug!(message = "Published.", count, topic = ?next.first().map(|(k, _)| k), seconds = started.elapsed().as_secs_f64());
             Ok(next)
         })
     }

@@ -58,7 +58,7 @@ pub const RESULT_STALL_MAX: Duration = Duration::from_secs(60);
 /// remain), data or not (`FetchService::fetch` in tansu-storage); with librdkafka's default of
 /// 500 ms every fetch takes at least 250 ms. The ledger's own consumer keeps the settings of
 /// `kafka::consume`.
-pub const READER_FETCH_WAIT_MS: u32 = 10;
+pub const READER_FETCH_WAIT_MS: u32 = 5;
 
 /// How often the ledger's `/metrics` are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
@@ -194,6 +194,9 @@ pub struct LatencyReport {
     pub p99_micros: u64,
     pub p999_micros: u64,
     pub max_micros: u64,
+    /// p99 and max latency of the commands scheduled in each second of the run (where the
+    /// tail comes from: a stall shows as one bad second).
+    pub p99_max_micros_by_second: Vec<(u64, u64)>,
     pub ledger: LedgerSide,
     /// As in [`ThroughputReport::cpu_seconds_by_thread`].
     pub cpu_seconds_by_thread: BTreeMap<String, f64>,
@@ -782,7 +785,39 @@ fn start_phase(
     producer
         .client()
         .fetch_metadata(Some(&kafka.commands_topic), Duration::from_secs(10))?;
+    warm_up(&producer, &kafka, &results)?;
     Ok((kafka, ledger, results, producer))
+}
+
+/// Sends one command that is not in the workload (an unknown type: a `malformed_command`
+/// result) and waits for its result, so that the measured phase starts with every client
+/// connected and fetching: the ledger's first fetch after assignment and the producers' first
+/// metadata lookups take up to half a second against tansu, a start-up cost, not a latency.
+fn warm_up(
+    producer: &BenchProducer,
+    kafka: &KafkaOptions,
+    results: &BaseConsumer,
+) -> Result<(), KafkaBenchError> {
+    let command_id = uuid::Uuid::new_v4().to_string();
+    let line = serde_json::json!({"command_id": command_id, "type": "BenchmarkWarmUp"}).to_string();
+    send(
+        producer,
+        &kafka.commands_topic,
+        &command_id,
+        line.as_bytes(),
+    )?;
+    producer.flush(Duration::from_secs(30))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(Ok(message)) = results.poll(Duration::from_millis(100)) {
+            if message.key() == Some(command_id.as_bytes()) {
+                return Ok(());
+            }
+        }
+    }
+    Err(KafkaBenchError::Stalled(
+        "no result for the warm-up command within 30 s".into(),
+    ))
 }
 
 fn throughput(
@@ -931,8 +966,6 @@ fn latency(options: &KafkaBenchOptions, run_id: &str) -> Result<LatencyReport, K
     }
 
     let (kafka, ledger, results, producer) = start_phase(options, run_id, "latency")?;
-    // Let the results consumer's first fetch go out before the schedule starts.
-    let _ = results.poll(Duration::from_millis(200));
 
     let cpu_before = thread_cpu();
     let interval_nanos = 1_000_000_000 / rate;
@@ -975,6 +1008,7 @@ fn latency(options: &KafkaBenchOptions, run_id: &str) -> Result<LatencyReport, K
     let total = count as u64;
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(count);
     let mut latencies: Vec<u64> = Vec::with_capacity(count);
+    let mut by_second: Vec<Vec<u64>> = Vec::new();
     let mut outcomes = Outcomes::default();
     let mut last_progress = Instant::now();
     while outcomes.results < total {
@@ -988,7 +1022,13 @@ fn latency(options: &KafkaBenchOptions, run_id: &str) -> Result<LatencyReport, K
                 if let Some((id, sends)) = indexes.get_key_value(key) {
                     let nth = seen.entry(id.as_str()).or_insert(0);
                     if let Some(index) = sends.get(*nth) {
-                        latencies.push((now - scheduled(u64::from(*index))).as_micros() as u64);
+                        let latency = (now - scheduled(u64::from(*index))).as_micros() as u64;
+                        latencies.push(latency);
+                        let second = (u64::from(*index) / rate) as usize;
+                        if by_second.len() <= second {
+                            by_second.resize_with(second + 1, Vec::new);
+                        }
+                        by_second[second].push(latency);
                     }
                     *nth += 1;
                 }
@@ -1014,6 +1054,16 @@ fn latency(options: &KafkaBenchOptions, run_id: &str) -> Result<LatencyReport, K
     let last = ledger.ledger_metrics().unwrap_or_default();
     ledger.stop()?;
     latencies.sort_unstable();
+    let p99_max_micros_by_second = by_second
+        .iter_mut()
+        .map(|second| {
+            second.sort_unstable();
+            (
+                percentile(second, 0.99),
+                second.last().copied().unwrap_or(0),
+            )
+        })
+        .collect();
     Ok(LatencyReport {
         target_rate: rate,
         commands: total,
@@ -1030,6 +1080,7 @@ fn latency(options: &KafkaBenchOptions, run_id: &str) -> Result<LatencyReport, K
         p99_micros: percentile(&latencies, 0.99),
         p999_micros: percentile(&latencies, 0.999),
         max_micros: latencies.last().copied().unwrap_or(0),
+        p99_max_micros_by_second,
         ledger: last.side(all_committed_after(&samples, total)),
         cpu_seconds_by_thread,
         timeline: timeline(&samples),
