@@ -533,11 +533,14 @@ impl Publisher {
             line,
         } in events
         {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "position",
-                value: Some(position.to_string().as_bytes()),
-            });
-            records.push((self.options.events_topic.clone(), stream, line, headers));
+            // No `position` header: the position is in the value, and tansu's SQLite storage
+            // slows down with every stored header (docs/BENCHMARKS.md).
+            records.push((
+                self.options.events_topic.clone(),
+                stream,
+                line,
+                OwnedHeaders::new(),
+            ));
             last = position;
         }
         let count = records.len();
