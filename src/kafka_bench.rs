@@ -2,7 +2,7 @@
 //! broker's own rate in the same run.
 //!
 //! 1. Broker baseline (the limit): the generated command lines produced to a fresh topic with
-//!    the publisher's producer settings (idempotent, `acks=all`, `linger.ms=2`), every record
+//!    an idempotent producer (`acks=all`, `linger.ms=2`), every record
 //!    enqueued before the flush, then consumed back with a fresh consumer.
 //! 2. Throughput: an in-process ledger (`Server::bind_with_kafka`, fresh directory, fresh
 //!    topics) consumes the same commands, published as fast as possible with the submit key;
@@ -124,7 +124,7 @@ pub struct BrokerBaseline {
     /// First enqueue to the end of the flush (every delivery acknowledged).
     pub produce_seconds: f64,
     pub produce_messages_per_second: f64,
-    /// With the ledger consumer's settings (librdkafka defaults, `fetch.wait.max.ms` 500):
+    /// With librdkafka's default `fetch.wait.max.ms` (500; the ledger's consumer uses 5):
     /// from the assignment to the last message.
     pub consumed: u64,
     pub consume_seconds: f64,
@@ -326,7 +326,7 @@ fn send(
 }
 
 /// A consumer of every partition of `topic` from the beginning; `fetch_wait_ms` overrides
-/// librdkafka's `fetch.wait.max.ms` (500 ms, what the ledger's consumer uses).
+/// librdkafka's `fetch.wait.max.ms` (500 ms by default).
 fn consumer_from_beginning(
     brokers: &str,
     topic: &str,
