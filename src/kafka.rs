@@ -28,8 +28,8 @@ use uuid::Uuid;
 
 use crate::lease::LeaseStatus;
 use crate::ledger::{
-    decode_dead_letter, write_event_json, AnsweredEvent, MessageSource, Submission,
-    SUBMIT_BATCH_COMMANDS_MAX,
+    decode_dead_letter, events_with_prev, write_event_json, AnsweredEvent, MessageSource,
+    Submission, SUBMIT_BATCH_COMMANDS_MAX,
 };
 use crate::log::{
     Log, LogError, OutcomeRecord, StoredOutcomeKind, DLQ_CURSOR, EVENTS_CURSOR, RESULTS_CURSOR,
@@ -355,16 +355,8 @@ fn read_published(log: &Log, first: u64, count: usize) -> Result<Vec<PublishedEv
         stream: std::borrow::Cow<'a, str>,
     }
     let mut out = Vec::with_capacity(count.min(PUBLISH_BATCH_MAX));
-    let mut prev_hash = [0u8; 32];
-    for item in log.events_from(first.saturating_sub(1).max(1)) {
-        let stored = item?;
-        if stored.position < first {
-            prev_hash = stored.hash;
-            continue;
-        }
-        if out.len() >= count {
-            break;
-        }
+    for item in events_with_prev(log, first).take(count) {
+        let (stored, prev_hash) = item?;
         let stream = serde_json::from_slice::<StreamOf>(&stored.canonical)
             .map(|s| s.stream.into_owned())
             .map_err(|e| LogError::Corrupt {
@@ -372,7 +364,6 @@ fn read_published(log: &Log, first: u64, count: usize) -> Result<Vec<PublishedEv
                 reason: format!("stored event without a stream: {e}"),
             })?;
         let position = stored.position;
-        let hash = stored.hash;
         let mut line = Vec::with_capacity(stored.canonical.len() + 160);
         write_event_json(
             &AnsweredEvent {
@@ -387,7 +378,6 @@ fn read_published(log: &Log, first: u64, count: usize) -> Result<Vec<PublishedEv
             stream,
             line,
         });
-        prev_hash = hash;
     }
     Ok(out)
 }

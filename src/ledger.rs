@@ -995,26 +995,32 @@ pub fn read_answered(
     count: usize,
 ) -> Result<Vec<AnsweredEvent>, LedgerError> {
     let mut out = Vec::with_capacity(count.min(1024));
-    let mut prev_hash = [0u8; 32];
-    for item in log.events_from(first.saturating_sub(1).max(1)) {
-        let stored = item?;
-        if stored.position < first {
-            prev_hash = stored.hash;
-            continue;
-        }
-        if out.len() >= count {
-            break;
-        }
+    for item in events_with_prev(log, first).take(count) {
+        let (stored, prev_hash) = item?;
         let personal = join_personal(log, &stored)?;
-        let hash = stored.hash;
         out.push(AnsweredEvent {
             stored,
             prev_hash,
             personal,
         });
-        prev_hash = hash;
     }
     Ok(out)
+}
+
+/// The stored events from `first` on, each with its predecessor's hash (zeros for position 1).
+pub fn events_with_prev(
+    log: &Log,
+    first: u64,
+) -> impl Iterator<Item = Result<(StoredEvent, [u8; 32]), LogError>> + '_ {
+    let mut prev_hash = [0u8; 32];
+    log.events_from(first.saturating_sub(1).max(1))
+        .filter_map(move |item| match item {
+            Err(error) => Some(Err(error)),
+            Ok(stored) => {
+                let prev = std::mem::replace(&mut prev_hash, stored.hash);
+                (stored.position >= first).then_some(Ok((stored, prev)))
+            }
+        })
 }
 
 /// The clear personal values of a stored event, unless erased.

@@ -770,6 +770,19 @@ fn assert_results_published(
 /// Exactly once in the log: each command's events are contiguous and appear once, and every
 /// distinct command has exactly one deciding outcome (accepted or rejected).
 fn assert_log_exactly_once(data: &Path, distinct: &std::collections::HashSet<String>) {
+    let decided = decisions_after_events_once(data);
+    assert_eq!(decided.len(), distinct.len(), "every command decided");
+    assert!(
+        decided.values().all(|records| records.len() == 1),
+        "a command was decided twice"
+    );
+}
+
+/// The deciding outcome records (kind, first position, event count) of every command in the
+/// log at `data`, once it is checked that each command's events are contiguous and appear once.
+fn decisions_after_events_once(
+    data: &Path,
+) -> std::collections::HashMap<String, Vec<(csp_ledger::log::StoredOutcomeKind, u64, u32)>> {
     let ledger =
         csp_ledger::ledger::Ledger::open(data, csp_ledger::log::LogOptions::default()).unwrap();
     let mut seen = std::collections::HashSet::new();
@@ -784,7 +797,7 @@ fn assert_log_exactly_once(data: &Path, distinct: &std::collections::HashSet<Str
             previous = Some(id);
         }
     }
-    let mut decided = std::collections::HashMap::new();
+    let mut decided: std::collections::HashMap<String, Vec<_>> = std::collections::HashMap::new();
     for item in ledger.log().outcomes() {
         let (_, record) = item.unwrap();
         if matches!(
@@ -792,14 +805,13 @@ fn assert_log_exactly_once(data: &Path, distinct: &std::collections::HashSet<Str
             csp_ledger::log::StoredOutcomeKind::Accepted
                 | csp_ledger::log::StoredOutcomeKind::Rejected
         ) {
-            *decided.entry(record.command_id.to_string()).or_insert(0) += 1;
+            decided
+                .entry(record.command_id.to_string())
+                .or_default()
+                .push((record.kind, record.first_position, record.event_count));
         }
     }
-    assert_eq!(decided.len(), distinct.len(), "every command decided");
-    assert!(
-        decided.values().all(|count| *count == 1),
-        "a command was decided twice"
-    );
+    decided
 }
 
 /// `serve --kafka` on a fixed HTTP address with extra environment (group, lease timeout).
@@ -1001,34 +1013,7 @@ fn terminate(child: &mut Child) {
 /// As [`assert_log_exactly_once`] for a log partly replicated: a replicated accepted command
 /// may carry two records (from its events, then from its result), never two decisions.
 fn assert_log_exactly_once_replicated(data: &Path, distinct: &std::collections::HashSet<String>) {
-    let ledger =
-        csp_ledger::ledger::Ledger::open(data, csp_ledger::log::LogOptions::default()).unwrap();
-    let mut seen = std::collections::HashSet::new();
-    let mut previous = None;
-    for item in ledger.log().events_from(1) {
-        let stored = item.unwrap();
-        let id = csp_ledger_schemas::EventEnvelope::decode(&stored.canonical)
-            .unwrap()
-            .command_id;
-        if previous != Some(id) {
-            assert!(seen.insert(id), "command {id} applied twice");
-            previous = Some(id);
-        }
-    }
-    let mut decided: std::collections::HashMap<String, Vec<_>> = std::collections::HashMap::new();
-    for item in ledger.log().outcomes() {
-        let (_, record) = item.unwrap();
-        if matches!(
-            record.kind,
-            csp_ledger::log::StoredOutcomeKind::Accepted
-                | csp_ledger::log::StoredOutcomeKind::Rejected
-        ) {
-            decided
-                .entry(record.command_id.to_string())
-                .or_default()
-                .push((record.kind, record.first_position, record.event_count));
-        }
-    }
+    let decided = decisions_after_events_once(data);
     assert!(
         distinct.iter().all(|id| decided.contains_key(id)),
         "every command decided"
