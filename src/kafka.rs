@@ -295,7 +295,8 @@ pub fn consume(
 pub struct Publisher {
     options: KafkaOptions,
     log: Arc<Log>,
-    producer: FutureProducer,
+    /// Replaced by a new one when librdkafka declares it failed for good (see `send_all`).
+    producer: std::sync::Mutex<FutureProducer>,
     /// Commits offsets for the group; never assigned partitions.
     committer: BaseConsumer,
     lease: Arc<LeaseStatus>,
@@ -391,13 +392,7 @@ impl Publisher {
         log: Arc<Log>,
         lease: Arc<LeaseStatus>,
     ) -> Result<Publisher, IngestError> {
-        let producer: FutureProducer = options
-            .client()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            .set("message.timeout.ms", "30000")
-            .create()?;
+        let producer = output_producer(options)?;
         let committer: BaseConsumer = options
             .client()
             .set("group.id", &options.group_id)
@@ -406,24 +401,10 @@ impl Publisher {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        // Learn the output topics' leaders now: otherwise the first send waits for the
-        // producer's own metadata request (half a second against tansu).
-        for topic in [
-            &options.events_topic,
-            &options.results_topic,
-            &options.dlq_topic,
-        ] {
-            if let Err(error) = producer
-                .client()
-                .fetch_metadata(Some(topic), Duration::from_secs(10))
-            {
-                warn!(message = "No metadata for an output topic yet.", topic, error = %error);
-            }
-        }
         Ok(Publisher {
             options: options.clone(),
             log,
-            producer,
+            producer: std::sync::Mutex::new(producer),
             committer,
             lease,
             runtime,
@@ -474,14 +455,55 @@ impl Publisher {
         }
         let started = Instant::now();
         let count = records.len();
+        let delivered = self
+            .enqueue_all(records)
+            .and_then(|pending| self.wait_for(pending, started, count));
+        if delivered.is_err() {
+            self.replace_producer_if_failed();
+        }
+        delivered
+    }
+
+    /// With `enable.gapless.guarantee`, a batch that fails for good makes librdkafka fail the
+    /// producer instead of delivering the batches after it (which would put events out of
+    /// order): the round fails, and the next one starts over on a new producer from the
+    /// cursor (what was delivered before the failed batch goes out again, identical).
+    fn replace_producer_if_failed(&self) {
+        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(fatal) = producer.client().fatal_error() else {
+            return;
+        };
+        warn!(message = "The producer failed for good; replacing it.", error = ?fatal);
+        match output_producer(&self.options) {
+            Ok(fresh) => *producer = fresh,
+            Err(error) => warn!(message = "No new producer yet.", error = %error),
+        }
+    }
+
+    /// Hands every record to the producer at once (so that many are in flight together).
+    fn enqueue_all(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<Vec<(String, rdkafka::producer::DeliveryFuture)>, IngestError> {
+        let producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
         let mut pending = Vec::with_capacity(records.len());
         for (topic, key, payload, headers) in records {
             let record = FutureRecord::to(&topic)
                 .key(&key)
                 .payload(&payload)
                 .headers(headers);
-            pending.push((topic.clone(), enqueue(&self.producer, record)?));
+            pending.push((topic.clone(), enqueue(&producer, record)?));
         }
+        Ok(pending)
+    }
+
+    /// Waits for the acknowledgements of `pending`; returns the next offset per partition.
+    fn wait_for(
+        &self,
+        pending: Vec<(String, rdkafka::producer::DeliveryFuture)>,
+        started: Instant,
+        count: usize,
+    ) -> Result<Vec<(String, i64)>, IngestError> {
         self.runtime.block_on(async {
             let mut next: Vec<(String, i64)> = Vec::new();
             for (topic, delivery) in pending {
@@ -719,6 +741,34 @@ impl Publisher {
             headers,
         ))
     }
+}
+
+/// The idempotent producer of the outboxes, knowing its topics' leaders already (otherwise
+/// the first send waits for the producer's own metadata request: half a second against tansu).
+fn output_producer(options: &KafkaOptions) -> Result<FutureProducer, IngestError> {
+    let producer: FutureProducer = options
+        .client()
+        .set("enable.idempotence", "true")
+        // A batch that fails for good stops the producer rather than leave a gap that later
+        // batches would be delivered after (out of order).
+        .set("enable.gapless.guarantee", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "30000")
+        .create()?;
+    for topic in [
+        &options.events_topic,
+        &options.results_topic,
+        &options.dlq_topic,
+    ] {
+        if let Err(error) = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+        {
+            warn!(message = "No metadata for an output topic yet.", topic, error = %error);
+        }
+    }
+    Ok(producer)
 }
 
 /// Enqueues a record now (so that many are in flight at once), waiting while the local queue
