@@ -590,6 +590,30 @@ fn produce_paced(brokers: &str, lines: &[String], per_second: Option<u64>) {
 
 /// Event positions on csp.events: first occurrences must be 1..=head in order; a repeat must be
 /// the same bytes as its first occurrence.
+/// Waits until every position up to `head` is on the events topic (a count of messages is
+/// not enough: after a crash, repeats make up for the tail not yet published).
+fn wait_for_events(brokers: &str, head: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    wait_for_messages(brokers, "csp.events", head as usize, within);
+    loop {
+        let positions: std::collections::HashSet<u64> = read_topic(brokers, "csp.events")
+            .iter()
+            .filter_map(|(_, value, _)| {
+                serde_json::from_slice::<Value>(value).ok()?["position"].as_u64()
+            })
+            .collect();
+        if (1..=head).all(|p| positions.contains(&p)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {head} positions on csp.events",
+            positions.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn check_events_topic(brokers: &str, head: u64) {
     let events = read_topic(brokers, "csp.events");
     let mut first: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
@@ -684,12 +708,7 @@ fn sigkill_while_consuming_applies_every_command_once_and_publishes_everything()
     let head = get(&http, "/v1/audit/verify");
     assert_eq!(head["ok"], true, "{head}");
     let head = head["events"].as_u64().unwrap();
-    wait_for_messages(
-        &broker.address,
-        "csp.events",
-        head as usize,
-        Duration::from_secs(120),
-    );
+    wait_for_events(&broker.address, head, Duration::from_secs(120));
     let _ = last.kill();
     let _ = last.wait();
     check_events_topic(&broker.address, head);
@@ -725,12 +744,7 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     let report = get(&http, "/v1/audit/verify");
     assert_eq!(report["ok"], true, "{report}");
     let head = report["events"].as_u64().unwrap();
-    wait_for_messages(
-        &broker.address,
-        "csp.events",
-        head as usize,
-        Duration::from_secs(120),
-    );
+    wait_for_events(&broker.address, head, Duration::from_secs(120));
     let _ = server.kill();
     let _ = server.wait();
     check_events_topic(&broker.address, head);
@@ -753,18 +767,27 @@ fn assert_results_published(
                 .to_string()
         })
         .collect();
-    // One outcome per message (accepted, rejected or duplicate), published at least once.
+    // One outcome per message (accepted, rejected or duplicate), published at least once;
+    // after a crash repeats make up the count before the tail is published: wait for each id.
+    let deadline = Instant::now() + within;
     wait_for_messages(brokers, "csp.command-results", lines.len(), within);
-    let results = read_topic(brokers, "csp.command-results");
-    let answered: std::collections::HashSet<String> =
-        results.iter().filter_map(|(k, _, _)| k.clone()).collect();
-    assert!(
-        distinct.iter().all(|id| answered.contains(id)),
-        "{} of {} commands have a result",
-        answered.len(),
-        distinct.len()
-    );
-    distinct
+    loop {
+        let answered: std::collections::HashSet<String> =
+            read_topic(brokers, "csp.command-results")
+                .into_iter()
+                .filter_map(|(k, _, _)| k)
+                .collect();
+        if distinct.iter().all(|id| answered.contains(id)) {
+            return distinct;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} commands have a result",
+            distinct.iter().filter(|id| answered.contains(*id)).count(),
+            distinct.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Exactly once in the log: each command's events are contiguous and appear once, and every
@@ -928,12 +951,7 @@ fn a_standby_follows_takes_over_when_the_leader_dies_and_the_old_leader_rejoins(
     let distinct = assert_results_published(&broker.address, &lines, Duration::from_secs(180));
     let (head, hash_b) = head_of(&http_b);
     assert!(head > killed_at);
-    wait_for_messages(
-        &broker.address,
-        "csp.events",
-        head as usize,
-        Duration::from_secs(120),
-    );
+    wait_for_events(&broker.address, head, Duration::from_secs(120));
     check_events_topic(&broker.address, head);
 
     // A comes back on its old directory: it follows B (moving its log aside first if it held
