@@ -15,8 +15,10 @@
 //! A standby claims term + 1 when it has read nothing from the current leader for the whole
 //! lease timeout (measured on its own monotonic clock, from the moment it read the leader's
 //! last message). The leader holds its lease only until half the timeout after sending the
-//! last heartbeat the broker acknowledged, so a leader cut off from the broker (or paused)
-//! stops writing before any standby may claim. A leader that reads a higher term's claim has
+//! last heartbeat it has read back from the topic (so it has also read every claim before
+//! that heartbeat), so a leader cut off from the broker (or paused) stops writing before any
+//! standby may claim (messages it sent before that and that the broker takes in late are
+//! the one gap: see ARCHITECTURE.md, Failover). A leader that reads a higher term's claim has
 //! been deposed and stops for good (the process exits; a supervisor restarts it as a standby).
 //! An instance is named by its log (an id kept in the data directory), so a leader restarted
 //! on the same directory finds itself leader of the current term and resumes at once.
@@ -31,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -126,26 +128,10 @@ struct LeaseMessage {
     /// A claim is void when the leader wrote after it (it was alive after all).
     #[serde(default)]
     seen: i64,
-}
-
-/// Acknowledgements of heartbeats: the instant each was sent travels as the delivery opaque.
-struct AckContext {
-    acked: Mutex<Option<Instant>>,
-}
-
-impl ClientContext for AckContext {}
-
-impl ProducerContext for AckContext {
-    type DeliveryOpaque = Box<Instant>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, sent: Self::DeliveryOpaque) {
-        if result.is_ok() {
-            let mut acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
-            if acked.is_none_or(|a| a < *sent) {
-                *acked = Some(*sent);
-            }
-        }
-    }
+    /// Heartbeats: a number of the sender's own, to match the heartbeat it reads back with the
+    /// moment it sent it.
+    #[serde(default)]
+    seq: u64,
 }
 
 /// Runs the lease protocol for `status.instance` until `stop` is set (sending a release when it
@@ -157,7 +143,7 @@ pub fn run(
 ) -> Result<(), IngestError> {
     let timeout = options.lease_timeout;
     let heartbeat_every = timeout / 4;
-    let producer: BaseProducer<AckContext> = options
+    let producer: BaseProducer = options
         .client()
         .set("acks", "all")
         .set("linger.ms", "0")
@@ -165,9 +151,7 @@ pub fn run(
             "message.timeout.ms",
             timeout.as_millis().max(1000).to_string(),
         )
-        .create_with_context(AckContext {
-            acked: Mutex::new(None),
-        })?;
+        .create()?;
     let consumer: BaseConsumer = options
         .client()
         .set("group.id", format!("{}.lease-reader", options.group_id))
@@ -177,7 +161,8 @@ pub fn run(
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(&options.leader_topic, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;
-    let (_, high) = consumer.fetch_watermarks(&options.leader_topic, 0, Duration::from_secs(10))?;
+    let (low, high) =
+        consumer.fetch_watermarks(&options.leader_topic, 0, Duration::from_secs(10))?;
 
     // The highest term seen, its leader, the offset of the leader's last message, and when
     // this instance last read from the leader.
@@ -185,21 +170,28 @@ pub fn run(
     let mut leader: Option<Uuid> = None;
     let mut leader_offset: i64 = -1;
     let mut last_heard = Instant::now();
-    let mut caught_up = high == 0;
+    // Nothing kept (new topic, or every message past its retention): nothing to read first.
+    let mut caught_up = low >= high;
     let mut claimed: Option<(u64, Instant)> = None;
     let mut last_heartbeat: Option<Instant> = None;
-    let send = |kind: Kind, term: u64, seen: i64| -> Result<(), IngestError> {
+    // Heartbeats sent and not yet read back: number and when sent. The lease is extended only
+    // when this instance reads its own heartbeat back, that is once it has read every message
+    // before it: a claim that got in first deposes it instead.
+    let mut heartbeats: std::collections::VecDeque<(u64, Instant)> = Default::default();
+    let mut next_seq = 1u64;
+    let send = |kind: Kind, term: u64, seen: i64, seq: u64| -> Result<(), IngestError> {
         let message = LeaseMessage {
             group: options.group_id.clone(),
             instance: status.instance,
             term,
             kind,
             seen,
+            seq,
         };
         let payload = serde_json::to_vec(&message).unwrap_or_default();
         producer
             .send(
-                BaseRecord::with_opaque_to(&options.leader_topic, Box::new(Instant::now()))
+                BaseRecord::to(&options.leader_topic)
                     .key(&options.group_id)
                     .payload(&payload),
             )
@@ -249,6 +241,17 @@ pub fn run(
                             Kind::Heartbeat if from_leader => {
                                 leader_offset = offset;
                                 last_heard = Instant::now();
+                                if m.instance == status.instance {
+                                    while let Some(&(seq, sent)) = heartbeats.front() {
+                                        if seq > m.seq {
+                                            break;
+                                        }
+                                        heartbeats.pop_front();
+                                        if seq == m.seq {
+                                            status.extend(sent, timeout);
+                                        }
+                                    }
+                                }
                             }
                             Kind::Release if from_leader => {
                                 info!(message = "The leader released the lease.", term);
@@ -270,18 +273,19 @@ pub fn run(
                 status.term.store(term, Ordering::SeqCst);
                 info!(message = "Leading.", term, instance = %status.instance);
             }
-            let acked = *producer
-                .context()
-                .acked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(acked) = acked {
-                status.extend(acked, timeout);
-            }
             if last_heartbeat.is_none_or(|at| at.elapsed() >= heartbeat_every) {
-                last_heartbeat = Some(Instant::now());
-                if let Err(error) = send(Kind::Heartbeat, term, leader_offset) {
-                    warn!(message = "Heartbeat not sent.", error = %error);
+                let now = Instant::now();
+                last_heartbeat = Some(now);
+                match send(Kind::Heartbeat, term, leader_offset, next_seq) {
+                    Ok(()) => {
+                        heartbeats.push_back((next_seq, now));
+                        // Heartbeats that never come back (lost) are not kept forever.
+                        if heartbeats.len() > 64 {
+                            heartbeats.pop_front();
+                        }
+                        next_seq += 1;
+                    }
+                    Err(error) => warn!(message = "Heartbeat not sent.", error = %error),
                 }
             }
             continue;
@@ -290,7 +294,7 @@ pub fn run(
         let claim_due = claimed.is_none_or(|(_, at)| at.elapsed() >= timeout);
         if silent && claim_due {
             info!(message = "Claiming the lease.", term = term + 1, previous = ?leader);
-            if let Err(error) = send(Kind::Claim, term + 1, leader_offset) {
+            if let Err(error) = send(Kind::Claim, term + 1, leader_offset, 0) {
                 warn!(message = "Claim not sent.", error = %error);
             }
             claimed = Some((term + 1, Instant::now()));
@@ -298,7 +302,7 @@ pub fn run(
     }
     if leader == Some(status.instance) {
         status.leader.store(false, Ordering::SeqCst);
-        let _ = send(Kind::Release, term, leader_offset);
+        let _ = send(Kind::Release, term, leader_offset, 0);
         let _ = producer.flush(Duration::from_secs(2));
     }
     Ok(())

@@ -763,14 +763,15 @@ impl Ledger {
             ) {
                 continue;
             }
-            let entry = self
-                .idempotency
-                .entry(result.command_id)
-                .or_insert(IdempotencyEntry {
-                    body_hash: UNKNOWN_BODY,
+            // The result supersedes a record made from the command's events (which may have
+            // seen only the first of them): retries are answered from the result's record.
+            self.idempotency.insert(
+                result.command_id,
+                IdempotencyEntry {
+                    body_hash: short_hash(&result.body_hash),
                     outcome_seq: seq,
-                });
-            entry.body_hash = short_hash(&result.body_hash);
+                },
+            );
             records.push(result);
             seq += 1;
         }

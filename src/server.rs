@@ -235,11 +235,15 @@ impl Server {
             .name("writer".into())
             .spawn(move || writer_loop(&writer_shared, &jobs))?;
         let stop = Arc::new(AtomicBool::new(false));
+        // The lease stops last: a leader releases it only once the consumer and the publisher
+        // have stopped and nothing of theirs is in flight (a standby claims at once).
+        let lease_stop = Arc::new(AtomicBool::new(false));
         let mut kafka_threads = Vec::new();
+        let mut lease_thread = None;
         if let (Some(kafka), Some(lease)) = (shared.kafka.clone(), shared.lease.clone()) {
             let (lease_stop, lease_shared, lease_kafka) =
-                (Arc::clone(&stop), Arc::clone(&shared), kafka.clone());
-            kafka_threads.push(std::thread::Builder::new().name("lease".into()).spawn(
+                (Arc::clone(&lease_stop), Arc::clone(&shared), kafka.clone());
+            lease_thread = Some(std::thread::Builder::new().name("lease".into()).spawn(
                 move || {
                     let status = Arc::clone(&lease);
                     match crate::lease::run(&lease_kafka, &status, &lease_stop) {
@@ -273,6 +277,10 @@ impl Server {
         drop(runtime);
         stop.store(true, Ordering::Relaxed);
         for thread in kafka_threads {
+            let _ = thread.join();
+        }
+        lease_stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = lease_thread {
             let _ = thread.join();
         }
         let _ = shared.jobs.send(Job::Stop);
