@@ -390,15 +390,18 @@ impl Ledger {
                 record.kind,
                 StoredOutcomeKind::Accepted | StoredOutcomeKind::Rejected
             ) {
-                let entry = idempotency
-                    .entry(record.command_id)
-                    .or_insert(IdempotencyEntry {
-                        body_hash: short_hash(&record.body_hash),
-                        outcome_seq: seq,
-                    });
-                // A replicated result names the body that an earlier replicated event did not.
-                if entry.body_hash == UNKNOWN_BODY {
-                    entry.body_hash = short_hash(&record.body_hash);
+                // The first record of a command answers its retries, except one made from
+                // replicated events (body unknown, possibly not all of its events): the
+                // command's replicated result that follows supersedes it, as in `replicate`.
+                let known = idempotency.get(&record.command_id);
+                if known.is_none_or(|e: &IdempotencyEntry| e.body_hash == UNKNOWN_BODY) {
+                    idempotency.insert(
+                        record.command_id,
+                        IdempotencyEntry {
+                            body_hash: short_hash(&record.body_hash),
+                            outcome_seq: seq,
+                        },
+                    );
                 }
             }
         }
@@ -751,11 +754,9 @@ impl Ledger {
         let mut records: Vec<OutcomeRecord> = Vec::new();
         let mut seq = head.next_outcome_seq;
         for result in results {
-            let known = self.idempotency.get(&result.command_id).copied();
-            match known {
-                Some(entry) if entry.body_hash != UNKNOWN_BODY => continue,
-                Some(_) => {}
-                None => {}
+            let known = self.idempotency.get(&result.command_id);
+            if known.is_some_and(|e| e.body_hash != UNKNOWN_BODY) {
+                continue;
             }
             if !matches!(
                 result.kind,
@@ -894,13 +895,8 @@ impl Ledger {
             offsets: &offsets,
             cursors: &cursors,
         });
-        let committed = match committed {
-            Ok(head) => head,
-            Err(error) => {
-                self.poison();
-                return Err(error.into());
-            }
-        };
+        // On any error `replicate` poisons the ledger (it reopens from the log).
+        let committed = committed?;
         let state = &mut self.state;
         let folding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for (meta, event) in &folded {
@@ -908,7 +904,6 @@ impl Ledger {
             }
         }));
         if folding.is_err() {
-            self.poison();
             return Err(LedgerError::Replication(
                 "a replicated event does not fold onto the state".into(),
             ));

@@ -489,3 +489,50 @@ fn a_store_in_use_is_refused_by_name_and_reopens_right_after_it_is_closed() {
         drop(ledger);
     }
 }
+
+#[test]
+fn a_replicated_command_split_across_batches_answers_retries_with_all_its_events_live_and_after_reopen(
+) {
+    let mut kit = Kit::new();
+    let (provider, reseller) = (kit.id(), kit.id());
+    let mut commands = kit.onboard_provider(provider, "DE");
+    commands.extend(kit.onboard(reseller, "DE"));
+    commands.extend(kit.connect(provider, reseller));
+    let lines: Vec<String> = commands.iter().map(|c| c.to_json()).collect();
+    let leader_dir = tempfile::tempdir().unwrap();
+    let mut leader = Ledger::open(leader_dir.path(), LogOptions::default()).unwrap();
+    submit(&mut leader, &lines);
+    let events: Vec<_> = leader.log().events_from(1).map(|e| e.unwrap()).collect();
+    let results: Vec<_> = leader.log().outcomes().map(|o| o.unwrap().1).collect();
+    // The acceptance is the last command and has several events.
+    let accept = results.last().unwrap().clone();
+    assert!(accept.event_count >= 2, "{accept:?}");
+
+    // A follower gets the acceptance's first event in one batch, the rest in the next, and
+    // the results after them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = Ledger::open(dir.path(), LogOptions::default()).unwrap();
+    let split = accept.first_position as usize;
+    follower
+        .replicate(events[..split].to_vec(), Vec::new(), Vec::new())
+        .unwrap();
+    follower
+        .replicate(events[split..].to_vec(), Vec::new(), Vec::new())
+        .unwrap();
+    follower
+        .replicate(Vec::new(), results.clone(), Vec::new())
+        .unwrap();
+    let retry = &lines[lines.len() - 1..];
+    let live = submit(&mut follower, retry);
+    assert_eq!(live[0]["outcome"], "duplicate", "{}", live[0]);
+    assert_eq!(
+        live[0]["events"].as_array().unwrap().len(),
+        accept.event_count as usize,
+        "{}",
+        live[0]
+    );
+    drop(follower);
+    let mut reopened = Ledger::open(dir.path(), LogOptions::default()).unwrap();
+    let replayed = submit(&mut reopened, retry);
+    assert_eq!(replayed[0]["events"], live[0]["events"]);
+}
