@@ -351,7 +351,8 @@ struct PublishedEvent {
     line: Vec<u8>,
 }
 
-/// Reads up to `count` events from `first` as they are published.
+/// Reads `count` events from `first` as they are published, and on to the end of the command
+/// the last of them belongs to (fewer at the head of the log).
 fn read_published(log: &Log, first: u64, count: usize) -> Result<Vec<PublishedEvent>, LogError> {
     #[derive(serde::Deserialize)]
     struct Ids<'a> {

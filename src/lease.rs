@@ -27,7 +27,7 @@
 //! term; the topic keeps one hour of messages (a group silent for longer starts again at
 //! term 1, which is as consistent, since readers start at the beginning of what is kept).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,6 @@ pub struct LeaseStatus {
     pub instance: Uuid,
     leader: AtomicBool,
     deposed: AtomicBool,
-    term: AtomicU64,
     /// The lease holds until then (leader only).
     valid_until: Mutex<Option<Instant>>,
 }
@@ -61,7 +60,6 @@ impl LeaseStatus {
             instance,
             leader: AtomicBool::new(false),
             deposed: AtomicBool::new(false),
-            term: AtomicU64::new(0),
             valid_until: Mutex::new(None),
         }
     }
@@ -87,18 +85,9 @@ impl LeaseStatus {
                 .is_some_and(|until| Instant::now() < until)
     }
 
-    /// This instance won a term at some point (it may have lost it since).
-    pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
-    }
-
     /// Another instance claimed a later term: this one must not write again.
     pub fn deposed(&self) -> bool {
         self.deposed.load(Ordering::SeqCst)
-    }
-
-    pub fn term(&self) -> u64 {
-        self.term.load(Ordering::SeqCst)
     }
 
     fn extend(&self, from: Instant, timeout: Duration) {
@@ -270,7 +259,6 @@ pub fn run(
         }
         if leader == Some(status.instance) {
             if !status.leader.swap(true, Ordering::SeqCst) {
-                status.term.store(term, Ordering::SeqCst);
                 info!(message = "Leading.", term, instance = %status.instance);
             }
             if last_heartbeat.is_none_or(|at| at.elapsed() >= heartbeat_every) {

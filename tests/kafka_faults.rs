@@ -47,6 +47,35 @@ fn ledger_with(dir: &std::path::Path, commands: usize) -> Ledger {
     ledger
 }
 
+/// A mock cluster, a ledger that decided some commands, and a publisher of its log.
+struct Fixture {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    options: KafkaOptions,
+    log: Arc<Log>,
+    publisher: Publisher,
+    _ledger: Ledger,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(commands: usize) -> Fixture {
+        let (cluster, options) = cluster();
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger_with(dir.path(), commands);
+        let log = ledger.log_handle();
+        let publisher =
+            Publisher::new(&options, Arc::clone(&log), Arc::new(LeaseStatus::always())).unwrap();
+        Fixture {
+            cluster,
+            options,
+            log,
+            publisher,
+            _ledger: ledger,
+            _dir: dir,
+        }
+    }
+}
+
 fn caught_up(log: &Log) -> bool {
     let head = log.head();
     log.cursor(EVENTS_CURSOR).unwrap() > head.position
@@ -155,12 +184,14 @@ fn assert_everything_published(brokers: &str, options: &KafkaOptions, log: &Log,
 
 #[test]
 fn produce_errors_move_no_cursor_and_lose_nothing() {
-    let (cluster, options) = cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = ledger_with(dir.path(), 3_000);
-    let log = ledger.log_handle();
-    let publisher =
-        Publisher::new(&options, Arc::clone(&log), Arc::new(LeaseStatus::always())).unwrap();
+    let fixture = Fixture::new(3_000);
+    let Fixture {
+        cluster,
+        options,
+        log,
+        publisher,
+        ..
+    } = &fixture;
     // Retriable errors (librdkafka retries them) and errors that fail a delivery for good (the
     // round fails and is published again). Order is not asserted here: with several produce
     // requests in flight, keeping them in order after an error is the broker's part (it
@@ -176,22 +207,24 @@ fn produce_errors_move_no_cursor_and_lose_nothing() {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
         ],
     );
-    let failed = publish_until_caught_up(&publisher, &log);
+    let failed = publish_until_caught_up(publisher, log);
     assert!(failed >= 1, "the injected permanent errors failed no round");
-    assert_everything_published(&cluster.bootstrap_servers(), &options, &log, false);
+    assert_everything_published(&cluster.bootstrap_servers(), options, log, false);
 }
 
 #[test]
 fn a_broker_outage_holds_publishing_and_it_resumes_in_order() {
-    let (cluster, options) = cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = ledger_with(dir.path(), 3_000);
-    let log = ledger.log_handle();
-    let publisher =
-        Publisher::new(&options, Arc::clone(&log), Arc::new(LeaseStatus::always())).unwrap();
+    let fixture = Fixture::new(3_000);
+    let Fixture {
+        cluster,
+        options,
+        log,
+        publisher,
+        ..
+    } = &fixture;
     cluster.broker_down(1).unwrap();
     let outage = std::thread::scope(|scope| {
-        let publishing = scope.spawn(|| publish_until_caught_up(&publisher, &log));
+        let publishing = scope.spawn(|| publish_until_caught_up(publisher, log));
         std::thread::sleep(Duration::from_secs(2));
         // Nothing was acknowledged while the broker was down.
         assert_eq!(log.cursor(EVENTS_CURSOR).unwrap().max(1), 1);
@@ -199,5 +232,5 @@ fn a_broker_outage_holds_publishing_and_it_resumes_in_order() {
         publishing.join().unwrap()
     });
     eprintln!("failed rounds during the outage: {outage}");
-    assert_everything_published(&cluster.bootstrap_servers(), &options, &log, true);
+    assert_everything_published(&cluster.bootstrap_servers(), options, log, true);
 }
