@@ -38,32 +38,7 @@ pub const FREE_EMAIL_DOMAINS: &[&str] = &[
     "msn.com",
 ];
 
-/// A broken business rule: the code of SPEC.md, a message for people, optional details.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub code: Code,
-    pub message: String,
-    pub details: Option<Value>,
-}
-
-impl Rejection {
-    pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Rejection {
-            code,
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
-        self
-    }
-
-    pub fn code(&self) -> Code {
-        self.code
-    }
-}
+pub use csp_ledger_schemas::outcome::Rejection;
 
 /// A clear personal value to keep in the personal-data store, beside its commitment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,5 +13,5 @@ pub mod values;
 
 pub use command::{Actor, ActorKind, Command, CommandEnvelope, MalformedCommand};
 pub use event::{Event, EventEnvelope, StreamId};
-pub use outcome::RejectionCode;
+pub use outcome::{Rejection, RejectionCode};
 pub use values::{Commitment, Country, Month, UsdAmount};

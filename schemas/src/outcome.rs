@@ -1,6 +1,7 @@
 //! Rejection codes (SPEC.md section 4) and the outcome kinds of a command.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 macro_rules! codes {
     ($($variant:ident => $code:literal),* $(,)?) => {
@@ -83,3 +84,31 @@ pub enum OutcomeKind {
     /// The `command_id` was seen before with the same body; nothing new was recorded.
     Duplicate,
 }
+
+/// A broken business rule: the code of SPEC.md, a message for people, optional details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub code: RejectionCode,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl Rejection {
+    pub fn new(code: RejectionCode, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn code(&self) -> RejectionCode {
+        self.code
+    }
+}
+
