@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kafka benchmark (issue 4): the broker's own produce and consume rate (the limit), the ledger's
 # end-to-end throughput from publish to result, and the publish-to-result latency at a fixed
-# rate, all on loopback in one run of `csp-ledger bench-kafka`. Prints its JSON report.
+# rate, all on loopback in one run of `csp-ledger-tools bench-kafka`. Prints its JSON report.
 #
 # usage: scripts/bench-kafka.sh [bench-kafka flags]     e.g. --commands 100000 --rate 10000 --seconds 10
 #
@@ -22,8 +22,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -q
-bin=${CARGO_TARGET_DIR:-$PWD/target}/release/csp-ledger
+cargo build --release -q -p csp-ledger-tools
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/csp-ledger-tools
 
 if [ -z "${KAFKA_BROKERS:-}" ]; then
   bash scripts/kafka-dev.sh install

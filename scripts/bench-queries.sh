@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Query benchmark: builds a store of >= 100,000 partners and >= 1,000,000 events, measures the
 # rebuild (events/s, peak memory), serves it over HTTP and loads it from a second process on
-# loopback: csp-ledger loadgen (open loop, fixed rate, latency from the scheduled send time)
+# loopback: csp-ledger-tools loadgen (open loop, fixed rate, latency from the scheduled send time)
 # and wrk (closed loop, maximum throughput). Prints a JSON report per step.
 #
 # usage: scripts/bench-queries.sh [WORK_DIR]     (default /tmp/csp-ledger-bench-queries)
@@ -12,13 +12,14 @@ commands=${COMMANDS:-1400000}
 rate=${RATE:-20000}
 seconds=${SECONDS_PER_RUN:-10}
 mkdir -p "$work"
-cargo build --release -q
+cargo build --release -q -p csp-ledger -p csp-ledger-tools
 bin=$PWD/target/release/csp-ledger
+tools=$PWD/target/release/csp-ledger-tools
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
 if [ ! -d "$work/data" ]; then
   echo "== generating $commands commands (lean profile) and applying them" >&2
-  "$bin" generate --profile lean --commands "$commands" > "$work/commands.jsonl"
+  "$tools" generate --profile lean --commands "$commands" > "$work/commands.jsonl"
   "$bin" --data-dir "$work/data" apply "$work/commands.jsonl" > /dev/null
 fi
 
@@ -64,7 +65,7 @@ echo "== serving on $addr; memory after start" >&2
 grep -E "VmRSS|VmHWM" /proc/$server/status
 
 echo "== loadgen: $rate requests/s for ${seconds}s" >&2
-"$bin" loadgen --target "$addr" --paths "$work/paths.txt" --rate "$rate" --seconds "$seconds" --connections 32
+"$tools" loadgen --target "$addr" --paths "$work/paths.txt" --rate "$rate" --seconds "$seconds" --connections 32
 
 echo "== wrk: maximum throughput, 1 thread, 32 connections, ${seconds}s" >&2
 wrk -t1 -c32 -d"${seconds}s" --latency -s "$work/paths.lua" "http://$addr" | sed -n '1,20p'

@@ -1,23 +1,21 @@
-//! csp-ledger: the service. Domain decisions (`domain`), the sled log (`log`), the ledger that
-//! ties them together (`ledger`), the audit walk (`audit`) and the CLI (`cli`).
+//! csp-ledger: the service. Commands come in through three intakes (`apply` JSON lines,
+//! `POST /v1/commands`, the Kafka commands topic) and all go to one writer; reads are answered
+//! from the durable state. The modules follow that data flow:
+//!
+//! - [`intake`]: bytes in, typed submissions out (strict parsing, body hashes).
+//! - [`domain`]: the pure decisions, re-exported from the `csp-ledger-domain` crate.
+//! - [`writer`]: the single writer: decide, chain, group commit, idempotency, replication.
+//! - [`store`]: sled log, checkpoint, audit walk, replays and answer reads, rebuild.
+//! - [`ingest`]: Kafka topics, consumer, publisher, submit, leader lease, hot standby.
+//! - [`api`]: the query router, history, OpenAPI document, metrics.
+//! - [`app`]: `serve`: wires the writer, the HTTP server and the Kafka threads together.
+//!
+//! The binary (`src/bin/csp-ledger.rs`) only parses the command line and calls into these.
 
-pub mod apply;
-pub mod audit;
-pub mod bench;
-pub mod checkpoint;
+pub mod api;
+pub mod app;
 pub mod domain;
-pub mod history;
-pub mod kafka;
-pub mod kafka_bench;
-pub mod lease;
-pub mod ledger;
-pub mod loadgen;
-pub mod log;
-pub mod metrics;
-pub mod openapi;
-pub mod query;
-pub mod rebuild;
-pub mod server;
-pub mod standby;
-pub mod testkit;
-pub mod workload;
+pub mod ingest;
+pub mod intake;
+pub mod store;
+pub mod writer;

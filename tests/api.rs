@@ -510,7 +510,7 @@ fn openapi_documents_every_routed_path() {
     let document = get(fixture.addr, "/openapi.json").json();
     assert_eq!(document["openapi"], "3.1.0");
     let paths = document["paths"].as_object().unwrap();
-    for route in csp_ledger::query::READ_ROUTES {
+    for route in csp_ledger::api::query::READ_ROUTES {
         assert!(
             paths
                 .get(route.template)
@@ -543,7 +543,7 @@ fn openapi_documents_every_routed_path() {
     }
     assert_eq!(
         paths.len(),
-        csp_ledger::query::READ_ROUTES.len() + 5,
+        csp_ledger::api::query::READ_ROUTES.len() + 5,
         "a documented path that is not routed"
     );
 }

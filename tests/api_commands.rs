@@ -124,7 +124,7 @@ fn concurrent_clients_share_group_commits_and_every_command_is_answered_once() {
     for line in &lines[..10] {
         assert_eq!(http(addr, "POST", "/v1/commands", Some(line)).status, 200);
     }
-    let workload: Vec<String> = csp_ledger::workload::Generator::new(3)
+    let workload: Vec<String> = csp_ledger_testkit::workload::Generator::new(3)
         .take(800)
         .map(|c| c.to_json())
         .collect();

@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use csp_ledger::audit::verify;
-use csp_ledger::ledger::Ledger;
-use csp_ledger::log::LogOptions;
+use csp_ledger::store::audit::verify;
+use csp_ledger::store::log::LogOptions;
+use csp_ledger::writer::Ledger;
 use csp_ledger_schemas::event::EventEnvelope;
 
 const KILLS: usize = 24;
@@ -114,22 +114,13 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let binary = env!("CARGO_BIN_EXE_csp-ledger");
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("commands.jsonl");
-    let generated = Command::new(binary)
-        .args([
-            "generate",
-            "--commands",
-            &COMMANDS.to_string(),
-            "--seed",
-            "11",
-        ])
-        .output()
-        .unwrap();
-    std::fs::write(&file, &generated.stdout).unwrap();
+    let generated = csp_ledger_testkit::workload::generated_jsonl(COMMANDS, 11);
+    std::fs::write(&file, generated).unwrap();
     let dir = work.path().join("data");
 
     let seed = seed();
     eprintln!("crash test seed {seed} (set CRASH_SEED to repeat)");
-    let mut rng = csp_ledger::workload::Rng::new(seed);
+    let mut rng = csp_ledger_testkit::workload::Rng::new(seed);
     let mut reported_accepted: HashSet<String> = HashSet::new();
     let mut outcome_of: HashMap<String, String> = HashMap::new();
     let mut kills = 0;

@@ -2,11 +2,11 @@
 //! pure domain (given these commands, when this one, then these events or this rejection),
 //! plus the seed scenarios of 002 and the MPA gates of 002/004.
 
-use csp_ledger::testkit::{Harness, Kit};
 use csp_ledger_projections::eligibility::{partner_unmet, relationship_unmet};
 use csp_ledger_schemas::command::{Actor, CreditOutcome, RevenueCategory};
 use csp_ledger_schemas::event::{Event, ProgramRole};
 use csp_ledger_schemas::RejectionCode as Code;
+use csp_ledger_testkit::{Harness, Kit};
 
 /// A provider in Germany and a reseller in France (one region, europe), both onboarded.
 fn europe() -> (Kit, Harness, uuid::Uuid, uuid::Uuid) {

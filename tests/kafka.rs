@@ -111,7 +111,7 @@ impl Drop for Running {
 
 /// `csp-ledger serve --kafka` as a child process; returns it and its HTTP address.
 fn ledger(data: &Path, brokers: &str) -> (Running, String) {
-    ledger_with_batch(data, brokers, csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX)
+    ledger_with_batch(data, brokers, csp_ledger::writer::SUBMIT_BATCH_COMMANDS_MAX)
 }
 
 fn ledger_with_batch(data: &Path, brokers: &str, batch: usize) -> (Running, String) {
@@ -223,7 +223,7 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<(Option<String>, Vec<u8>, Vec<(
             out.push((
                 key,
                 message.payload().unwrap_or_default().to_vec(),
-                csp_ledger::kafka::header_pairs(message.headers()),
+                csp_ledger::ingest::header_pairs(message.headers()),
             ));
         }
     }
@@ -567,7 +567,7 @@ fn produce_paced(brokers: &str, lines: &[String], per_second: Option<u64>) {
         .create()
         .unwrap();
     for (index, line) in lines.iter().enumerate() {
-        let key = csp_ledger::kafka::command_key(line);
+        let key = csp_ledger::ingest::command_key(line);
         loop {
             match producer.send(BaseRecord::to("csp.commands").key(&key).payload(line)) {
                 Ok(()) => break,
@@ -650,7 +650,7 @@ fn sigkill_while_consuming_applies_every_command_once_and_publishes_everything()
     let _ = first.kill();
     let _ = first.wait();
     // Upstream keeps producing while the ledger is killed and restarted.
-    let lines: Vec<String> = csp_ledger::workload::Generator::new(21)
+    let lines: Vec<String> = csp_ledger_testkit::workload::Generator::new(21)
         .take(20_000)
         .map(|c| c.to_json())
         .collect();
@@ -658,7 +658,7 @@ fn sigkill_while_consuming_applies_every_command_once_and_publishes_everything()
         let (brokers, lines) = (broker.address.clone(), lines.clone());
         std::thread::spawn(move || produce_paced(&brokers, &lines, Some(1_000)))
     };
-    let mut rng = csp_ledger::workload::Rng::new(
+    let mut rng = csp_ledger_testkit::workload::Rng::new(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -691,10 +691,12 @@ fn sigkill_while_consuming_applies_every_command_once_and_publishes_everything()
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         // After every kill the log reopens intact.
-        let ledger =
-            csp_ledger::ledger::Ledger::open(data.path(), csp_ledger::log::LogOptions::default())
-                .expect("the log reopens");
-        assert!(csp_ledger::audit::verify(ledger.log()).ok);
+        let ledger = csp_ledger::writer::Ledger::open(
+            data.path(),
+            csp_ledger::store::log::LogOptions::default(),
+        )
+        .expect("the log reopens");
+        assert!(csp_ledger::store::audit::verify(ledger.log()).ok);
     }
     producing.join().unwrap();
     eprintln!("positions at the 10 kills: {positions_at_kill:?}");
@@ -722,7 +724,7 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     let data = tempfile::tempdir().unwrap();
     let (mut server, http) = ledger_with_batch(data.path(), &broker.address, 200);
     let _ = get(&http, "/healthz");
-    let lines: Vec<String> = csp_ledger::workload::Generator::new(5)
+    let lines: Vec<String> = csp_ledger_testkit::workload::Generator::new(5)
         .take(6_000)
         .map(|c| c.to_json())
         .collect();
@@ -805,9 +807,10 @@ fn assert_log_exactly_once(data: &Path, distinct: &std::collections::HashSet<Str
 /// log at `data`, once it is checked that each command's events are contiguous and appear once.
 fn decisions_after_events_once(
     data: &Path,
-) -> std::collections::HashMap<String, Vec<(csp_ledger::log::StoredOutcomeKind, u64, u32)>> {
+) -> std::collections::HashMap<String, Vec<(csp_ledger::store::log::StoredOutcomeKind, u64, u32)>> {
     let ledger =
-        csp_ledger::ledger::Ledger::open(data, csp_ledger::log::LogOptions::default()).unwrap();
+        csp_ledger::writer::Ledger::open(data, csp_ledger::store::log::LogOptions::default())
+            .unwrap();
     let mut seen = std::collections::HashSet::new();
     let mut previous = None;
     for item in ledger.log().events_from(1) {
@@ -825,8 +828,8 @@ fn decisions_after_events_once(
         let (_, record) = item.unwrap();
         if matches!(
             record.kind,
-            csp_ledger::log::StoredOutcomeKind::Accepted
-                | csp_ledger::log::StoredOutcomeKind::Rejected
+            csp_ledger::store::log::StoredOutcomeKind::Accepted
+                | csp_ledger::store::log::StoredOutcomeKind::Rejected
         ) {
             decided
                 .entry(record.command_id.to_string())
@@ -916,7 +919,7 @@ fn a_standby_follows_takes_over_when_the_leader_dies_and_the_old_leader_rejoins(
     assert_eq!(role(&http_b), "standby");
     assert_eq!(role(&http_a), "leader");
 
-    let lines: Vec<String> = csp_ledger::workload::Generator::new(33)
+    let lines: Vec<String> = csp_ledger_testkit::workload::Generator::new(33)
         .take(8_000)
         .map(|c| c.to_json())
         .collect();
@@ -1001,7 +1004,7 @@ fn a_standby_follows_takes_over_when_the_leader_dies_and_the_old_leader_rejoins(
         "B stopped; A leads after {handover:?} (stopping took part of {:?})",
         stopped.elapsed()
     );
-    let more: Vec<String> = csp_ledger::workload::Generator::new(34)
+    let more: Vec<String> = csp_ledger_testkit::workload::Generator::new(34)
         .take(500)
         .map(|c| c.to_json())
         .collect();

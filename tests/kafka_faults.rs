@@ -7,10 +7,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use csp_ledger::kafka::{KafkaOptions, Publisher};
-use csp_ledger::lease::LeaseStatus;
-use csp_ledger::ledger::{Ledger, Submission};
-use csp_ledger::log::{Log, LogOptions, EVENTS_CURSOR, RESULTS_CURSOR};
+use csp_ledger::ingest::lease::LeaseStatus;
+use csp_ledger::ingest::{KafkaOptions, Publisher};
+use csp_ledger::intake::Submission;
+use csp_ledger::store::log::{Log, LogOptions, EVENTS_CURSOR, RESULTS_CURSOR};
+use csp_ledger::writer::Ledger;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -38,7 +39,7 @@ fn cluster() -> (MockCluster<'static, DefaultProducerContext>, KafkaOptions) {
 /// A ledger that decided `commands` generated commands (accepted, rejected and duplicates).
 fn ledger_with(dir: &std::path::Path, commands: usize) -> Ledger {
     let mut ledger = Ledger::open(dir, LogOptions::default()).unwrap();
-    let submissions = csp_ledger::workload::Generator::new(7)
+    let submissions = csp_ledger_testkit::workload::Generator::new(7)
         .take(commands)
         .enumerate()
         .map(|(i, c)| Submission::parse(Some(i as u64 + 1), c.to_json().as_bytes()))

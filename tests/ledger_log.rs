@@ -4,10 +4,12 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use csp_ledger::ledger::{Ledger, Outcome, Submission};
-use csp_ledger::log::{decode_event_chunk, LogOptions};
-use csp_ledger::testkit::Kit;
+use csp_ledger::intake::Submission;
+use csp_ledger::store::log::{decode_event_chunk, LogOptions};
+use csp_ledger::writer::outcome::Outcome;
+use csp_ledger::writer::Ledger;
 use csp_ledger_schemas::RejectionCode;
+use csp_ledger_testkit::Kit;
 use serde_json::Value;
 
 fn submit(ledger: &mut Ledger, lines: &[String]) -> Vec<Value> {
@@ -240,10 +242,7 @@ fn hashed_event_bytes_hold_no_email_in_clear_while_history_shows_it_and_erasure_
 fn populated(commands: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let binary = env!("CARGO_BIN_EXE_csp-ledger");
-    let generated = Command::new(binary)
-        .args(["generate", "--commands", &commands.to_string()])
-        .output()
-        .unwrap();
+    let generated = csp_ledger_testkit::workload::generated_jsonl(commands, 1);
     let mut child = Command::new(binary)
         .arg("--data-dir")
         .arg(dir.path())
@@ -256,7 +255,7 @@ fn populated(commands: usize) -> tempfile::TempDir {
         .stdin
         .take()
         .unwrap()
-        .write_all(&generated.stdout)
+        .write_all(generated.as_bytes())
         .unwrap();
     assert!(child.wait().unwrap().success());
     dir
@@ -282,7 +281,7 @@ fn verify(dir: &std::path::Path) -> (i32, Value) {
 fn edit_chunk(
     dir: &std::path::Path,
     position: u64,
-    edit: impl FnOnce(&mut Vec<csp_ledger::log::StoredEvent>, usize),
+    edit: impl FnOnce(&mut Vec<csp_ledger::store::log::StoredEvent>, usize),
 ) {
     let db = open_sled(dir);
     let mut key = vec![b'E'];
@@ -295,9 +294,9 @@ fn edit_chunk(
     let first = u64::from_be_bytes(chunk_key[1..9].try_into().unwrap());
     let mut events = decode_event_chunk(first, &value).unwrap();
     edit(&mut events, (position - first) as usize);
-    let refs: Vec<&csp_ledger::log::StoredEvent> = events.iter().collect();
+    let refs: Vec<&csp_ledger::store::log::StoredEvent> = events.iter().collect();
     let mut encoded = Vec::new();
-    for (_, bytes) in csp_ledger::log::encode_event_chunks(&refs) {
+    for (_, bytes) in csp_ledger::store::log::encode_event_chunks(&refs) {
         encoded.extend_from_slice(&bytes);
     }
     db.insert(chunk_key, encoded).unwrap();
@@ -309,7 +308,7 @@ fn edit_chunk(
 fn open_sled(dir: &std::path::Path) -> sled::Db {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        match csp_ledger::log::sled_config(dir).open() {
+        match csp_ledger::store::log::sled_config(dir).open() {
             Ok(db) => return db,
             Err(error) if std::time::Instant::now() < deadline => {
                 assert!(error.to_string().contains("lock"), "{error}");

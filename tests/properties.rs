@@ -2,10 +2,12 @@
 //! folding the log from position 1 gives the live state, and applying the same commands again
 //! changes nothing.
 
-use csp_ledger::ledger::{replay, Ledger, Submission};
-use csp_ledger::log::LogOptions;
-use csp_ledger::testkit::Kit;
+use csp_ledger::intake::Submission;
+use csp_ledger::store::log::LogOptions;
+use csp_ledger::store::read::replay;
+use csp_ledger::writer::Ledger;
 use csp_ledger_schemas::command::{Actor, CommandEnvelope, CreditOutcome, RevenueCategory};
+use csp_ledger_testkit::Kit;
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -210,13 +212,15 @@ fn run(
     // the same state.
     drop(ledger);
     if let Some(position) = checkpoint_at {
-        let checkpoint = csp_ledger::checkpoint::load(dir.path()).unwrap().unwrap();
+        let checkpoint = csp_ledger::store::checkpoint::load(dir.path())
+            .unwrap()
+            .unwrap();
         prop_assert_eq!(checkpoint.position, position);
     }
     let mut ledger = deterministic_ledger(dir.path());
     prop_assert_eq!(ledger.state(), &live);
     // The auditor's rebuild from position 1 agrees with the checkpoint.
-    let report = csp_ledger::rebuild::rebuild(ledger.log(), false).unwrap();
+    let report = csp_ledger::store::rebuild::rebuild(ledger.log(), false).unwrap();
     prop_assert_eq!(report.equal, checkpoint_at.map(|_| true));
     prop_assert_eq!(report.events, live.position);
     // The same commands again change nothing: every one is a duplicate.
@@ -253,7 +257,7 @@ proptest! {
 fn a_long_realistic_run_replays_to_the_live_state() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = deterministic_ledger(dir.path());
-    let lines: Vec<String> = csp_ledger::workload::Generator::new(7)
+    let lines: Vec<String> = csp_ledger_testkit::workload::Generator::new(7)
         .take(5000)
         .map(|c| c.to_json())
         .collect();

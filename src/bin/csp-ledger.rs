@@ -2,16 +2,15 @@
 //! where `anyhow` is used.
 
 use std::io::{BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use csp_ledger::apply::apply_lines;
-use csp_ledger::history::{write_history, HistoryFilter, Until};
-use csp_ledger::ledger::Ledger;
-use csp_ledger::log::{Log, LogOptions};
-use csp_ledger::workload::Generator;
+use csp_ledger::api::history::{write_history, HistoryFilter, Until};
+use csp_ledger::store::log::{Log, LogOptions};
+use csp_ledger::writer::pipeline::apply_lines;
+use csp_ledger::writer::Ledger;
 use csp_ledger_schemas::event::StreamId;
 use uuid::Uuid;
 
@@ -93,62 +92,6 @@ enum Commands {
         #[arg(long)]
         write: bool,
     },
-    /// Print a generated, realistic command stream as JSON lines.
-    Generate {
-        #[arg(long, default_value_t = 10_000)]
-        commands: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// `full` (a year of revenue per reseller, direct-bill paths) or `lean` (many partners,
-        /// few events each).
-        #[arg(long, default_value = "full")]
-        profile: String,
-    },
-    /// Load generator: GET paths from a file at a fixed rate over HTTP keep-alive, and report
-    /// latency percentiles measured from each request's scheduled time.
-    Loadgen {
-        /// host:port of the server.
-        #[arg(long)]
-        target: String,
-        /// File of request paths, one per line (used round-robin).
-        #[arg(long)]
-        paths: PathBuf,
-        /// Requests per second.
-        #[arg(long, default_value_t = 20_000)]
-        rate: u64,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
-    },
-    /// Measure apply and replay throughput on a generated workload in a fresh directory.
-    Bench {
-        #[arg(long, default_value_t = 200_000)]
-        commands: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
-    /// Measure the Kafka transport on loopback: the broker's own produce and consume rate, the
-    /// ledger's end-to-end throughput (publish to result) and the latency at a fixed rate.
-    BenchKafka {
-        /// Kafka bootstrap servers (every topic of the run is new, named with a run id).
-        #[arg(long, env = "CSP_LEDGER_KAFKA")]
-        kafka: String,
-        /// Commands of the broker baseline and of the throughput phase.
-        #[arg(long, default_value_t = 100_000)]
-        commands: usize,
-        /// Commands per second of the latency phase.
-        #[arg(long, default_value_t = 10_000)]
-        rate: u64,
-        /// Duration of the latency phase.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Most commands consumed into one group commit.
-        #[arg(long, env = "CSP_LEDGER_KAFKA_BATCH_COMMANDS", default_value_t = csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX)]
-        kafka_batch_commands: usize,
-    },
     /// Erase the personal data (e-mail addresses) of a partner or customer; hashes stay valid.
     ErasePersonalData {
         /// Partner or customer id.
@@ -184,7 +127,7 @@ struct TopicArgs {
     #[arg(long, env = "CSP_LEDGER_TOPIC_REPLICATION", default_value_t = 1)]
     topic_replication: i32,
     /// Most commands consumed into one group commit.
-    #[arg(long, env = "CSP_LEDGER_KAFKA_BATCH_COMMANDS", default_value_t = csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX)]
+    #[arg(long, env = "CSP_LEDGER_KAFKA_BATCH_COMMANDS", default_value_t = csp_ledger::writer::SUBMIT_BATCH_COMMANDS_MAX)]
     kafka_batch_commands: usize,
     /// Single-partition topic that elects the writer among the instances of the group.
     #[arg(
@@ -198,8 +141,8 @@ struct TopicArgs {
     lease_timeout_ms: u64,
 }
 
-fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::kafka::KafkaOptions {
-    csp_ledger::kafka::KafkaOptions {
+fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::ingest::KafkaOptions {
+    csp_ledger::ingest::KafkaOptions {
         brokers: brokers.to_string(),
         group_id: topics.kafka_group.clone(),
         commands_topic: topics.commands_topic.clone(),
@@ -210,7 +153,7 @@ fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::kafka::KafkaO
         replication: topics.topic_replication,
         batch_commands_max: topics
             .kafka_batch_commands
-            .clamp(1, csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX),
+            .clamp(1, csp_ledger::writer::SUBMIT_BATCH_COMMANDS_MAX),
         leader_topic: topics.leader_topic.clone(),
         lease_timeout: std::time::Duration::from_millis(topics.lease_timeout_ms.max(500)),
     }
@@ -245,183 +188,35 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let options = LogOptions { fsync: cli.fsync };
+    let dir = cli.data_dir.as_path();
     match cli.command {
-        Commands::Apply { file } => {
-            let mut ledger = Ledger::open(&cli.data_dir, options)
-                .with_context(|| format!("opening the ledger in {}", cli.data_dir.display()))?;
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            let stats = if file == "-" {
-                apply_lines(&mut ledger, BufReader::new(std::io::stdin()), &mut out)
-            } else {
-                let input =
-                    std::fs::File::open(&file).with_context(|| format!("opening {file}"))?;
-                apply_lines(
-                    &mut ledger,
-                    BufReader::with_capacity(1 << 20, input),
-                    &mut out,
-                )
-            }
-            .context("applying commands")?;
-            if let Err(error) =
-                ledger.checkpoint_if_due(csp_ledger::server::CHECKPOINT_INTERVAL_EVENTS)
-            {
-                tracing::warn!(message = "No checkpoint written.", error = %error);
-            }
-            tracing::info!(
-                message = "Applied.",
-                commands = stats.commands,
-                accepted = stats.accepted,
-                rejected = stats.rejected,
-                duplicates = stats.duplicates,
-                events = stats.events
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Commands::Apply { file } => apply(dir, options, &file),
         Commands::History {
             stream,
             from,
             until,
-        } => {
-            let stream = stream
-                .map(|s| s.parse::<StreamId>())
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let until = until
-                .map(|u| u.parse::<Until>())
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let log = Log::open(&cli.data_dir, options)
-                .with_context(|| format!("opening the log in {}", cli.data_dir.display()))?;
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            write_history(
-                &log,
-                &HistoryFilter {
-                    stream,
-                    from,
-                    until,
-                },
-                &mut out,
-            )?;
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Commands::Verify => {
-            let report = match Log::open(&cli.data_dir, options) {
-                Ok(log) => csp_ledger::audit::verify(&log),
-                Err(csp_ledger::log::LogError::Corrupt { position, reason }) => {
-                    csp_ledger::audit::VerifyReport {
-                        ok: false,
-                        events: 0,
-                        head_hash: String::new(),
-                        first_bad_position: position.or(Some(1)),
-                        reason: Some(reason),
-                    }
-                }
-                Err(error) => return Err(error).context("opening the log"),
-            };
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(if report.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            })
-        }
-        Commands::Query { path } => {
-            let ledger = Ledger::open(&cli.data_dir, options)
-                .with_context(|| format!("opening the ledger in {}", cli.data_dir.display()))?;
-            let request = csp_ledger::query::Request::parse(&path);
-            let view = csp_ledger::query::ReadView {
-                state: ledger.state(),
-                log: ledger.log(),
-            };
-            match csp_ledger::query::answer(view, &request) {
-                Ok(body) => {
-                    println!("{body}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(error) => {
-                    let mut body = error.body();
-                    body["status"] = serde_json::json!(error.status());
-                    println!("{body}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        } => history(dir, options, stream, from, until),
+        Commands::Verify => verify(dir, options),
+        Commands::Query { path } => query(dir, options, &path),
         Commands::Submit {
             file,
             kafka,
             wait,
             topics,
-        } => {
-            let text = if file == "-" {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-                text
-            } else {
-                std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?
-            };
-            let lines: Vec<String> = text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect();
-            let options = kafka_options(&kafka, &topics);
-            let outcomes = csp_ledger::kafka::submit_lines(
-                &options,
-                &lines,
-                wait.map(std::time::Duration::from_secs),
-            )?;
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            for outcome in outcomes {
-                writeln!(out, "{outcome}")?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => submit(&file, &kafka_options(&kafka, &topics), wait),
         Commands::Serve {
             http,
             kafka,
             topics,
-        } => {
-            let kafka = kafka.map(|brokers| kafka_options(&brokers, &topics));
-            loop {
-                let ledger = Ledger::open(&cli.data_dir, options)
-                    .with_context(|| format!("opening the ledger in {}", cli.data_dir.display()))?;
-                let (server, addr) = csp_ledger::server::Server::bind_with_kafka(
-                    ledger,
-                    &http,
-                    csp_ledger::server::ServeOptions::default(),
-                    kafka.clone(),
-                )?;
-                println!("{}", serde_json::json!({"listening": addr.to_string()}));
-                std::io::stdout().flush()?;
-                match server.run() {
-                    Ok(()) => return Ok(ExitCode::SUCCESS),
-                    Err(csp_ledger::server::ServerError::Forked { position }) => {
-                        // Events this instance decided but never published, overtaken by
-                        // another leader: keep them for inspection, rebuild from the topic.
-                        let aside = cli.data_dir.with_extension(format!(
-                            "forked-{}",
-                            chrono::Utc::now().format("%Y%m%dT%H%M%S")
-                        ));
-                        tracing::warn!(message = "The local log forked; moving it aside and rebuilding from the events topic.", position, aside = %aside.display());
-                        std::fs::rename(&cli.data_dir, &aside)
-                            .with_context(|| format!("moving {} aside", cli.data_dir.display()))?;
-                    }
-                    Err(error @ csp_ledger::server::ServerError::LostLease(_)) => {
-                        eprintln!("csp-ledger: {error}");
-                        return Ok(ExitCode::from(3));
-                    }
-                    Err(error) => return Err(error.into()),
-                }
-            }
-        }
+        } => serve(
+            dir,
+            options,
+            &http,
+            kafka.map(|brokers| kafka_options(&brokers, &topics)),
+        ),
         Commands::Rebuild { write } => {
-            let log = Log::open(&cli.data_dir, options)
-                .with_context(|| format!("opening the log in {}", cli.data_dir.display()))?;
-            let report = csp_ledger::rebuild::rebuild(&log, write)?;
+            let log = open_log(dir, options)?;
+            let report = csp_ledger::store::rebuild::rebuild(&log, write)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(if report.equal != Some(false) {
                 ExitCode::SUCCESS
@@ -429,91 +224,193 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
-        Commands::Loadgen {
-            target,
-            paths,
-            rate,
-            seconds,
-            connections,
-        } => {
-            let paths: Vec<String> = std::fs::read_to_string(&paths)
-                .with_context(|| format!("reading {}", paths.display()))?
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect();
-            anyhow::ensure!(!paths.is_empty(), "no paths to request");
-            let report = csp_ledger::loadgen::run(
-                &target,
-                paths,
-                rate,
-                std::time::Duration::from_secs(seconds),
-                connections,
-            )?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Commands::Generate {
-            commands,
-            seed,
-            profile,
-        } => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            let generator = match profile.as_str() {
-                "full" => Generator::new(seed),
-                "lean" => Generator::lean(seed),
-                other => anyhow::bail!("unknown profile {other:?} (full or lean)"),
-            };
-            for envelope in generator.take(commands) {
-                writeln!(out, "{}", envelope.to_json())?;
-            }
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Commands::Bench { commands, seed } => {
-            let dir = cli.data_dir.join(format!("bench-{}", std::process::id()));
-            anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
-            let report = csp_ledger::bench::run(&dir, commands, seed, options)
-                .context("running the benchmark");
-            let _ = std::fs::remove_dir_all(&dir);
-            let report = report?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Commands::BenchKafka {
-            kafka,
-            commands,
-            rate,
-            seconds,
-            seed,
-            kafka_batch_commands,
-        } => {
-            let report =
-                csp_ledger::kafka_bench::run(&csp_ledger::kafka_bench::KafkaBenchOptions {
-                    brokers: kafka,
-                    commands,
-                    rate,
-                    seconds,
-                    seed,
-                    batch_commands_max: kafka_batch_commands
-                        .clamp(1, csp_ledger::ledger::SUBMIT_BATCH_COMMANDS_MAX),
-                    data_dir: cli.data_dir.clone(),
-                    log: options,
-                })
-                .context("running the Kafka benchmark")?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
         Commands::ErasePersonalData { subject } => {
-            let log = Log::open(&cli.data_dir, options)
-                .with_context(|| format!("opening the log in {}", cli.data_dir.display()))?;
+            let log = open_log(dir, options)?;
             let erased = log.erase_subject(subject)?;
             println!(
                 "{}",
                 serde_json::json!({"subject": subject, "erased_values": erased})
             );
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn open_ledger(dir: &Path, options: LogOptions) -> anyhow::Result<Ledger> {
+    Ledger::open(dir, options).with_context(|| format!("opening the ledger in {}", dir.display()))
+}
+
+fn open_log(dir: &Path, options: LogOptions) -> anyhow::Result<Log> {
+    Log::open(dir, options).with_context(|| format!("opening the log in {}", dir.display()))
+}
+
+fn apply(dir: &Path, options: LogOptions, file: &str) -> anyhow::Result<ExitCode> {
+    let mut ledger = open_ledger(dir, options)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let stats = if file == "-" {
+        apply_lines(&mut ledger, BufReader::new(std::io::stdin()), &mut out)
+    } else {
+        let input = std::fs::File::open(file).with_context(|| format!("opening {file}"))?;
+        apply_lines(
+            &mut ledger,
+            BufReader::with_capacity(1 << 20, input),
+            &mut out,
+        )
+    }
+    .context("applying commands")?;
+    if let Err(error) = ledger.checkpoint_if_due(csp_ledger::app::CHECKPOINT_INTERVAL_EVENTS) {
+        tracing::warn!(message = "No checkpoint written.", error = %error);
+    }
+    tracing::info!(
+        message = "Applied.",
+        commands = stats.commands,
+        accepted = stats.accepted,
+        rejected = stats.rejected,
+        duplicates = stats.duplicates,
+        events = stats.events
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history(
+    dir: &Path,
+    options: LogOptions,
+    stream: Option<String>,
+    from: u64,
+    until: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let stream = stream
+        .map(|s| s.parse::<StreamId>())
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let until = until
+        .map(|u| u.parse::<Until>())
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let log = open_log(dir, options)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    write_history(
+        &log,
+        &HistoryFilter {
+            stream,
+            from,
+            until,
+        },
+        &mut out,
+    )?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(dir: &Path, options: LogOptions) -> anyhow::Result<ExitCode> {
+    let report = match Log::open(dir, options) {
+        Ok(log) => csp_ledger::store::audit::verify(&log),
+        Err(csp_ledger::store::log::LogError::Corrupt { position, reason }) => {
+            csp_ledger::store::audit::VerifyReport {
+                ok: false,
+                events: 0,
+                head_hash: String::new(),
+                first_bad_position: position.or(Some(1)),
+                reason: Some(reason),
+            }
+        }
+        Err(error) => return Err(error).context("opening the log"),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn query(dir: &Path, options: LogOptions, path: &str) -> anyhow::Result<ExitCode> {
+    let ledger = open_ledger(dir, options)?;
+    let request = csp_ledger::api::query::Request::parse(path);
+    let view = csp_ledger::api::query::ReadView {
+        state: ledger.state(),
+        log: ledger.log(),
+    };
+    match csp_ledger::api::query::answer(view, &request) {
+        Ok(body) => {
+            println!("{body}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            let mut body = error.body();
+            body["status"] = serde_json::json!(error.status());
+            println!("{body}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn submit(
+    file: &str,
+    options: &csp_ledger::ingest::KafkaOptions,
+    wait: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let text = if file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
+    };
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    let outcomes = csp_ledger::ingest::submit_lines(
+        options,
+        &lines,
+        wait.map(std::time::Duration::from_secs),
+    )?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for outcome in outcomes {
+        writeln!(out, "{outcome}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(
+    dir: &Path,
+    options: LogOptions,
+    http: &str,
+    kafka: Option<csp_ledger::ingest::KafkaOptions>,
+) -> anyhow::Result<ExitCode> {
+    loop {
+        let ledger = open_ledger(dir, options)?;
+        let (server, addr) = csp_ledger::app::Server::bind_with_kafka(
+            ledger,
+            http,
+            csp_ledger::app::ServeOptions::default(),
+            kafka.clone(),
+        )?;
+        println!("{}", serde_json::json!({"listening": addr.to_string()}));
+        std::io::stdout().flush()?;
+        match server.run() {
+            Ok(()) => return Ok(ExitCode::SUCCESS),
+            Err(csp_ledger::app::ServerError::Forked { position }) => {
+                // Events this instance decided but never published, overtaken by another
+                // leader: keep them for inspection, rebuild from the topic.
+                let aside = dir.with_extension(format!(
+                    "forked-{}",
+                    chrono::Utc::now().format("%Y%m%dT%H%M%S")
+                ));
+                tracing::warn!(message = "The local log forked; moving it aside and rebuilding from the events topic.", position, aside = %aside.display());
+                std::fs::rename(dir, &aside)
+                    .with_context(|| format!("moving {} aside", dir.display()))?;
+            }
+            Err(error @ csp_ledger::app::ServerError::LostLease(_)) => {
+                eprintln!("csp-ledger: {error}");
+                return Ok(ExitCode::from(3));
+            }
+            Err(error) => return Err(error.into()),
         }
     }
 }

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use csp_ledger::ledger::{Ledger, Outcome, Submission};
-use csp_ledger::log::LogOptions;
-use csp_ledger::server::{ServeOptions, Server};
+use csp_ledger::app::{ServeOptions, Server};
+use csp_ledger::intake::Submission;
+use csp_ledger::store::log::LogOptions;
+use csp_ledger::writer::outcome::Outcome;
+use csp_ledger::writer::Ledger;
 use serde_json::Value;
 
 pub const DIST: &str = "00000000-0000-4000-8000-000000000101";
@@ -58,7 +60,7 @@ pub fn build_fixture(dir: &Path) -> Vec<Vec<u64>> {
         dir,
         LogOptions { fsync: false },
         clock,
-        csp_ledger::ledger::os_entropy(),
+        csp_ledger::writer::os_entropy(),
     )
     .unwrap();
     let mut positions = Vec::new();

@@ -26,11 +26,12 @@ use tracing::{error, info, warn};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::kafka::KafkaOptions;
-use crate::lease::LeaseStatus;
-use crate::ledger::{Ledger, Submission, SUBMIT_BATCH_COMMANDS_MAX};
-use crate::metrics::Metrics;
-use crate::query::{answer, ReadView, Request};
+use crate::api::metrics::Metrics;
+use crate::api::query::{answer, ReadView, Request};
+use crate::ingest::lease::LeaseStatus;
+use crate::ingest::KafkaOptions;
+use crate::intake::Submission;
+use crate::writer::{Ledger, SUBMIT_BATCH_COMMANDS_MAX};
 
 /// Largest request body accepted by `POST /v1/commands`.
 pub const COMMAND_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -61,7 +62,7 @@ pub enum ServerError {
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Ledger(#[from] crate::ledger::LedgerError),
+    Ledger(#[from] crate::writer::LedgerError),
     #[error("Kafka: {0}")]
     Kafka(String),
     /// The local log holds events that were never published and another instance has since
@@ -84,10 +85,10 @@ struct CommandJob {
 
 /// Events and results another instance decided, for the log (standby mode).
 struct ReplicateJob {
-    events: Vec<crate::log::StoredEvent>,
-    results: Vec<crate::log::OutcomeRecord>,
+    events: Vec<crate::store::log::StoredEvent>,
+    results: Vec<crate::store::log::OutcomeRecord>,
     offsets: Vec<(String, i64)>,
-    reply: oneshot::Sender<Result<crate::log::Head, crate::ledger::LedgerError>>,
+    reply: oneshot::Sender<Result<crate::store::log::Head, crate::writer::LedgerError>>,
 }
 
 enum Job {
@@ -162,7 +163,7 @@ impl Server {
         kafka: Option<KafkaOptions>,
     ) -> Result<(Server, SocketAddr), ServerError> {
         if let Some(kafka) = &kafka {
-            crate::kafka::ensure_topics(kafka).map_err(|e| ServerError::Kafka(e.to_string()))?;
+            crate::ingest::ensure_topics(kafka).map_err(|e| ServerError::Kafka(e.to_string()))?;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -182,7 +183,7 @@ impl Server {
                 ledger
                     .log()
                     .instance_id()
-                    .map_err(crate::ledger::LedgerError::from)?,
+                    .map_err(crate::writer::LedgerError::from)?,
             ))),
             None => None,
         };
@@ -246,7 +247,7 @@ impl Server {
             lease_thread = Some(std::thread::Builder::new().name("lease".into()).spawn(
                 move || {
                     let status = Arc::clone(&lease);
-                    match crate::lease::run(&lease_kafka, &status, &lease_stop) {
+                    match crate::ingest::lease::run(&lease_kafka, &status, &lease_stop) {
                         Ok(()) if status.deposed() => lease_shared.fail(ServerError::LostLease(
                             "another instance claimed a later term".into(),
                         )),
@@ -323,15 +324,17 @@ fn kafka_loop(shared: &Arc<Shared>, kafka: &KafkaOptions, stop: &Arc<AtomicBool>
             offsets,
             reply,
         }))
-        .map_err(|_| crate::ledger::LedgerError::Replication("the writer stopped".into()))?;
+        .map_err(|_| crate::writer::LedgerError::Replication("the writer stopped".into()))?;
         answered
             .blocking_recv()
-            .map_err(|_| crate::ledger::LedgerError::Replication("the writer stopped".into()))?
+            .map_err(|_| crate::writer::LedgerError::Replication("the writer stopped".into()))?
     };
-    match crate::standby::follow(kafka, Arc::clone(&log), &lease, &replicate, stop) {
+    match crate::ingest::standby::follow(kafka, Arc::clone(&log), &lease, &replicate, stop) {
         Ok(true) => {}
         Ok(false) => return,
-        Err(crate::kafka::IngestError::Ledger(crate::ledger::LedgerError::Forked { position })) => {
+        Err(crate::ingest::IngestError::Ledger(crate::writer::LedgerError::Forked {
+            position,
+        })) => {
             shared.fail(ServerError::Forked { position });
             return;
         }
@@ -340,7 +343,7 @@ fn kafka_loop(shared: &Arc<Shared>, kafka: &KafkaOptions, stop: &Arc<AtomicBool>
             return;
         }
     }
-    let publisher = match crate::kafka::Publisher::new(kafka, Arc::clone(&log), Arc::clone(&lease))
+    let publisher = match crate::ingest::Publisher::new(kafka, Arc::clone(&log), Arc::clone(&lease))
     {
         Ok(publisher) => publisher,
         Err(error) => {
@@ -371,7 +374,7 @@ fn kafka_loop(shared: &Arc<Shared>, kafka: &KafkaOptions, stop: &Arc<AtomicBool>
     let on_lag = move |topic: &str, partition: i32, lag: i64| {
         lag_shared.metrics.consumer_lag(topic, partition, lag)
     };
-    if let Err(error) = crate::kafka::consume(kafka, log, &lease, &submit, &on_lag, stop) {
+    if let Err(error) = crate::ingest::consume(kafka, log, &lease, &submit, &on_lag, stop) {
         if lease.held() {
             shared.fail(ServerError::Kafka(format!("ingest stopped: {error}")));
         } else {
@@ -479,7 +482,7 @@ fn writer_loop(shared: &Shared, jobs: &Receiver<Job>) {
                 let mut lines = Vec::with_capacity(result.outcomes.len());
                 for (index, outcome) in result.outcomes.iter().enumerate() {
                     let code = match outcome {
-                        crate::ledger::Outcome::Rejected { rejection, .. } => {
+                        crate::writer::outcome::Outcome::Rejected { rejection, .. } => {
                             rejection.code.as_str()
                         }
                         _ => "",
@@ -529,7 +532,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route(
             "/openapi.json",
-            get(|| async { axum::Json(crate::openapi::document()) }),
+            get(|| async { axum::Json(crate::api::openapi::document()) }),
         )
         .route("/v1/commands", post(commands))
         .fallback(read)

@@ -6,8 +6,9 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use csp_ledger_schemas::event::{EventEnvelope, StreamId};
 
-use crate::ledger::{join_personal, AnsweredEvent, LedgerError};
-use crate::log::{Log, LogError};
+use crate::store::log::{Log, LogError};
+use crate::store::read::{join_personal, AnsweredEvent};
+use crate::writer::LedgerError;
 
 /// An upper bound on history: a position, or a `recorded_at` time (inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +72,7 @@ pub fn write_history(
         if filter.stream.is_none_or(|s| s == envelope.stream) {
             let personal = join_personal(log, &stored)?;
             line.clear();
-            crate::ledger::write_event_json(
+            crate::store::read::write_event_json(
                 &AnsweredEvent {
                     stored,
                     prev_hash,

@@ -7,10 +7,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::apply::{apply_lines, ApplyError};
-use crate::ledger::{replay, Ledger, ParsedCommand, Submission};
-use crate::log::LogOptions;
-use crate::workload::Generator;
+use csp_ledger::intake::{ParsedCommand, Submission};
+use csp_ledger::store::log::LogOptions;
+use csp_ledger::store::read::replay;
+use csp_ledger::writer::pipeline::{apply_lines, ApplyError};
+use csp_ledger::writer::Ledger;
+use csp_ledger_testkit::workload::Generator;
 
 /// Figures of one benchmark run.
 #[derive(Debug, Clone, Serialize)]
@@ -41,13 +43,7 @@ pub struct BenchReport {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// Peak resident set size of this process (Linux), in bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+pub use csp_ledger::store::rebuild::peak_rss_bytes;
 
 /// Generates `commands` commands, applies them to a fresh log in `dir` through the same
 /// pipeline as `csp-ledger apply`, then replays the log.
@@ -67,7 +63,7 @@ pub fn run(
     let stats = apply_lines(&mut ledger, Cursor::new(input), &mut sink)?;
     let store_bytes = ledger.log().size_on_disk().unwrap_or(0);
     let started = Instant::now();
-    let state = replay(ledger.log(), u64::MAX)?;
+    let state = replay(ledger.log(), u64::MAX).map_err(csp_ledger::writer::LedgerError::from)?;
     let replay_seconds = started.elapsed().as_secs_f64();
     drop(ledger);
     let single = single_command_commits(&dir.join("single"), seed, options)?;

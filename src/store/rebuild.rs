@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::audit::WalkStart;
-use crate::checkpoint;
-use crate::ledger::{replay_onto, LedgerError};
-use crate::log::Log;
+use crate::store::audit::WalkStart;
+use crate::store::checkpoint;
+use crate::store::log::Log;
+use crate::store::log::LogError;
+use crate::store::read::replay_onto;
 use csp_ledger_projections::state::LedgerState;
 
 /// What a rebuild found.
@@ -33,7 +34,7 @@ pub struct RebuildReport {
 }
 
 /// Refolds from position 1 to the head.
-pub fn rebuild(log: &Log, write: bool) -> Result<RebuildReport, LedgerError> {
+pub fn rebuild(log: &Log, write: bool) -> Result<RebuildReport, LogError> {
     let checkpoint = checkpoint::load(log.dir())?;
     let head = log.head();
     let started = Instant::now();
@@ -84,6 +85,14 @@ pub fn rebuild(log: &Log, write: bool) -> Result<RebuildReport, LedgerError> {
         events_per_second: state.position as f64 / seconds.max(1e-9),
         checkpoint_written: write,
         partners: state.partners.len(),
-        peak_rss_bytes: crate::bench::peak_rss_bytes(),
+        peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// Peak resident set size of this process (Linux), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

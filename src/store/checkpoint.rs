@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use csp_ledger_projections::state::LedgerState;
 use sha2::{Digest, Sha256};
 
-use crate::log::{Log, LogError};
+use crate::store::log::{Log, LogError};
 
 /// File name inside the data directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.bin";

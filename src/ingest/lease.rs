@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::kafka::{IngestError, KafkaOptions};
+use crate::ingest::{IngestError, KafkaOptions};
 
 /// What one instance knows about the lease, shared with the threads that write.
 #[derive(Debug)]

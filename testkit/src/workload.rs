@@ -396,3 +396,14 @@ impl Generator {
         envelope
     }
 }
+
+/// `commands` generated command lines of the full profile, one JSON line each (what
+/// `csp-ledger-tools generate --commands N --seed S` prints).
+pub fn generated_jsonl(commands: usize, seed: u64) -> String {
+    let mut out = String::new();
+    for envelope in Generator::new(seed).take(commands) {
+        out.push_str(&envelope.to_json());
+        out.push('\n');
+    }
+    out
+}

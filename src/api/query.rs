@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::ledger::{join_personal, write_event_json, AnsweredEvent};
-use crate::log::{Log, LogError};
+use crate::store::log::{Log, LogError};
+use crate::store::read::{join_personal, write_event_json, AnsweredEvent};
 
 /// Items per page when `limit` is absent.
 pub const PAGE_LIMIT_DEFAULT: usize = 100;
@@ -510,21 +510,21 @@ pub fn answer(view: ReadView<'_>, request: &Request) -> Result<Value, QueryError
         }
         ["v1", "audit", "verify"] => {
             let mut intact = 0u64;
-            let walked = crate::audit::walk(
+            let walked = crate::store::audit::walk(
                 view.log,
-                crate::audit::WalkStart::GENESIS,
+                crate::store::audit::WalkStart::GENESIS,
                 position,
-                crate::audit::decode_full,
+                crate::store::audit::decode_full,
                 |_, _| intact += 1,
             );
             match walked {
                 Ok((events, hash)) => {
                     json!({"ok": events == position, "events": events, "head_hash": hex::encode(hash), "first_bad_position": if events == position { Value::Null } else { json!(events + 1) }})
                 }
-                Err(crate::audit::WalkError::Broken(broken)) => {
+                Err(crate::store::audit::WalkError::Broken(broken)) => {
                     json!({"ok": false, "events": intact, "head_hash": Value::Null, "first_bad_position": broken.position, "reason": broken.reason})
                 }
-                Err(crate::audit::WalkError::Log(error)) => return Err(error.into()),
+                Err(crate::store::audit::WalkError::Log(error)) => return Err(error.into()),
             }
         }
         ["v1", "verifications", "overdue"] => {
@@ -538,7 +538,7 @@ pub fn answer(view: ReadView<'_>, request: &Request) -> Result<Value, QueryError
                 Cow::Borrowed(view.state)
             } else {
                 Cow::Owned(
-                    crate::ledger::replay(view.log, position)
+                    crate::store::read::replay(view.log, position)
                         .map_err(|e| QueryError::Log(LogError::Contract(e.to_string())))?,
                 )
             };

@@ -6,7 +6,7 @@ use csp_ledger_schemas::event::{EventEnvelope, FoldEvent};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::log::{for_each_event_record, Log, LogError, StoredEvent};
+use crate::store::log::{for_each_event_record, Log, LogError, StoredEvent};
 
 /// Threads that check and decode chunks during a parallel walk.
 pub const WALK_WORKER_THREADS: usize = 2;

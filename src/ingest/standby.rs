@@ -23,10 +23,10 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::kafka::{offset_key, IngestError, KafkaOptions};
-use crate::lease::LeaseStatus;
-use crate::ledger::LedgerError;
-use crate::log::{Head, Log, OutcomeRecord, StoredEvent, StoredOutcomeKind};
+use crate::ingest::lease::LeaseStatus;
+use crate::ingest::{offset_key, IngestError, KafkaOptions};
+use crate::store::log::{Head, Log, OutcomeRecord, StoredEvent, StoredOutcomeKind};
+use crate::writer::LedgerError;
 
 /// Hands a replicated batch to the single writer; returns the new head once it is durable.
 pub type ReplicateFn = dyn Fn(Vec<StoredEvent>, Vec<OutcomeRecord>, Vec<(String, i64)>) -> Result<Head, LedgerError>
@@ -205,7 +205,7 @@ pub fn follow(
                     }
                 }
             } else {
-                let headers = crate::kafka::header_pairs(message.headers());
+                let headers = crate::ingest::header_pairs(message.headers());
                 if let Some(record) = parse_result(payload, &headers) {
                     results.push(record);
                 }

@@ -9,8 +9,9 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use thiserror::Error;
 
-use crate::ledger::{Ledger, LedgerError, Prepared, Submission, SUBMIT_BATCH_COMMANDS_MAX};
-use crate::log::LogError;
+use crate::intake::Submission;
+use crate::store::log::LogError;
+use crate::writer::{Ledger, LedgerError, Prepared, SUBMIT_BATCH_COMMANDS_MAX};
 
 /// Parsed commands waiting for the writer; bounds the memory the reader can run ahead with.
 pub const PIPELINE_DEPTH_COMMANDS: usize = 4 * SUBMIT_BATCH_COMMANDS_MAX;

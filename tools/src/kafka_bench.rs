@@ -43,11 +43,11 @@ use tokio::runtime::Runtime;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::kafka::{command_key, IngestError, KafkaOptions};
-use crate::ledger::{Ledger, LedgerError};
-use crate::log::LogOptions;
-use crate::server::{ServeOptions, Server, ServerError};
-use crate::workload::Generator;
+use csp_ledger::app::{ServeOptions, Server, ServerError};
+use csp_ledger::ingest::{command_key, IngestError, KafkaOptions};
+use csp_ledger::store::log::LogOptions;
+use csp_ledger::writer::{Ledger, LedgerError};
+use csp_ledger_testkit::workload::Generator;
 
 /// Longest time without a new result before a phase gives up waiting (the report then counts
 /// the missing results).

@@ -1,0 +1,8 @@
+//! The read side and the HTTP transport: the query router shared by HTTP and the CLI
+//! (`query`), event history (`history`), the axum server's routes (`http`), the OpenAPI
+//! document (`openapi`) and the Prometheus metrics (`metrics`).
+
+pub mod history;
+pub mod metrics;
+pub mod openapi;
+pub mod query;

@@ -1,0 +1,159 @@
+//! The command consumer: exactly once from the commands topic into the log.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use crate::ingest::lease::LeaseStatus;
+use crate::intake::{MessageSource, Submission};
+use crate::store::log::Log;
+
+use super::{offset_key, POLL_WAIT};
+use super::{IngestError, KafkaOptions};
+
+/// How often the consumer reads the high watermarks to report its lag.
+pub const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Receives the lag of a partition: (topic, partition, messages not yet applied).
+pub type LagFn = dyn Fn(&str, i32, i64) + Send + Sync;
+
+/// A batch for the writer: submissions and the offsets to store with them.
+pub type SubmitFn = dyn Fn(Vec<Submission>, Vec<(String, i64)>) -> Result<(), String> + Send + Sync;
+
+/// Consumes the commands topic until `stop` is set or the lease is lost, handing each batch
+/// to `submit` (which returns once the batch is durable).
+///
+/// Each partition starts at the later of the offset stored in this log (what this instance
+/// decided itself) and the group's committed offset (everything before it was decided and
+/// published by whichever instance led; a standby that took over has replicated it). Commands
+/// between the two are decided again only if neither log nor results topic knew them, and
+/// the idempotency index answers the rest as duplicates.
+pub fn consume(
+    options: &KafkaOptions,
+    log: Arc<Log>,
+    lease: &LeaseStatus,
+    submit: &SubmitFn,
+    on_lag: &LagFn,
+    stop: &AtomicBool,
+) -> Result<(), IngestError> {
+    let mut lag_checked = std::time::Instant::now() - LAG_INTERVAL;
+    let consumer: BaseConsumer = options
+        .client()
+        .set("group.id", &options.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // tansu answers a fetch only when the wait runs out, data or not: keep it short.
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    // Assignment is explicit: the lease, not the group coordinator, decides who consumes (and
+    // against tansu a restarted group member did not always get its partitions back).
+    let metadata =
+        consumer.fetch_metadata(Some(&options.commands_topic), Duration::from_secs(10))?;
+    let mut wanted = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        for partition in topic.partitions() {
+            wanted.add_partition(topic.name(), partition.id());
+        }
+    }
+    let committed = consumer.committed_offsets(wanted.clone(), Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    for element in wanted.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let stored = log.offset(&offset_key(topic, partition))?;
+        let group = committed
+            .find_partition(topic, partition)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            });
+        let start = match (stored, group) {
+            (Some(a), Some(b)) => Offset::Offset(a.max(b)),
+            (Some(a), None) | (None, Some(a)) => Offset::Offset(a),
+            (None, None) => Offset::Beginning,
+        };
+        info!(message = "Assigned partition.", topic, partition, stored = ?stored, committed = ?group, start = ?start);
+        assignment.add_partition_offset(topic, partition, start)?;
+    }
+    consumer.assign(&assignment)?;
+    let partitions: Vec<(String, i32)> = assignment
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    while !stop.load(Ordering::Relaxed) {
+        if lag_checked.elapsed() >= LAG_INTERVAL {
+            lag_checked = std::time::Instant::now();
+            for (topic, partition) in &partitions {
+                if let Ok((_, high)) =
+                    consumer.fetch_watermarks(topic, *partition, Duration::from_millis(500))
+                {
+                    let next = log.offset(&offset_key(topic, *partition))?.unwrap_or(0);
+                    on_lag(topic, *partition, (high - next).max(0));
+                }
+            }
+        }
+        let mut submissions = Vec::new();
+        let mut next_offsets: Vec<(String, i64)> = Vec::new();
+        let mut wait = POLL_WAIT;
+        while submissions.len() < options.batch_commands_max {
+            let Some(polled) = consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            let message = match polled {
+                Ok(message) => message,
+                Err(error) => {
+                    warn!(message = "Consumer error.", error = %error);
+                    break;
+                }
+            };
+            let source = MessageSource {
+                topic: message.topic().to_string(),
+                partition: message.partition(),
+                offset: message.offset(),
+                bytes: message.payload().unwrap_or_default().to_vec(),
+            };
+            let key = offset_key(&source.topic, source.partition);
+            match next_offsets.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, next)) => *next = source.offset + 1,
+                None => next_offsets.push((key, source.offset + 1)),
+            }
+            let mut submission = match message.payload() {
+                Some(bytes) => Submission::parse(None, bytes),
+                None => Submission {
+                    line: None,
+                    parsed: Err(csp_ledger_schemas::MalformedCommand {
+                        command_id: None,
+                        reason: "the message has no value".into(),
+                    }),
+                    source: None,
+                },
+            };
+            submission.source = Some(source);
+            submissions.push(submission);
+        }
+        if submissions.is_empty() {
+            continue;
+        }
+        // A lease that lapsed (broker unreachable) comes back with the next acknowledged
+        // heartbeat: hold the batch until then. Deposed: nothing of it is written, the next
+        // leader consumes it.
+        while !lease.held() {
+            if lease.deposed() || stop.load(Ordering::Relaxed) {
+                return Err(IngestError::Stopped(
+                    "this instance no longer holds the lease".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        debug!(message = "Submitting batch.", commands = submissions.len());
+        submit(submissions, next_offsets).map_err(IngestError::Stopped)?;
+    }
+    Ok(())
+}

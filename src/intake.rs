@@ -1,0 +1,80 @@
+//! The intake: bytes in, typed submissions out. A command line or message value is parsed
+//! into an envelope (strictly, SPEC.md section 3) with the body hash that identifies it for
+//! idempotency, or kept as a malformed submission that still gets an outcome.
+
+use csp_ledger_schemas::command::{CommandEnvelope, MalformedCommand};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// A command read from input: parsed (with its body hash) or malformed.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// 1-based input line, when the command came from a file.
+    pub line: Option<u64>,
+    pub parsed: Result<ParsedCommand, MalformedCommand>,
+    /// Where a Kafka message came from. Malformed input from Kafka is recorded in the outcome
+    /// log (for the results or the dead-letter topic); from a file it is only answered.
+    pub source: Option<MessageSource>,
+}
+
+/// The Kafka origin of a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSource {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The message value as received.
+    pub bytes: Vec<u8>,
+}
+
+impl Submission {
+    /// Parses one JSON command envelope.
+    pub fn parse(line: Option<u64>, bytes: &[u8]) -> Submission {
+        Submission {
+            line,
+            parsed: ParsedCommand::parse(bytes),
+            source: None,
+        }
+    }
+}
+
+/// The payload of a dead-letter record: metadata JSON length (u32 BE), metadata, original bytes.
+pub fn encode_dead_letter(source: &MessageSource, reason: &str) -> Vec<u8> {
+    let meta = json!({"reason": reason, "topic": source.topic, "partition": source.partition, "offset": source.offset}).to_string();
+    let mut out = Vec::with_capacity(4 + meta.len() + source.bytes.len());
+    out.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    out.extend_from_slice(meta.as_bytes());
+    out.extend_from_slice(&source.bytes);
+    out
+}
+
+/// Splits a dead-letter payload into its metadata and the original bytes.
+pub fn decode_dead_letter(payload: &[u8]) -> Option<(Value, &[u8])> {
+    let length = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+    let meta = serde_json::from_slice(payload.get(4..4 + length)?).ok()?;
+    Some((meta, &payload[4 + length..]))
+}
+
+/// A valid envelope and the hash that identifies its body for idempotency.
+#[derive(Debug, Clone)]
+pub struct ParsedCommand {
+    pub envelope: CommandEnvelope,
+    pub body_hash: [u8; 16],
+}
+
+impl ParsedCommand {
+    pub fn parse(bytes: &[u8]) -> Result<ParsedCommand, MalformedCommand> {
+        let envelope = CommandEnvelope::parse(bytes)?;
+        Ok(ParsedCommand::new(envelope))
+    }
+
+    pub fn new(envelope: CommandEnvelope) -> ParsedCommand {
+        let digest = Sha256::digest(envelope.body_bytes());
+        let mut body_hash = [0u8; 16];
+        body_hash.copy_from_slice(&digest[..16]);
+        ParsedCommand {
+            envelope,
+            body_hash,
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The store: everything on disk. The sled log (`log`), the projection checkpoint
+//! (`checkpoint`), the chain walk and verification (`audit`), reads of the log for answers and
+//! replays (`read`), and the refold that checks a checkpoint (`rebuild`).
+
+pub mod audit;
+pub mod checkpoint;
+pub mod log;
+pub mod read;
+pub mod rebuild;

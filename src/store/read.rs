@@ -1,0 +1,143 @@
+//! Reads of the durable log for answers: events with their predecessors' hashes and clear
+//! personal data, and the replays that fold the log into state.
+
+use csp_ledger_projections::state::{EventMeta, LedgerState};
+use csp_ledger_schemas::event::EventEnvelope;
+use tracing::info_span;
+
+use crate::store::audit::WalkStart;
+use crate::store::log::{Log, LogError, StoredEvent};
+
+/// An event as answered to callers: stored form, its predecessor's hash, clear personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnsweredEvent {
+    pub stored: StoredEvent,
+    pub prev_hash: [u8; 32],
+    pub personal: Vec<(&'static str, String)>,
+}
+
+/// Writes an event envelope as JSON: the canonical bytes plus `hash`, `prev_hash` and, when
+/// present, `personal_data` (none of which is part of the canonical bytes).
+pub fn write_event_json(event: &AnsweredEvent, out: &mut Vec<u8>) {
+    let canonical = &event.stored.canonical;
+    // Canonical bytes are a JSON object: everything up to its closing brace.
+    out.extend_from_slice(&canonical[..canonical.len().saturating_sub(1)]);
+    let mut hex = [0u8; 64];
+    out.extend_from_slice(b",\"hash\":\"");
+    let _ = hex::encode_to_slice(event.stored.hash, &mut hex);
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(b"\",\"prev_hash\":\"");
+    let _ = hex::encode_to_slice(event.prev_hash, &mut hex);
+    out.extend_from_slice(&hex);
+    out.push(b'"');
+    if !event.personal.is_empty() {
+        out.extend_from_slice(b",\"personal_data\":{");
+        for (i, (field, value)) in event.personal.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *out, field);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+/// Reads events from `first` (at most `count`) with predecessor hashes and clear personal data.
+pub fn read_answered(log: &Log, first: u64, count: usize) -> Result<Vec<AnsweredEvent>, LogError> {
+    let mut out = Vec::with_capacity(count.min(1024));
+    for item in events_with_prev(log, first).take(count) {
+        let (stored, prev_hash) = item?;
+        let personal = join_personal(log, &stored)?;
+        out.push(AnsweredEvent {
+            stored,
+            prev_hash,
+            personal,
+        });
+    }
+    Ok(out)
+}
+
+/// The stored events from `first` on, each with its predecessor's hash (zeros for position 1).
+pub fn events_with_prev(
+    log: &Log,
+    first: u64,
+) -> impl Iterator<Item = Result<(StoredEvent, [u8; 32]), LogError>> + '_ {
+    let mut prev_hash = [0u8; 32];
+    log.events_from(first.saturating_sub(1).max(1))
+        .filter_map(move |item| match item {
+            Err(error) => Some(Err(error)),
+            Ok(stored) => {
+                let prev = std::mem::replace(&mut prev_hash, stored.hash);
+                (stored.position >= first).then_some(Ok((stored, prev)))
+            }
+        })
+}
+
+/// The clear personal values of a stored event, unless erased.
+pub fn join_personal(
+    log: &Log,
+    stored: &StoredEvent,
+) -> Result<Vec<(&'static str, String)>, LogError> {
+    let envelope =
+        EventEnvelope::decode(&stored.canonical).map_err(|reason| LogError::Corrupt {
+            position: Some(stored.position),
+            reason,
+        })?;
+    let mut out = Vec::new();
+    if let Some(subject) = envelope.stream.subject() {
+        for (field, commitment) in envelope.event.personal_fields() {
+            if let Some((_, value)) = log.personal(subject, &commitment)? {
+                out.push((field, value));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Folds the log from position 1 up to `until` (inclusive), checking the chain on the way
+/// (chunks are checked and decoded in parallel, folded in order).
+pub fn replay(log: &Log, until: u64) -> Result<LedgerState, LogError> {
+    let mut state = LedgerState::new();
+    replay_onto(log, &mut state, WalkStart::GENESIS, until, &mut |_| {})?;
+    Ok(state)
+}
+
+/// Folds the events after `start` up to `until` onto `state`, checking the chain; `progress`
+/// is called with each folded position. Checks that a walk meant to reach the head does.
+pub fn replay_onto(
+    log: &Log,
+    state: &mut LedgerState,
+    start: WalkStart,
+    until: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), LogError> {
+    let span = info_span!("replay", from = start.position);
+    let _entered = span.enter();
+    let (walked, last_hash) = crate::store::audit::walk(
+        log,
+        start,
+        until,
+        crate::store::audit::decode_fold,
+        |position, envelope| {
+            let meta = EventMeta {
+                position,
+                stream_version: envelope.stream_version,
+                occurred_at: envelope.occurred_at,
+                recorded_at: envelope.recorded_at,
+            };
+            state.apply(&meta, &envelope.event);
+            progress(position);
+        },
+    )?;
+    let head = log.head();
+    if until >= head.position && (walked != head.position || last_hash != head.hash) {
+        return Err(LogError::Corrupt {
+            position: Some(walked + 1),
+            reason: "the log ends before its head".into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,540 @@
+//! The ledger: one writer that takes batches of commands, decides each against the live state,
+//! chains the resulting events, appends everything in one durable commit, and only then
+//! answers. Holds the live `LedgerState` and the idempotency index.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use csp_ledger_projections::state::{EventMeta, LedgerState};
+use csp_ledger_schemas::event::{EventEnvelope, SCHEMA_VERSION};
+use csp_ledger_schemas::RejectionCode;
+use serde_json::json;
+use thiserror::Error;
+use tracing::{debug, info, info_span, warn};
+use uuid::Uuid;
+
+use super::idempotency::{short_hash, IdempotencyEntry, UNKNOWN_BODY};
+use super::outcome::{rejection_from_json, rejection_json, BatchResult, Outcome};
+use crate::intake::{encode_dead_letter, Submission};
+use crate::store::read::{read_answered, replay, replay_onto, AnsweredEvent};
+
+use crate::domain::{self, Rejection};
+use crate::store::audit::{chain_hash, WalkStart};
+use crate::store::checkpoint;
+use crate::store::log::{
+    Commit, Head, Log, LogError, LogOptions, OutcomeRecord, PersonalRecord, StoredEvent,
+    StoredOutcomeKind,
+};
+
+/// Most commands decided and appended under one flush (group commit).
+pub const SUBMIT_BATCH_COMMANDS_MAX: usize = 4096;
+
+/// Failures of the ledger as a whole (never business rejections).
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    /// The log failed. Edge: exit 1 / HTTP 500; the process reopens the ledger.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// An earlier append failed after the live state had moved on; the ledger must be reopened
+    /// from the log. Edge: as `Log`.
+    #[error("the ledger stopped after a failed append; reopen it")]
+    Poisoned,
+    /// A replicated event differs from the local event at the same position: this log holds
+    /// events it decided but never published before another instance took over. Edge: the
+    /// server moves the directory aside and rebuilds from the events topic.
+    #[error("the local log forked from the replicated log at position {position}")]
+    Forked { position: u64 },
+    /// A replicated event or outcome cannot be taken (bad chain, gap, undecodable). Edge: the
+    /// follower logs it and stops following.
+    #[error("replication: {0}")]
+    Replication(String),
+}
+
+/// Source of the ledger clock.
+pub type Clock = Box<dyn FnMut() -> DateTime<Utc> + Send + Sync>;
+/// Source of randomness for event ids and personal-data salts.
+pub type Entropy = Box<dyn FnMut() -> [u8; 16] + Send + Sync>;
+
+/// A batch decided against the live state and encoded, not yet durable.
+#[derive(Debug)]
+pub struct Prepared {
+    pub result: BatchResult,
+    prev_hash: [u8; 32],
+    records: Vec<OutcomeRecord>,
+    personal: Vec<PersonalRecord>,
+    offsets: Vec<(String, i64)>,
+}
+
+impl Prepared {
+    /// Appends the batch durably to `log`; may run on another thread than the deciding one,
+    /// as long as prepared batches are committed in the order they were prepared.
+    pub fn commit(&mut self, log: &Log) -> Result<Head, LogError> {
+        let started = std::time::Instant::now();
+        let events: Vec<&StoredEvent> = self.result.events.iter().map(|e| &e.stored).collect();
+        let commit = Commit {
+            prev_hash: self.prev_hash,
+            events: &events,
+            outcomes: &self.records,
+            personal: &self.personal,
+            offsets: &self.offsets,
+            cursors: &[],
+        };
+        let head = log.append(commit)?;
+        self.result.append_micros = started.elapsed().as_micros() as u64;
+        self.result.head_position = head.position;
+        Ok(head)
+    }
+}
+
+/// The single writer of a log directory.
+pub struct Ledger {
+    pub(super) log: Arc<Log>,
+    pub(super) state: LedgerState,
+    pub(super) idempotency: HashMap<Uuid, IdempotencyEntry>,
+    /// Head as decided: ahead of the durable head while a prepared batch is in flight.
+    pub(super) decided: Head,
+    /// Position of the last checkpoint written or loaded.
+    pub(super) checkpointed: u64,
+    pub(super) clock: Clock,
+    pub(super) entropy: Entropy,
+    pub(super) poisoned: bool,
+}
+
+impl Ledger {
+    /// Opens the log in `dir` with the system clock and OS randomness, replaying it.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(dir, options, Box::new(Utc::now), os_entropy())
+    }
+
+    /// Opens with an injected clock and entropy (tests, benchmarks).
+    pub fn open_with(
+        dir: &Path,
+        options: LogOptions,
+        clock: Clock,
+        entropy: Entropy,
+    ) -> Result<Ledger, LedgerError> {
+        let log = Log::open(dir, options)?;
+        let mut checkpointed = 0;
+        let state = match checkpoint::load(dir)? {
+            Some(checkpoint) if checkpoint.matches(&log)? => {
+                checkpointed = checkpoint.position;
+                let mut state = checkpoint.state;
+                let start = WalkStart {
+                    position: checkpoint.position + 1,
+                    prev_hash: checkpoint.hash,
+                };
+                replay_onto(&log, &mut state, start, u64::MAX, &mut |_| {})?;
+                info!(
+                    message = "Opened from checkpoint.",
+                    checkpoint = checkpoint.position,
+                    head = state.position
+                );
+                state
+            }
+            Some(checkpoint) => {
+                warn!(
+                    message = "Checkpoint does not match the log; replaying from position 1.",
+                    checkpoint = checkpoint.position
+                );
+                replay(&log, u64::MAX)?
+            }
+            None => replay(&log, u64::MAX)?,
+        };
+        let mut idempotency = HashMap::new();
+        for item in log.outcomes() {
+            let (seq, record) = item?;
+            if matches!(
+                record.kind,
+                StoredOutcomeKind::Accepted | StoredOutcomeKind::Rejected
+            ) {
+                // The first record of a command answers its retries, except one made from
+                // replicated events (body unknown, possibly not all of its events): the
+                // command's replicated result that follows supersedes it, as in `replicate`.
+                let known = idempotency.get(&record.command_id);
+                if known.is_none_or(|e: &IdempotencyEntry| e.body_hash == UNKNOWN_BODY) {
+                    idempotency.insert(
+                        record.command_id,
+                        IdempotencyEntry {
+                            body_hash: short_hash(&record.body_hash),
+                            outcome_seq: seq,
+                        },
+                    );
+                }
+            }
+        }
+        let decided = log.head();
+        Ok(Ledger {
+            log: Arc::new(log),
+            state,
+            idempotency,
+            decided,
+            checkpointed,
+            clock,
+            entropy,
+            poisoned: false,
+        })
+    }
+
+    pub fn state(&self) -> &LedgerState {
+        &self.state
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// A shared handle to the log, for a committing thread and for readers.
+    pub fn log_handle(&self) -> Arc<Log> {
+        Arc::clone(&self.log)
+    }
+
+    /// The durable head.
+    pub fn head(&self) -> Head {
+        self.log.head()
+    }
+
+    /// Number of distinct command ids recorded.
+    pub fn commands_recorded(&self) -> usize {
+        self.idempotency.len()
+    }
+
+    /// Writes a checkpoint when at least `interval` events were folded since the last one.
+    pub fn checkpoint_if_due(&mut self, interval: u64) -> Result<(), LedgerError> {
+        if self.state.position >= self.checkpointed + interval.max(1) {
+            self.checkpointed = self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the live state. Only when nothing is in flight (the live state
+    /// equals the durable log), which `submit` and a drained pipeline guarantee.
+    pub fn checkpoint(&self) -> Result<u64, LedgerError> {
+        let head = self.log.head();
+        if head.position != self.state.position {
+            return Err(LogError::Contract(format!(
+                "checkpoint while batches are in flight (log {}, state {})",
+                head.position, self.state.position
+            ))
+            .into());
+        }
+        checkpoint::save(self.log.dir(), &self.state, head.hash)?;
+        Ok(head.position)
+    }
+
+    /// Marks the ledger failed: a prepared batch could not be committed, so the live state is
+    /// ahead of the log. Every later call fails until the ledger is reopened.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    /// Decides a batch of commands and appends the result in one durable commit. Returns only
+    /// after the commit is flushed; on a log failure nothing of the batch is reported.
+    pub fn submit(&mut self, submissions: Vec<Submission>) -> Result<BatchResult, LedgerError> {
+        self.submit_with_offsets(submissions, Vec::new())
+    }
+
+    /// As `submit`, storing consumer offsets in the same commit.
+    pub fn submit_with_offsets(
+        &mut self,
+        submissions: Vec<Submission>,
+        offsets: Vec<(String, i64)>,
+    ) -> Result<BatchResult, LedgerError> {
+        let mut prepared = self.prepare(submissions, offsets)?;
+        if let Err(error) = prepared.commit(&self.log) {
+            self.poison();
+            return Err(error.into());
+        }
+        let mut result = prepared.result;
+        self.resolve(&mut result)?;
+        Ok(result)
+    }
+
+    /// Decides a batch against the live state (which moves on at once) and encodes it. The
+    /// caller must commit the returned batch, in order, before reporting any of its outcomes,
+    /// and call [`Ledger::poison`] if the commit fails.
+    pub fn prepare(
+        &mut self,
+        submissions: Vec<Submission>,
+        offsets: Vec<(String, i64)>,
+    ) -> Result<Prepared, LedgerError> {
+        if self.poisoned {
+            return Err(LedgerError::Poisoned);
+        }
+        let span = info_span!("decide", commands = submissions.len());
+        let _entered = span.enter();
+        let started = std::time::Instant::now();
+        let batch_prev_hash = self.decided.hash;
+        // The ledger clock never goes backwards, so that `as_of` by time is well defined.
+        let recorded_at = (self.clock)().max(
+            self.state
+                .recorded
+                .last()
+                .map_or(DateTime::<Utc>::MIN_UTC, |(_, at)| *at),
+        );
+        let recorded_at_micros = recorded_at.timestamp_micros();
+        let mut result = BatchResult {
+            outcomes: Vec::with_capacity(submissions.len()),
+            ..BatchResult::default()
+        };
+        let mut records: Vec<OutcomeRecord> = Vec::with_capacity(submissions.len());
+        let mut personal_records: Vec<PersonalRecord> = Vec::new();
+        let mut prev_hash = self.decided.hash;
+        let mut position = self.decided.position;
+        let mut outcome_seq = self.decided.next_outcome_seq;
+
+        for submission in submissions {
+            let parsed = match submission.parsed {
+                Ok(parsed) => parsed,
+                Err(malformed) => {
+                    let rejection =
+                        Rejection::new(RejectionCode::MalformedCommand, malformed.reason.clone())
+                            .with_details(
+                                json!({"line": submission.line, "reason": malformed.reason}),
+                            );
+                    if let Some(source) = &submission.source {
+                        let (kind, command_id, payload) = match malformed.command_id {
+                            Some(id) => (
+                                StoredOutcomeKind::Malformed,
+                                id,
+                                rejection_json(&rejection).to_string().into_bytes(),
+                            ),
+                            None => (
+                                StoredOutcomeKind::DeadLetter,
+                                Uuid::nil(),
+                                encode_dead_letter(source, &malformed.reason),
+                            ),
+                        };
+                        records.push(OutcomeRecord {
+                            command_id,
+                            body_hash: [0; 16],
+                            kind,
+                            first_position: 0,
+                            event_count: 0,
+                            recorded_at_micros,
+                            correlation_id: None,
+                            rejection: payload,
+                        });
+                        outcome_seq += 1;
+                    }
+                    result.outcomes.push(Outcome::Rejected {
+                        command_id: malformed.command_id,
+                        rejection,
+                        line: submission.line,
+                    });
+                    continue;
+                }
+            };
+            let envelope = &parsed.envelope;
+            let command_id = envelope.command_id;
+            let mut record = OutcomeRecord {
+                command_id,
+                body_hash: parsed.body_hash,
+                kind: StoredOutcomeKind::Accepted,
+                first_position: 0,
+                event_count: 0,
+                recorded_at_micros,
+                correlation_id: envelope.correlation_id.clone(),
+                rejection: Vec::new(),
+            };
+            if let Some(entry) = self.idempotency.get(&command_id).copied() {
+                if entry.body_hash != short_hash(&parsed.body_hash)
+                    && entry.body_hash != UNKNOWN_BODY
+                {
+                    let rejection = Rejection::new(
+                        RejectionCode::CommandIdConflict,
+                        format!("command_id {command_id} was already used for a different command"),
+                    );
+                    record.kind = StoredOutcomeKind::Conflict;
+                    record.rejection = rejection_json(&rejection).to_string().into_bytes();
+                    result.outcomes.push(Outcome::Rejected {
+                        command_id: Some(command_id),
+                        rejection,
+                        line: submission.line,
+                    });
+                } else {
+                    record.kind = StoredOutcomeKind::Duplicate;
+                    // A duplicate's record points at the original outcome's sequence number.
+                    record.first_position = entry.outcome_seq;
+                    result.outcomes.push(Outcome::Duplicate {
+                        command_id,
+                        original_seq: entry.outcome_seq,
+                        events: Vec::new(),
+                        rejection: None,
+                    });
+                }
+                records.push(record);
+                outcome_seq += 1;
+                continue;
+            }
+            // Decided now (accepted or rejected): this outcome owns the command id from here on.
+            self.idempotency.insert(
+                command_id,
+                IdempotencyEntry {
+                    body_hash: short_hash(&parsed.body_hash),
+                    outcome_seq,
+                },
+            );
+            match domain::decide(&self.state, envelope, &mut *self.entropy) {
+                Ok(decision) => {
+                    let first = result.events.len();
+                    record.first_position = position + 1;
+                    record.event_count = decision.events.len() as u32;
+                    for event in decision.events {
+                        position += 1;
+                        let stream = event.stream();
+                        let stream_version = self.state.next_stream_version(&stream);
+                        let event_id =
+                            uuid::Builder::from_random_bytes((self.entropy)()).into_uuid();
+                        let envelope_out = EventEnvelope {
+                            event_id,
+                            position,
+                            stream,
+                            stream_version,
+                            schema_version: SCHEMA_VERSION,
+                            occurred_at: envelope.issued_at,
+                            recorded_at,
+                            command_id,
+                            correlation_id: envelope.correlation_id.clone(),
+                            actor: envelope.actor.clone(),
+                            event,
+                        };
+                        let canonical = envelope_out.canonical_bytes();
+                        let hash = chain_hash(&prev_hash, &canonical);
+                        let meta = EventMeta {
+                            position,
+                            stream_version,
+                            occurred_at: envelope.issued_at,
+                            recorded_at,
+                        };
+                        self.state.apply(&meta, &envelope_out.event);
+                        let personal: Vec<(&'static str, String)> = envelope_out
+                            .event
+                            .personal_fields()
+                            .into_iter()
+                            .filter_map(|(field, commitment)| {
+                                decision
+                                    .personal
+                                    .iter()
+                                    .find(|p| p.commitment == commitment)
+                                    .map(|p| (field, p.value.clone()))
+                            })
+                            .collect();
+                        result.events.push(AnsweredEvent {
+                            stored: StoredEvent {
+                                position,
+                                hash,
+                                canonical,
+                            },
+                            prev_hash,
+                            personal,
+                        });
+                        prev_hash = hash;
+                    }
+                    for p in decision.personal {
+                        personal_records.push(PersonalRecord {
+                            subject: p.subject,
+                            commitment: p.commitment,
+                            salt: p.salt,
+                            value: p.value,
+                        });
+                    }
+                    result.outcomes.push(Outcome::Accepted {
+                        command_id,
+                        events: first..result.events.len(),
+                    });
+                }
+                Err(rejection) => {
+                    debug!(message = "Rejected command.", code = %rejection.code, command_id = %command_id);
+                    record.kind = StoredOutcomeKind::Rejected;
+                    record.rejection = rejection_json(&rejection).to_string().into_bytes();
+                    result.outcomes.push(Outcome::Rejected {
+                        command_id: Some(command_id),
+                        rejection,
+                        line: submission.line,
+                    });
+                }
+            }
+            records.push(record);
+            outcome_seq += 1;
+        }
+        self.decided = Head {
+            position,
+            hash: prev_hash,
+            next_outcome_seq: outcome_seq,
+        };
+        result.decide_micros = started.elapsed().as_micros() as u64;
+        Ok(Prepared {
+            result,
+            prev_hash: batch_prev_hash,
+            records,
+            personal: personal_records,
+            offsets,
+        })
+    }
+
+    /// Fills in the answers of duplicates from the log. Call after the batch (and every batch
+    /// before it) is durable.
+    pub fn resolve(&self, result: &mut BatchResult) -> Result<(), LedgerError> {
+        for outcome in &mut result.outcomes {
+            if let Outcome::Duplicate {
+                original_seq,
+                events,
+                rejection,
+                ..
+            } = outcome
+            {
+                let original =
+                    self.log
+                        .outcome_at(*original_seq)?
+                        .ok_or_else(|| LogError::Corrupt {
+                            position: None,
+                            reason: format!(
+                                "outcome {original_seq} named by the idempotency index is missing"
+                            ),
+                        })?;
+                match original.kind {
+                    StoredOutcomeKind::Accepted => {
+                        *events = read_answered(
+                            &self.log,
+                            original.first_position,
+                            original.event_count as usize,
+                        )?;
+                    }
+                    _ => *rejection = rejection_from_json(&original.rejection),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `count` events from `first` with their predecessors' hashes and personal data.
+    pub fn read_answered(
+        &self,
+        first: u64,
+        count: usize,
+    ) -> Result<Vec<AnsweredEvent>, LedgerError> {
+        Ok(read_answered(&self.log, first, count)?)
+    }
+}
+
+/// Entropy from the operating system, fetched 4 KiB at a time (one system call per 256 ids
+/// instead of one per id).
+pub fn os_entropy() -> Entropy {
+    let mut buffer = [0u8; 4096];
+    let mut used = buffer.len();
+    Box::new(move || {
+        if used == buffer.len() {
+            if getrandom::fill(&mut buffer).is_err() {
+                // getrandom fails only without any OS source; fall back to uuid's generator.
+                return *Uuid::new_v4().as_bytes();
+            }
+            used = 0;
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&buffer[used..used + 16]);
+        used += 16;
+        out
+    })
+}
