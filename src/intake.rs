@@ -3,6 +3,7 @@
 //! idempotency, or kept as a malformed submission that still gets an outcome.
 
 use csp_ledger_schemas::command::{CommandEnvelope, MalformedCommand};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -76,5 +77,28 @@ impl ParsedCommand {
             envelope,
             body_hash,
         }
+    }
+}
+/// The body of `POST /v1/commands`: one envelope or an array of envelopes, each parsed as a
+/// submission numbered from 1; `true` when it was a single one.
+pub fn parse_commands(body: &[u8]) -> Result<(Vec<Submission>, bool), String> {
+    let raw: &RawValue =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    if raw.get().trim_start().starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(raw.get())
+            .map_err(|e| format!("the body is not a JSON array: {e}"))?;
+        if items.is_empty() {
+            return Err("the array holds no command".into());
+        }
+        Ok((
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| Submission::parse(Some(i as u64 + 1), item.get().as_bytes()))
+                .collect(),
+            false,
+        ))
+    } else {
+        Ok((vec![Submission::parse(Some(1), raw.get().as_bytes())], true))
     }
 }

@@ -3,6 +3,7 @@
 //! document (`openapi`) and the Prometheus metrics (`metrics`).
 
 pub mod history;
+pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod query;

@@ -1,7 +1,7 @@
 //! The `csp-ledger` binary: parses the command line and runs one subcommand. The only place
 //! where `anyhow` is used.
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -245,23 +245,17 @@ fn open_log(dir: &Path, options: LogOptions) -> anyhow::Result<Log> {
 }
 
 fn apply(dir: &Path, options: LogOptions, file: &str) -> anyhow::Result<ExitCode> {
-    let mut ledger = open_ledger(dir, options)?;
+    let ledger = open_ledger(dir, options)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let stats = if file == "-" {
-        apply_lines(&mut ledger, BufReader::new(std::io::stdin()), &mut out)
+    // The writer writes a checkpoint when one is due, before it returns the ledger.
+    let (stats, _ledger) = if file == "-" {
+        apply_lines(ledger, std::io::stdin(), &mut out)
     } else {
         let input = std::fs::File::open(file).with_context(|| format!("opening {file}"))?;
-        apply_lines(
-            &mut ledger,
-            BufReader::with_capacity(1 << 20, input),
-            &mut out,
-        )
+        apply_lines(ledger, input, &mut out)
     }
     .context("applying commands")?;
-    if let Err(error) = ledger.checkpoint_if_due(csp_ledger::app::CHECKPOINT_INTERVAL_EVENTS) {
-        tracing::warn!(message = "No checkpoint written.", error = %error);
-    }
     tracing::info!(
         message = "Applied.",
         commands = stats.commands,

@@ -15,6 +15,7 @@ use crate::store::log::Log;
 
 use super::{offset_key, POLL_WAIT};
 use super::{IngestError, KafkaOptions};
+use crate::writer::WriterError;
 
 /// How often the consumer reads the high watermarks to report its lag.
 pub const LAG_INTERVAL: Duration = Duration::from_secs(1);
@@ -23,7 +24,8 @@ pub const LAG_INTERVAL: Duration = Duration::from_secs(1);
 pub type LagFn = dyn Fn(&str, i32, i64) + Send + Sync;
 
 /// A batch for the writer: submissions and the offsets to store with them.
-pub type SubmitFn = dyn Fn(Vec<Submission>, Vec<(String, i64)>) -> Result<(), String> + Send + Sync;
+pub type SubmitFn =
+    dyn Fn(Vec<Submission>, Vec<(String, i64)>) -> Result<(), WriterError> + Send + Sync;
 
 /// Consumes the commands topic until `stop` is set or the lease is lost, handing each batch
 /// to `submit` (which returns once the batch is durable).
@@ -153,7 +155,7 @@ pub fn consume(
             std::thread::sleep(Duration::from_millis(50));
         }
         debug!(message = "Submitting batch.", commands = submissions.len());
-        submit(submissions, next_offsets).map_err(IngestError::Stopped)?;
+        submit(submissions, next_offsets)?;
     }
     Ok(())
 }

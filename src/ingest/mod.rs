@@ -54,6 +54,10 @@ pub enum IngestError {
     Ledger(#[from] crate::writer::LedgerError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The writer refused a batch or stopped. Edge: the consumer stops; the server exits 1.
+    #[error(transparent)]
+    Writer(#[from] crate::writer::WriterError),
+    /// This instance stopped leading, or was stopped. Edge: the loops end.
     #[error("{0}")]
     Stopped(String),
 }

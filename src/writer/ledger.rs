@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use csp_ledger_projections::state::{EventMeta, LedgerState};
-use csp_ledger_schemas::event::{EventEnvelope, SCHEMA_VERSION};
+use csp_ledger_schemas::event::{Event, EventEnvelope, SCHEMA_VERSION};
 use csp_ledger_schemas::RejectionCode;
 use serde_json::json;
 use thiserror::Error;
@@ -65,6 +65,9 @@ pub struct Prepared {
     records: Vec<OutcomeRecord>,
     personal: Vec<PersonalRecord>,
     offsets: Vec<(String, i64)>,
+    /// The batch's events as folded, for a second projection that follows the durable log
+    /// (empty unless [`Ledger::keep_folded`] is on).
+    pub folded: Vec<(EventMeta, Event)>,
 }
 
 impl Prepared {
@@ -100,6 +103,8 @@ pub struct Ledger {
     pub(super) clock: Clock,
     pub(super) entropy: Entropy,
     pub(super) poisoned: bool,
+    /// Whether prepared batches carry their folded events (see [`Prepared::folded`]).
+    pub(super) keep_folded: bool,
 }
 
 impl Ledger {
@@ -174,6 +179,7 @@ impl Ledger {
             clock,
             entropy,
             poisoned: false,
+            keep_folded: false,
         })
     }
 
@@ -227,6 +233,17 @@ impl Ledger {
     /// ahead of the log. Every later call fails until the ledger is reopened.
     pub fn poison(&mut self) {
         self.poisoned = true;
+    }
+
+    /// Whether the ledger was poisoned (see [`Ledger::poison`]).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Makes prepared batches carry their events as folded, so that a reader-side copy of the
+    /// state can follow the durable log without decoding it again.
+    pub fn keep_folded(&mut self, keep: bool) {
+        self.keep_folded = keep;
     }
 
     /// Decides a batch of commands and appends the result in one durable commit. Returns only
@@ -283,6 +300,7 @@ impl Ledger {
         let mut prev_hash = self.decided.hash;
         let mut position = self.decided.position;
         let mut outcome_seq = self.decided.next_outcome_seq;
+        let mut folded = Vec::new();
 
         for submission in submissions {
             let parsed = match submission.parsed {
@@ -431,6 +449,9 @@ impl Ledger {
                             personal,
                         });
                         prev_hash = hash;
+                        if self.keep_folded {
+                            folded.push((meta, envelope_out.event));
+                        }
                     }
                     for p in decision.personal {
                         personal_records.push(PersonalRecord {
@@ -471,42 +492,14 @@ impl Ledger {
             records,
             personal: personal_records,
             offsets,
+            folded,
         })
     }
 
     /// Fills in the answers of duplicates from the log. Call after the batch (and every batch
     /// before it) is durable.
     pub fn resolve(&self, result: &mut BatchResult) -> Result<(), LedgerError> {
-        for outcome in &mut result.outcomes {
-            if let Outcome::Duplicate {
-                original_seq,
-                events,
-                rejection,
-                ..
-            } = outcome
-            {
-                let original =
-                    self.log
-                        .outcome_at(*original_seq)?
-                        .ok_or_else(|| LogError::Corrupt {
-                            position: None,
-                            reason: format!(
-                                "outcome {original_seq} named by the idempotency index is missing"
-                            ),
-                        })?;
-                match original.kind {
-                    StoredOutcomeKind::Accepted => {
-                        *events = read_answered(
-                            &self.log,
-                            original.first_position,
-                            original.event_count as usize,
-                        )?;
-                    }
-                    _ => *rejection = rejection_from_json(&original.rejection),
-                }
-            }
-        }
-        Ok(())
+        resolve_duplicates(&self.log, result)
     }
 
     /// Reads `count` events from `first` with their predecessors' hashes and personal data.
@@ -537,4 +530,39 @@ pub fn os_entropy() -> Entropy {
         used += 16;
         out
     })
+}
+
+/// Fills in the answers of duplicates from the log. Call after the batch (and every batch
+/// before it) is durable.
+pub fn resolve_duplicates(log: &Log, result: &mut BatchResult) -> Result<(), LedgerError> {
+    for outcome in &mut result.outcomes {
+        if let Outcome::Duplicate {
+            original_seq,
+            events,
+            rejection,
+            ..
+        } = outcome
+        {
+            let original =
+                log
+                    .outcome_at(*original_seq)?
+                    .ok_or_else(|| LogError::Corrupt {
+                        position: None,
+                        reason: format!(
+                            "outcome {original_seq} named by the idempotency index is missing"
+                        ),
+                    })?;
+            match original.kind {
+                StoredOutcomeKind::Accepted => {
+                    *events = read_answered(
+                        log,
+                        original.first_position,
+                        original.event_count as usize,
+                    )?;
+                }
+                _ => *rejection = rejection_from_json(&original.rejection),
+            }
+        }
+    }
+    Ok(())
 }

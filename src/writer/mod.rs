@@ -8,8 +8,13 @@ pub mod ledger;
 pub mod outcome;
 pub mod pipeline;
 pub mod replicate;
+pub mod service;
 
 pub use ledger::{
     os_entropy, Clock, Entropy, Ledger, LedgerError, Prepared, SUBMIT_BATCH_COMMANDS_MAX,
 };
 pub use outcome::{BatchResult, Outcome};
+pub use service::{
+    Answered, CommitObserver, NoObserver, Pending, ReadModel, Writer, WriterError,
+    WriterHandle, WriterOptions, CHECKPOINT_INTERVAL_EVENTS,
+};

@@ -1,20 +1,31 @@
-//! The apply pipeline shared by `csp-ledger apply` and the benchmark: a reader thread reads
-//! and parses JSON lines; the writer decides and appends whatever has arrived (up to
-//! [`SUBMIT_BATCH_COMMANDS_MAX`]) as one group commit, then writes one outcome line per input
-//! line, in input order, only after the commit is durable.
+//! `csp-ledger apply` (and the benchmark) as a client of the one writer: a reader thread reads
+//! and parses JSON lines and submits them to the [`Writer`] in jobs of whatever has been read
+//! (before any read that could block, the lines read so far are submitted, so an interactive
+//! pipe is never kept waiting); this thread writes each job's outcome lines, in input order,
+//! as its answer arrives, that is, only after its batch is durable.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::bounded;
 use thiserror::Error;
 
+use super::ledger::{Ledger, LedgerError, SUBMIT_BATCH_COMMANDS_MAX};
+use super::outcome::{BatchResult, Outcome};
+use super::service::{
+    CommitObserver, Pending, Writer, WriterError, WriterHandle, WriterOptions,
+};
 use crate::intake::Submission;
-use crate::store::log::LogError;
-use crate::writer::{Ledger, LedgerError, Prepared, SUBMIT_BATCH_COMMANDS_MAX};
 
-/// Parsed commands waiting for the writer; bounds the memory the reader can run ahead with.
+/// Parsed commands the reader may run ahead of the outcomes written; bounds its memory.
 pub const PIPELINE_DEPTH_COMMANDS: usize = 4 * SUBMIT_BATCH_COMMANDS_MAX;
+
+/// Most lines the reader puts in one job.
+pub const APPLY_JOB_LINES_MAX: usize = 512;
+
+/// Input buffer of the reader.
+const READ_BUFFER_BYTES: usize = 1 << 20;
 
 /// Failures of the pipeline (not business rejections, which are outcomes).
 #[derive(Debug, Error)]
@@ -22,6 +33,9 @@ pub enum ApplyError {
     /// The ledger failed. Edge: exit 1.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The writer refused the commands (a failed append) or stopped. Edge: exit 1.
+    #[error(transparent)]
+    Writer(#[from] WriterError),
     /// Reading input or writing outcomes failed. Edge: exit 1.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -39,199 +53,160 @@ pub struct ApplyStats {
     pub seconds: f64,
     /// Writer time deciding and encoding.
     pub decide_seconds: f64,
-    /// Writer time in durable appends.
+    /// Committer time in durable appends.
     pub append_seconds: f64,
-    /// Writer time writing outcome lines.
+    /// Time writing outcome lines.
     pub output_seconds: f64,
-    /// Writer time waiting for parsed input.
+    /// Time the output waited for answers.
     pub wait_seconds: f64,
 }
 
-enum Read {
-    Line(Submission),
-    Failed(std::io::Error),
-}
+/// Counts what the writer committed.
+#[derive(Default)]
+struct Counter(Mutex<ApplyStats>);
 
-fn spawn_reader<R: BufRead + Send + 'static>(mut input: R) -> Receiver<Read> {
-    let (sender, receiver) = bounded(PIPELINE_DEPTH_COMMANDS);
-    std::thread::spawn(move || {
-        let mut line = Vec::with_capacity(1024);
-        let mut number = 0u64;
-        loop {
-            line.clear();
-            match input.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {
-                    number += 1;
-                    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        line.pop();
-                    }
-                    if sender
-                        .send(Read::Line(Submission::parse(Some(number), &line)))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    let _ = sender.send(Read::Failed(error));
-                    break;
-                }
+impl CommitObserver for Counter {
+    fn committed(&self, result: &BatchResult, _head: u64, _seconds: f64) {
+        let mut stats = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        stats.batches += 1;
+        stats.events += result.events.len() as u64;
+        stats.decide_seconds += result.decide_micros as f64 / 1e6;
+        stats.append_seconds += result.append_micros as f64 / 1e6;
+        for outcome in &result.outcomes {
+            stats.commands += 1;
+            match outcome {
+                Outcome::Accepted { .. } => stats.accepted += 1,
+                Outcome::Rejected { .. } => stats.rejected += 1,
+                Outcome::Duplicate { .. } => stats.duplicates += 1,
             }
         }
-    });
-    receiver
+    }
+}
+
+enum Queued {
+    Job(Pending),
+    Failed(std::io::Error),
+    Refused(WriterError),
+}
+
+/// Reads lines, submits them in jobs, and queues each job's pending answer for the output.
+fn spawn_reader<R: Read + Send + 'static>(
+    input: R,
+    writer: WriterHandle,
+) -> Result<crossbeam_channel::Receiver<Queued>, std::io::Error> {
+    let (sender, receiver) = bounded(PIPELINE_DEPTH_COMMANDS / APPLY_JOB_LINES_MAX);
+    std::thread::Builder::new()
+        .name("apply-reader".into())
+        .spawn(move || {
+            let mut input = BufReader::with_capacity(READ_BUFFER_BYTES, input);
+            let mut line = Vec::with_capacity(1024);
+            let mut number = 0u64;
+            let mut job: Vec<Submission> = Vec::new();
+            let flush = |job: &mut Vec<Submission>| -> bool {
+                if job.is_empty() {
+                    return true;
+                }
+                let next = match writer.submit(std::mem::take(job), Vec::new()) {
+                    Ok(pending) => Queued::Job(pending),
+                    Err(error) => Queued::Refused(error),
+                };
+                sender.send(next).is_ok()
+            };
+            loop {
+                // The next read may block: let the writer have what was read so far.
+                if (input.buffer().is_empty() || job.len() >= APPLY_JOB_LINES_MAX)
+                    && !flush(&mut job)
+                {
+                    return;
+                }
+                line.clear();
+                match input.read_until(b'\n', &mut line) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        number += 1;
+                        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                            line.pop();
+                        }
+                        job.push(Submission::parse(Some(number), &line));
+                    }
+                    Err(error) => {
+                        if flush(&mut job) {
+                            let _ = sender.send(Queued::Failed(error));
+                        }
+                        return;
+                    }
+                }
+            }
+            flush(&mut job);
+        })?;
+    Ok(receiver)
 }
 
 /// Applies every line of `input` and writes one outcome line per input line to `output`.
-///
-/// Two batches are in flight at most: while a committer thread makes batch N durable, this
-/// thread decides batch N+1. Outcomes of a batch are written only after its commit returned.
+/// Returns the counts and the ledger (the writer stopped, the checkpoint written when due).
 pub fn apply_lines<R, W>(
-    ledger: &mut Ledger,
+    ledger: Ledger,
     input: R,
     output: &mut W,
-) -> Result<ApplyStats, ApplyError>
+) -> Result<(ApplyStats, Ledger), ApplyError>
 where
-    R: BufRead + Send + 'static,
+    R: Read + Send + 'static,
     W: Write,
 {
     let started = Instant::now();
-    let receiver = spawn_reader(input);
-    let log = ledger.log_handle();
-    let mut stats = ApplyStats::default();
-    let (commit_tx, commit_rx) = bounded::<Prepared>(1);
-    let (done_tx, done_rx) = bounded::<(Prepared, Result<(), LogError>)>(1);
-    let committer = std::thread::Builder::new()
-        .name("committer".into())
-        .spawn(move || {
-            for mut prepared in commit_rx {
-                let committed = prepared.commit(&log).map(|_| ());
-                let failed = committed.is_err();
-                if done_tx.send((prepared, committed)).is_err() || failed {
-                    break;
-                }
-            }
-        })?;
-    let outcome = pipeline(ledger, &receiver, &commit_tx, &done_rx, output, &mut stats);
-    drop(commit_tx);
-    let _ = committer.join();
-    outcome?;
-    stats.seconds = started.elapsed().as_secs_f64();
-    Ok(stats)
-}
-
-fn pipeline<W: Write>(
-    ledger: &mut Ledger,
-    receiver: &Receiver<Read>,
-    commit_tx: &Sender<Prepared>,
-    done_rx: &Receiver<(Prepared, Result<(), LogError>)>,
-    output: &mut W,
-    stats: &mut ApplyStats,
-) -> Result<(), ApplyError> {
-    let mut in_flight = 0usize;
+    let counter = Arc::new(Counter::default());
+    let writer = Writer::start(
+        ledger,
+        WriterOptions {
+            read_model: false,
+            checkpoint_on_stop: false,
+            ..WriterOptions::default()
+        },
+        Arc::clone(&counter) as Arc<dyn CommitObserver>,
+    )?;
+    let answers = spawn_reader(input, writer.handle())?;
+    let mut output_seconds = 0.0;
+    let mut wait_seconds = 0.0;
     let mut buffer = Vec::with_capacity(1 << 20);
-    let mut input_done = false;
-    loop {
-        // Gather what has arrived. Block for input only when nothing is in flight.
-        let mut batch = Vec::new();
-        let mut read_error = None;
-        if !input_done {
-            let waiting = Instant::now();
-            let first = if in_flight == 0 {
-                receiver.recv().map_err(|_| TryRecvError::Disconnected)
-            } else {
-                receiver.try_recv()
-            };
-            stats.wait_seconds += waiting.elapsed().as_secs_f64();
-            match first {
-                Ok(Read::Line(submission)) => batch.push(submission),
-                Ok(Read::Failed(error)) => read_error = Some(error),
-                Err(TryRecvError::Disconnected) => input_done = true,
-                Err(TryRecvError::Empty) => {}
+    let mut failure: Option<ApplyError> = None;
+    for answer in answers {
+        let waiting = Instant::now();
+        let answered = match answer {
+            Queued::Job(pending) => pending.wait(),
+            Queued::Refused(error) => Err(error),
+            Queued::Failed(error) => {
+                failure = Some(error.into());
+                break;
             }
-            while !batch.is_empty()
-                && batch.len() < SUBMIT_BATCH_COMMANDS_MAX
-                && read_error.is_none()
-            {
-                match receiver.try_recv() {
-                    Ok(Read::Line(submission)) => batch.push(submission),
-                    Ok(Read::Failed(error)) => read_error = Some(error),
-                    Err(_) => break,
-                }
+        };
+        wait_seconds += waiting.elapsed().as_secs_f64();
+        let answered = match answered {
+            Ok(answered) => answered,
+            Err(error) => {
+                failure = Some(error.into());
+                break;
             }
+        };
+        let writing = Instant::now();
+        buffer.clear();
+        for line in answered.lines() {
+            buffer.extend_from_slice(line);
+            buffer.push(b'\n');
         }
-        if !batch.is_empty() {
-            let prepared = ledger.prepare(batch, Vec::new())?;
-            stats.decide_seconds += prepared.result.decide_micros as f64 / 1e6;
-            if commit_tx.send(prepared).is_err() {
-                ledger.poison();
-                return Err(ApplyError::Io(std::io::Error::other(
-                    "the committer thread stopped",
-                )));
-            }
-            in_flight += 1;
+        if let Err(error) = output.write_all(&buffer).and_then(|()| output.flush()) {
+            failure = Some(error.into());
+            break;
         }
-        // Finish a commit when the pipeline is full, when input is idle, or at the end.
-        if in_flight > 0
-            && (in_flight >= 2 || batch_idle(receiver) || input_done || read_error.is_some())
-        {
-            finish_one(ledger, done_rx, output, &mut buffer, stats)?;
-            in_flight -= 1;
-        }
-        if let Some(error) = read_error {
-            while in_flight > 0 {
-                finish_one(ledger, done_rx, output, &mut buffer, stats)?;
-                in_flight -= 1;
-            }
-            return Err(error.into());
-        }
-        if input_done && in_flight == 0 {
-            return Ok(());
-        }
+        output_seconds += writing.elapsed().as_secs_f64();
     }
-}
-
-fn batch_idle(receiver: &Receiver<Read>) -> bool {
-    receiver.is_empty()
-}
-
-fn finish_one<W: Write>(
-    ledger: &mut Ledger,
-    done_rx: &Receiver<(Prepared, Result<(), LogError>)>,
-    output: &mut W,
-    buffer: &mut Vec<u8>,
-    stats: &mut ApplyStats,
-) -> Result<(), ApplyError> {
-    let Ok((prepared, committed)) = done_rx.recv() else {
-        ledger.poison();
-        return Err(ApplyError::Io(std::io::Error::other(
-            "the committer thread stopped",
-        )));
-    };
-    if let Err(error) = committed {
-        ledger.poison();
-        return Err(ApplyError::Ledger(error.into()));
+    let ledger = writer.stop();
+    if let Some(failure) = failure {
+        return Err(failure);
     }
-    let writing = Instant::now();
-    let mut result = prepared.result;
-    ledger.resolve(&mut result)?;
-    stats.append_seconds += result.append_micros as f64 / 1e6;
-    stats.batches += 1;
-    stats.events += result.events.len() as u64;
-    buffer.clear();
-    for (index, outcome) in result.outcomes.iter().enumerate() {
-        stats.commands += 1;
-        match outcome.kind() {
-            "accepted" => stats.accepted += 1,
-            "rejected" => stats.rejected += 1,
-            _ => stats.duplicates += 1,
-        }
-        result.write_outcome_json(index, buffer);
-        buffer.push(b'\n');
-    }
-    output.write_all(buffer)?;
-    output.flush()?;
-    stats.output_seconds += writing.elapsed().as_secs_f64();
-    Ok(())
+    let ledger = ledger.ok_or(ApplyError::Writer(WriterError::Stopped))?;
+    let mut stats = *counter.0.lock().unwrap_or_else(|p| p.into_inner());
+    stats.seconds = started.elapsed().as_secs_f64();
+    stats.output_seconds = output_seconds;
+    stats.wait_seconds = wait_seconds;
+    Ok((stats, ledger))
 }

@@ -58,9 +58,9 @@ pub fn run(
         input.extend_from_slice(envelope.to_json().as_bytes());
         input.push(b'\n');
     }
-    let mut ledger = Ledger::open(dir, options)?;
+    let ledger = Ledger::open(dir, options)?;
     let mut sink = std::io::sink();
-    let stats = apply_lines(&mut ledger, Cursor::new(input), &mut sink)?;
+    let (stats, ledger) = apply_lines(ledger, Cursor::new(input), &mut sink)?;
     let store_bytes = ledger.log().size_on_disk().unwrap_or(0);
     let started = Instant::now();
     let state = replay(ledger.log(), u64::MAX).map_err(csp_ledger::writer::LedgerError::from)?;
