@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::audit::{chain_hash, WalkStart};
 use crate::checkpoint;
-use crate::domain::{self, Rejection};
+use csp_ledger_domain::{self as domain, Rejection};
 use crate::log::{
     Commit, Head, Log, LogError, LogOptions, OutcomeRecord, PersonalRecord, StoredEvent,
     StoredOutcomeKind, DLQ_CURSOR, EVENTS_CURSOR, RESULTS_CURSOR,

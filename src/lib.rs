@@ -5,7 +5,7 @@ pub mod apply;
 pub mod audit;
 pub mod bench;
 pub mod checkpoint;
-pub mod domain;
+pub use csp_ledger_domain as domain;
 pub mod history;
 pub mod kafka;
 pub mod kafka_bench;
