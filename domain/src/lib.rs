@@ -27,7 +27,8 @@ use context::Context;
 
 pub use csp_ledger_schemas::outcome::Rejection;
 
-/// Most events one command may produce (AcceptInvitation produces three).
+/// Most events one command may produce (AcceptInvitation produces three). `decide` asserts it
+/// on every decision.
 pub const EVENTS_PER_COMMAND_MAX: usize = 4;
 
 /// Domains of web-based e-mail services not accepted for a primary contact (004 step 4).
@@ -75,13 +76,18 @@ pub fn commit(salt: &[u8; 16], value: &str) -> Commitment {
 type Decided = Result<Decision, Rejection>;
 
 /// Decides one command against the state.
+///
+/// # Panics
+///
+/// When a decision has more than [`EVENTS_PER_COMMAND_MAX`] events. No command of the contract
+/// produces that many, so that would be a bug in a decision function, not bad input.
 pub fn decide(
     state: &LedgerState,
     envelope: &CommandEnvelope,
     salt: &mut dyn FnMut() -> [u8; 16],
 ) -> Decided {
     let ctx = Context::new(state, envelope);
-    match &envelope.command {
+    let decision = match &envelope.command {
         Command::EnrollPartner(c) => partner::enroll(&ctx, c, salt),
         Command::VerifyPartner(c) => partner::verify(&ctx, c),
         Command::AssociateMpnId(c) => partner::associate_mpn_id(&ctx, c),
@@ -112,7 +118,23 @@ pub fn decide(
         Command::TransitionToIndirectReseller(c) => {
             direct_bill::transition_to_indirect_reseller(&ctx, c)
         }
-    }
+    }?;
+    Ok(within_events_per_command_max(&envelope.command, decision))
+}
+
+/// The decision, checked against [`EVENTS_PER_COMMAND_MAX`].
+///
+/// # Panics
+///
+/// When the decision has more events than that: a domain bug.
+fn within_events_per_command_max(command: &Command, decision: Decision) -> Decision {
+    assert!(
+        decision.events.len() <= EVENTS_PER_COMMAND_MAX,
+        "{} decided {} events, more than EVENTS_PER_COMMAND_MAX ({EVENTS_PER_COMMAND_MAX})",
+        command.type_name(),
+        decision.events.len()
+    );
+    decision
 }
 
 /// `details` of `direct_bill_requirements_unmet`: every unmet requirement, the
@@ -123,4 +145,69 @@ pub fn readiness_details(readiness: &DirectBillReadiness) -> Value {
         "recommendations": readiness.recommendations,
         "ttm_cloud_revenue_usd": readiness.ttm_cloud_revenue_usd.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use csp_ledger_projections::state::{InvitationStatus, ResellerInvitation};
+    use csp_ledger_schemas::command::{AcceptInvitation, Actor};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    fn accept_invitation() -> (LedgerState, CommandEnvelope) {
+        let (provider_id, reseller_id, invitation_id) =
+            (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let mut state = LedgerState::new();
+        state.reseller_invitations.insert(
+            invitation_id,
+            ResellerInvitation {
+                provider_id,
+                reseller_id,
+                status: InvitationStatus::Pending,
+            },
+        );
+        let envelope = CommandEnvelope {
+            command_id: Uuid::from_u128(4),
+            issued_at: Default::default(),
+            actor: Actor::partner(reseller_id, "global_admin"),
+            correlation_id: None,
+            command: Command::AcceptInvitation(AcceptInvitation {
+                invitation_id,
+                reseller_id,
+            }),
+        };
+        (state, envelope)
+    }
+
+    #[test]
+    fn events_per_command_max_is_enforced() {
+        // AcceptInvitation is the command with the most events (SPEC.md section 4): three.
+        let (state, envelope) = accept_invitation();
+        let decision = decide(&state, &envelope, &mut || [7; 16]).expect("accepted");
+        assert_eq!(decision.events.len(), 3);
+        assert!(decision.events.len() <= EVENTS_PER_COMMAND_MAX);
+
+        // The check `decide` runs on every decision: a decision at the limit passes unchanged,
+        // one past it panics, so the constant is the bound the code actually enforces.
+        let event = decision.events[0].clone();
+        let at_limit = Decision {
+            events: vec![event.clone(); EVENTS_PER_COMMAND_MAX],
+            personal: Vec::new(),
+        };
+        assert_eq!(
+            within_events_per_command_max(&envelope.command, at_limit.clone()),
+            at_limit
+        );
+        let past_limit = Decision {
+            events: vec![event; EVENTS_PER_COMMAND_MAX + 1],
+            personal: Vec::new(),
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            within_events_per_command_max(&envelope.command, past_limit)
+        }));
+        assert!(
+            outcome.is_err(),
+            "a decision past the limit was let through"
+        );
+    }
 }
