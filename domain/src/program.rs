@@ -3,7 +3,6 @@
 
 use csp_ledger_schemas::command::{self as cmd, RevenueCategory};
 use csp_ledger_schemas::event::{self as ev, Event};
-use csp_ledger_schemas::values::UsdAmount;
 use csp_ledger_schemas::RejectionCode as Code;
 
 use crate::context::{ensure, events, Context};
@@ -12,13 +11,15 @@ use crate::Decided;
 pub(crate) fn record_revenue(ctx: &Context, c: &cmd::RecordRevenue) -> Decided {
     ctx.authorize(ctx.is_operator(), "the operator")?;
     let p = ctx.partner(c.partner_id)?;
-    let total = p.revenue_total(c.month, c.category) + c.amount_usd.cents;
-    ensure(total >= 0, Code::NegativeRevenueTotal, || {
+    // Exact whatever the amounts: a total is i128 cents (see `UsdTotal`), so a large positive
+    // amount cannot wrap the total below zero.
+    let total = p.revenue_total(c.month, c.category).plus(c.amount_usd);
+    ensure(total.cents >= 0, Code::NegativeRevenueTotal, || {
         format!(
             "the {} total of {} would drop to {}",
             category_name(c.category),
             c.month,
-            UsdAmount::from_cents(total)
+            total
         )
     })?;
     events(vec![Event::RevenueRecorded(ev::RevenueRecorded {

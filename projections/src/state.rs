@@ -10,7 +10,7 @@ use csp_ledger_schemas::command::{ManagedServiceKind, RevenueCategory, SupportPl
 use csp_ledger_schemas::event::{
     CustomerPartnerRole, Event, ProgramRole, StreamId, VerificationStatus,
 };
-use csp_ledger_schemas::values::{Country, Month, UsdAmount};
+use csp_ledger_schemas::values::{Country, Month, UsdAmount, UsdTotal};
 use serde::{Deserialize, Serialize};
 
 use crate::compact::{Roles, VecMap, VecSet};
@@ -73,8 +73,9 @@ pub struct Partner {
     /// The latest attestation: (billing, provisioning).
     pub infrastructure: Option<(bool, bool)>,
     pub managed_services: Vec<(ManagedServiceKind, String)>,
-    /// Revenue in cents by (month index, category).
-    pub revenue: VecMap<(i32, RevenueCategory), i64>,
+    /// Revenue total in cents by (month index, category): the cents of a [`UsdTotal`], in
+    /// `i128` so that sums of many large amounts cannot wrap.
+    pub revenue: VecMap<(i32, RevenueCategory), i128>,
     /// Version of the partner's stream.
     pub version: u64,
 }
@@ -84,12 +85,14 @@ impl Partner {
         self.roles.contains(role)
     }
 
-    /// Revenue total of one month and category, in cents.
-    pub fn revenue_total(&self, month: Month, category: RevenueCategory) -> i64 {
-        self.revenue
-            .get(&(month.index(), category))
-            .copied()
-            .unwrap_or(0)
+    /// Revenue total of one month and category (exact: see [`UsdTotal`]).
+    pub fn revenue_total(&self, month: Month, category: RevenueCategory) -> UsdTotal {
+        UsdTotal::from_cents(
+            self.revenue
+                .get(&(month.index(), category))
+                .copied()
+                .unwrap_or(0),
+        )
     }
 }
 
@@ -549,7 +552,7 @@ impl LedgerState {
                     .partner_mut(e.partner_id)
                     .revenue
                     .entry_or_insert_with((e.month.index(), e.category), || 0);
-                *total += e.amount_usd.cents;
+                *total = UsdTotal::from_cents(*total).plus(e.amount_usd).cents;
             }
             Event::SupportPlanPurchased(e) => {
                 self.partner_mut(e.partner_id).support_plan = Some(e.plan)
