@@ -372,4 +372,3 @@ async fn shutdown_signal() {
     }
     info!(message = "Shutting down.");
 }
-

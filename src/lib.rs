@@ -14,7 +14,7 @@
 
 pub mod api;
 pub mod app;
-pub mod domain;
+pub use csp_ledger_domain as domain;
 pub mod ingest;
 pub mod intake;
 pub mod store;

@@ -2,7 +2,7 @@
 //! pure domain (given these commands, when this one, then these events or this rejection),
 //! plus the seed scenarios of 002 and the MPA gates of 002/004.
 
-use csp_ledger_projections::eligibility::{partner_unmet, relationship_unmet};
+use csp_ledger_projections::eligibility::{partner_unmet, relationship_unmet, ttm_cloud_revenue};
 use csp_ledger_schemas::command::{Actor, CreditOutcome, RevenueCategory};
 use csp_ledger_schemas::event::{Event, ProgramRole};
 use csp_ledger_schemas::RejectionCode as Code;
@@ -939,6 +939,67 @@ fn negative_revenue_total_per_month_and_category() {
         Code::NegativeRevenueTotal
     );
     world.given([kit.record_revenue(reseller, "2025-11", RevenueCategory::Cloud, "-599.50")]);
+}
+
+/// Bug: cent totals were summed in `i64` and wrapped. Amounts at the per-command limit
+/// (USD 10^15) made the trailing-twelve-month figure negative after a dozen months of ten
+/// amounts, and made a month's total wrap after 93 amounts, so that a positive amount was
+/// rejected as `negative_revenue_total`.
+#[test]
+fn revenue_totals_do_not_overflow() {
+    let (mut kit, mut world, _, reseller) = europe();
+    let largest = "1000000000000000.00"; // USD_AMOUNT_MAX_CENTS, the largest amount accepted
+                                         // Ten of the largest amounts in each of the twelve months before January 2026: every month
+                                         // total (10^18 cents) fits in i64, their sum (1.2 * 10^19 cents) does not.
+    for month in 1..=12 {
+        let month = if month == 12 {
+            "2025-12".to_string()
+        } else {
+            format!("2025-{month:02}")
+        };
+        for _ in 0..10 {
+            world.given([kit.record_revenue(reseller, &month, RevenueCategory::Cloud, largest)]);
+        }
+    }
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+    let ttm = |world: &Harness| {
+        ttm_cloud_revenue(world.state.partner(reseller).unwrap(), today).to_string()
+    };
+    assert_eq!(ttm(&world), "120000000000000000.00");
+    // Ninety more in one month: its total passes i64::MAX cents (about 9.22 * 10^18) at the
+    // 93rd amount. Every positive amount is accepted.
+    for i in 0..90 {
+        let outcome =
+            world.when(&kit.record_revenue(reseller, "2025-11", RevenueCategory::Cloud, largest));
+        assert_eq!(
+            outcome.as_ref().map(Vec::len),
+            Ok(1),
+            "amount {} of 2025-11 was not accepted",
+            i + 11
+        );
+    }
+    assert_eq!(ttm(&world), "210000000000000000.00");
+    // The total stays exact: a negative adjustment is checked against it, not a wrapped value.
+    assert_eq!(
+        world.accepts(&kit.record_revenue(
+            reseller,
+            "2025-11",
+            RevenueCategory::Cloud,
+            "-1000000000000000.00"
+        )),
+        ["RevenueRecorded"]
+    );
+    assert_eq!(ttm(&world), "209000000000000000.00");
+    // The direct-bill check sees the same figure: revenue is not what is missing.
+    let rejection = world
+        .when(&kit.apply_for_direct_bill(reseller))
+        .unwrap_err();
+    let details = rejection.details.unwrap();
+    assert_eq!(details["ttm_cloud_revenue_usd"], "209000000000000000.00");
+    assert_eq!(
+        details["unmet"],
+        serde_json::json!(["support_plan_missing", "infrastructure_not_attested"])
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use chrono::{Datelike, NaiveDate, Weekday};
 use csp_ledger_schemas::command::RevenueCategory;
 use csp_ledger_schemas::event::{ProgramRole, VerificationStatus};
-use csp_ledger_schemas::values::{Month, UsdAmount};
+use csp_ledger_schemas::values::{Month, UsdAmount, UsdTotal};
 use uuid::Uuid;
 
 use crate::state::{LedgerState, Partner};
@@ -98,22 +98,23 @@ pub struct DirectBillReadiness {
     pub ready: bool,
     pub unmet: Vec<&'static str>,
     pub recommendations: Vec<&'static str>,
-    pub ttm_cloud_revenue_usd: UsdAmount,
+    pub ttm_cloud_revenue_usd: UsdTotal,
 }
 
-/// Cloud revenue of the twelve calendar months before the month of `date`, in cents.
-/// Perpetual software is excluded.
-pub fn ttm_cloud_revenue(partner: &Partner, date: NaiveDate) -> UsdAmount {
+/// Cloud revenue of the twelve calendar months before the month of `date`. Perpetual software
+/// is excluded. Summed as a [`UsdTotal`] (`i128` cents), so that twelve large month totals
+/// cannot wrap.
+pub fn ttm_cloud_revenue(partner: &Partner, date: NaiveDate) -> UsdTotal {
     let current = Month::of_date(date).index();
-    let cents = partner
+    partner
         .revenue
         .iter()
         .filter(|((month, category), _)| {
             *category == RevenueCategory::Cloud && (current - 12..current).contains(month)
         })
-        .map(|(_, cents)| *cents)
-        .sum();
-    UsdAmount::from_cents(cents)
+        .fold(UsdTotal::ZERO, |ttm, (_, cents)| {
+            ttm.plus_total(UsdTotal::from_cents(*cents))
+        })
 }
 
 /// The direct-bill requirements of 000/003 (as of 2020-10-27), evaluated on `date`.
@@ -126,7 +127,7 @@ pub fn direct_bill_readiness(partner: &Partner, date: NaiveDate) -> DirectBillRe
         unmet.push("infrastructure_not_attested");
     }
     let ttm = ttm_cloud_revenue(partner, date);
-    if ttm < DIRECT_BILL_REVENUE_THRESHOLD {
+    if ttm < UsdTotal::from(DIRECT_BILL_REVENUE_THRESHOLD) {
         unmet.push("revenue_below_threshold");
     }
     let mut recommendations = Vec::new();

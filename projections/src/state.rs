@@ -10,7 +10,7 @@ use csp_ledger_schemas::command::{ManagedServiceKind, RevenueCategory, SupportPl
 use csp_ledger_schemas::event::{
     CustomerPartnerRole, Event, ProgramRole, StreamId, VerificationStatus,
 };
-use csp_ledger_schemas::values::{Country, Month, UsdAmount};
+use csp_ledger_schemas::values::{Country, Month, UsdAmount, UsdTotal};
 use serde::{Deserialize, Serialize};
 
 use crate::compact::{Roles, VecMap, VecSet};
@@ -73,8 +73,9 @@ pub struct Partner {
     /// The latest attestation: (billing, provisioning).
     pub infrastructure: Option<(bool, bool)>,
     pub managed_services: Vec<(ManagedServiceKind, String)>,
-    /// Revenue in cents by (month index, category).
-    pub revenue: VecMap<(i32, RevenueCategory), i64>,
+    /// Revenue total in cents by (month index, category): the cents of a [`UsdTotal`], in
+    /// `i128` so that sums of many large amounts cannot wrap.
+    pub revenue: VecMap<(i32, RevenueCategory), i128>,
     /// Version of the partner's stream.
     pub version: u64,
 }
@@ -84,12 +85,14 @@ impl Partner {
         self.roles.contains(role)
     }
 
-    /// Revenue total of one month and category, in cents.
-    pub fn revenue_total(&self, month: Month, category: RevenueCategory) -> i64 {
-        self.revenue
-            .get(&(month.index(), category))
-            .copied()
-            .unwrap_or(0)
+    /// Revenue total of one month and category (exact: see [`UsdTotal`]).
+    pub fn revenue_total(&self, month: Month, category: RevenueCategory) -> UsdTotal {
+        UsdTotal::from_cents(
+            self.revenue
+                .get(&(month.index(), category))
+                .copied()
+                .unwrap_or(0),
+        )
     }
 }
 
@@ -284,6 +287,47 @@ impl LedgerState {
         }
         let at = meta.occurred_at;
         match event {
+            Event::PartnerEnrolled(_)
+            | Event::PartnerVerified(_)
+            | Event::PartnerVerificationRejected(_)
+            | Event::MpnIdAssociated(_)
+            | Event::MpaSigned(_)
+            | Event::IndirectProviderAuthorized(_) => self.apply_onboarding(event, at),
+            Event::ResellerInvited(_)
+            | Event::InvitationAccepted(_)
+            | Event::RelationshipEstablished(_)
+            | Event::AdminAccessGranted(_)
+            | Event::InvitationDeclined(_)
+            | Event::InvitationRevoked(_)
+            | Event::AdminAccessRemoved(_)
+            | Event::RelationshipEnded(_) => self.apply_indirect(event, at),
+            Event::CustomerRegistered(_)
+            | Event::CustomerAgreementAccepted(_)
+            | Event::CustomerInvited(_)
+            | Event::CustomerRelationshipEstablished(_)
+            | Event::CustomerRelationshipEnded(_) => self.apply_customer(event, at),
+            Event::RevenueRecorded(_)
+            | Event::SupportPlanPurchased(_)
+            | Event::InfrastructureAttested(_)
+            | Event::ManagedServiceRegistered(_)
+            | Event::DirectBillApplicationSubmitted(_)
+            | Event::CreditCheckApproved(_)
+            | Event::CreditCheckDeclined(_)
+            | Event::DirectBillActivated(_)
+            | Event::TransitionedToIndirectReseller(_) => self.apply_program(event, at),
+        }
+        match stream {
+            StreamId::Partner(id) => self.partner_mut(id).version = meta.stream_version,
+            StreamId::Customer(id) => self.customer_mut(id).version = meta.stream_version,
+            StreamId::Relationship { provider, reseller } => {
+                self.relationship_mut(provider, reseller).version = meta.stream_version
+            }
+        }
+    }
+
+    /// Partner onboarding: enrollment, verification, MPN ID, MPA, indirect provider.
+    fn apply_onboarding(&mut self, event: &Event, at: DateTime<Utc>) {
+        match event {
             Event::PartnerEnrolled(e) => {
                 let partner = Partner {
                     partner_id: e.partner_id,
@@ -340,6 +384,13 @@ impl LedgerState {
                 partner.roles.remove(ProgramRole::IndirectReseller);
                 partner.roles.insert(ProgramRole::IndirectProvider);
             }
+            other => unreachable!("{} is not an onboarding event", other.type_name()),
+        }
+    }
+
+    /// Reseller invitations and provider-reseller relationships.
+    fn apply_indirect(&mut self, event: &Event, at: DateTime<Utc>) {
+        match event {
             Event::ResellerInvited(e) => {
                 self.reseller_invitations.insert(
                     e.invitation_id,
@@ -415,6 +466,13 @@ impl LedgerState {
                 relationship.admin_access = false;
                 relationship.ended_at = Some(at);
             }
+            other => unreachable!("{} is not an indirect event", other.type_name()),
+        }
+    }
+
+    /// Customers, their agreement, invitations and relationships.
+    fn apply_customer(&mut self, event: &Event, at: DateTime<Utc>) {
+        match event {
             Event::CustomerRegistered(e) => {
                 let customer = Customer {
                     customer_id: e.customer_id,
@@ -482,12 +540,19 @@ impl LedgerState {
                 partner.active = false;
                 partner.ended_at = Some(at);
             }
+            other => unreachable!("{} is not a customer event", other.type_name()),
+        }
+    }
+
+    /// Revenue, support plan, infrastructure, managed services and the direct-bill path.
+    fn apply_program(&mut self, event: &Event, at: DateTime<Utc>) {
+        match event {
             Event::RevenueRecorded(e) => {
                 let total = self
                     .partner_mut(e.partner_id)
                     .revenue
                     .entry_or_insert_with((e.month.index(), e.category), || 0);
-                *total += e.amount_usd.cents;
+                *total = UsdTotal::from_cents(*total).plus(e.amount_usd).cents;
             }
             Event::SupportPlanPurchased(e) => {
                 self.partner_mut(e.partner_id).support_plan = Some(e.plan)
@@ -529,13 +594,7 @@ impl LedgerState {
                 partner.roles.remove(ProgramRole::DirectBill);
                 partner.roles.insert(ProgramRole::IndirectReseller);
             }
-        }
-        match stream {
-            StreamId::Partner(id) => self.partner_mut(id).version = meta.stream_version,
-            StreamId::Customer(id) => self.customer_mut(id).version = meta.stream_version,
-            StreamId::Relationship { provider, reseller } => {
-                self.relationship_mut(provider, reseller).version = meta.stream_version
-            }
+            other => unreachable!("{} is not a program event", other.type_name()),
         }
     }
 

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::command::{Actor, ManagedServiceKind, RevenueCategory, SupportPlan};
-use crate::values::{Commitment, Country, Month, UsdAmount};
+use crate::values::{Commitment, Country, Month, UsdAmount, UsdTotal};
 
 /// Schema version written into every envelope. Raised when an event's data changes shape;
 /// old versions are then upcast on read.
@@ -176,7 +176,7 @@ event_data!(/// Infrastructure attested (replaces the previous attestation).
 event_data!(/// A managed service, IP service or customer solution registered.
     ManagedServiceRegistered { kind: ManagedServiceKind, name: String, partner_id: Uuid });
 event_data!(/// A direct-bill application submitted with the requirements met.
-    DirectBillApplicationSubmitted { partner_id: Uuid, ttm_cloud_revenue_usd: UsdAmount });
+    DirectBillApplicationSubmitted { partner_id: Uuid, ttm_cloud_revenue_usd: UsdTotal });
 event_data!(/// Credit approved for the open application.
     CreditCheckApproved { credit_limit_usd: Option<UsdAmount>, partner_id: Uuid });
 event_data!(/// Credit declined: the application is closed.

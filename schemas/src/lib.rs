@@ -14,4 +14,4 @@ pub mod values;
 pub use command::{Actor, ActorKind, Command, CommandEnvelope, MalformedCommand};
 pub use event::{Event, EventEnvelope, StreamId};
 pub use outcome::{Rejection, RejectionCode};
-pub use values::{Commitment, Country, Month, UsdAmount};
+pub use values::{Commitment, Country, Month, UsdAmount, UsdTotal};

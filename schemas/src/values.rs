@@ -71,15 +71,18 @@ impl JsonSchema for Country {
 }
 
 /// An amount of US dollars in cents. On the wire a decimal string with at most two fraction
-/// digits (`"12500.00"`, `"-3.5"`); written back with exactly two.
+/// digits (`"12500.00"`, `"-3.5"`); written back with exactly two. The largest amount one
+/// command may carry is USD 1,000,000,000,000,000.00 (10^15) either way
+/// ([`USD_AMOUNT_MAX_CENTS`]). Sums of amounts are [`UsdTotal`]s, which cannot wrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct UsdAmount {
     /// The amount in cents.
     pub cents: i64,
 }
 
-/// Largest absolute amount accepted on the wire: USD 10^15, far above any revenue figure and
-/// far below `i64::MAX` cents, so sums of many amounts cannot overflow.
+/// Largest absolute amount accepted on the wire: USD 10^15 (10^17 cents), far above any
+/// revenue figure. Ninety-three such amounts already pass `i64::MAX` cents, so totals are not
+/// kept in `i64`: see [`UsdTotal`].
 pub const USD_AMOUNT_MAX_CENTS: i64 = 100_000_000_000_000_000;
 
 impl UsdAmount {
@@ -154,7 +157,118 @@ impl JsonSchema for UsdAmount {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({"type": "string", "pattern": "^-?[0-9]{1,16}(\\.[0-9]{1,2})?$",
-            "description": "US dollars as a decimal string with at most 2 fraction digits"})
+            "description": "US dollars as a decimal string with at most 2 fraction digits; at most USD 1000000000000000.00 (10^15) either way"})
+    }
+}
+
+/// Whole-dollar digits a [`UsdTotal`] may have on the wire: 36, so that every such value fits
+/// in `i128` cents (about 1.7 * 10^38).
+pub const USD_TOTAL_DIGITS_MAX: usize = 36;
+
+/// A sum of [`UsdAmount`]s in cents (a month's revenue total, the trailing-twelve-month
+/// figure), kept in `i128` so that it cannot wrap. Every amount is at most 10^17 cents and a
+/// log holds fewer than 2^64 events, so no total can pass 2^64 * 10^17 (about 1.8 * 10^36
+/// cents): the largest total is exact, far inside `i128`. Arithmetic saturates at the `i128`
+/// bounds all the same, so even a damaged log cannot make a total wrap. On the wire like
+/// [`UsdAmount`], with up to [`USD_TOTAL_DIGITS_MAX`] whole-dollar digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct UsdTotal {
+    /// The total in cents.
+    pub cents: i128,
+}
+
+impl UsdTotal {
+    pub const ZERO: UsdTotal = UsdTotal { cents: 0 };
+
+    pub fn from_cents(cents: i128) -> Self {
+        UsdTotal { cents }
+    }
+
+    /// This total plus `amount` (saturating: see the type's documentation).
+    #[must_use]
+    pub fn plus(self, amount: UsdAmount) -> UsdTotal {
+        UsdTotal {
+            cents: self.cents.saturating_add(i128::from(amount.cents)),
+        }
+    }
+
+    /// The sum of two totals (saturating: see the type's documentation).
+    #[must_use]
+    pub fn plus_total(self, other: UsdTotal) -> UsdTotal {
+        UsdTotal {
+            cents: self.cents.saturating_add(other.cents),
+        }
+    }
+}
+
+impl From<UsdAmount> for UsdTotal {
+    fn from(amount: UsdAmount) -> Self {
+        UsdTotal {
+            cents: i128::from(amount.cents),
+        }
+    }
+}
+
+impl FromStr for UsdTotal {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let bad = || {
+            ValueError(format!(
+                "total {s:?} is not a decimal with at most {USD_TOTAL_DIGITS_MAX} whole and 2 fraction digits"
+            ))
+        };
+        let (negative, digits) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let (whole, fraction) = match digits.split_once('.') {
+            Some((w, f)) => (w, f),
+            None => (digits, ""),
+        };
+        if whole.is_empty()
+            || whole.len() > USD_TOTAL_DIGITS_MAX
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || fraction.len() > 2
+            || (digits.contains('.') && fraction.is_empty())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let whole: i128 = whole.parse().map_err(|_| bad())?;
+        let mut frac: i128 = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse().map_err(|_| bad())?
+        };
+        if fraction.len() == 1 {
+            frac *= 10;
+        }
+        let cents = whole
+            .checked_mul(100)
+            .and_then(|c| c.checked_add(frac))
+            .ok_or_else(bad)?;
+        Ok(UsdTotal {
+            cents: if negative { -cents } else { cents },
+        })
+    }
+}
+
+impl fmt::Display for UsdTotal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.cents < 0 { "-" } else { "" };
+        let abs = self.cents.unsigned_abs();
+        write!(f, "{sign}{}.{:02}", abs / 100, abs % 100)
+    }
+}
+string_serde!(UsdTotal);
+
+impl JsonSchema for UsdTotal {
+    fn schema_name() -> Cow<'static, str> {
+        "UsdTotal".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "pattern": "^-?[0-9]{1,36}(\\.[0-9]{1,2})?$",
+            "description": "A total of US dollar amounts as a decimal string with at most 2 fraction digits; exact, never wraps"})
     }
 }
 
@@ -351,6 +465,21 @@ mod tests {
         ] {
             assert!(bad.parse::<UsdAmount>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn usd_totals_hold_sums_past_i64_and_round_trip() {
+        let largest = UsdAmount::from_cents(USD_AMOUNT_MAX_CENTS);
+        let total = (0..100).fold(UsdTotal::ZERO, |total, _| total.plus(largest));
+        assert_eq!(total.to_string(), "100000000000000000.00");
+        assert_eq!(total.to_string().parse::<UsdTotal>().unwrap(), total);
+        assert_eq!("-3.5".parse::<UsdTotal>().unwrap().cents, -350);
+        let widest = format!("{}.99", "9".repeat(USD_TOTAL_DIGITS_MAX));
+        assert_eq!(widest.parse::<UsdTotal>().unwrap().to_string(), widest);
+        let too_wide = format!("1{}", "0".repeat(USD_TOTAL_DIGITS_MAX));
+        assert!(too_wide.parse::<UsdTotal>().is_err());
+        let top = UsdTotal::from_cents(i128::MAX);
+        assert_eq!(top.plus(largest), top, "saturates instead of wrapping");
     }
 
     #[test]

@@ -125,11 +125,8 @@ async fn read(State(shared): State<Arc<HttpState>>, uri: Uri) -> Response {
         .and_then(|m| m.parse::<u64>().ok())
     {
         let mut position = shared.reads.subscribe();
-        let _ = tokio::time::timeout(
-            shared.read_wait_max,
-            position.wait_for(|p| *p >= wanted),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(shared.read_wait_max, position.wait_for(|p| *p >= wanted)).await;
     }
     let started = Instant::now();
     let answered = {
@@ -226,4 +223,3 @@ async fn commands(State(shared): State<Arc<HttpState>>, body: Bytes) -> Response
         ),
     }
 }
-

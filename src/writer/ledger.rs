@@ -20,13 +20,13 @@ use super::outcome::{rejection_from_json, rejection_json, BatchResult, Outcome};
 use crate::intake::{encode_dead_letter, Submission};
 use crate::store::read::{read_answered, replay, replay_onto, AnsweredEvent};
 
-use crate::domain::{self, Rejection};
 use crate::store::audit::{chain_hash, WalkStart};
 use crate::store::checkpoint;
 use crate::store::log::{
     Commit, Head, Log, LogError, LogOptions, OutcomeRecord, PersonalRecord, StoredEvent,
     StoredOutcomeKind,
 };
+use csp_ledger_domain::{self as domain, Rejection};
 
 /// Most commands decided and appended under one flush (group commit).
 pub const SUBMIT_BATCH_COMMANDS_MAX: usize = 4096;
@@ -543,22 +543,18 @@ pub fn resolve_duplicates(log: &Log, result: &mut BatchResult) -> Result<(), Led
             ..
         } = outcome
         {
-            let original =
-                log
-                    .outcome_at(*original_seq)?
-                    .ok_or_else(|| LogError::Corrupt {
-                        position: None,
-                        reason: format!(
-                            "outcome {original_seq} named by the idempotency index is missing"
-                        ),
-                    })?;
+            let original = log
+                .outcome_at(*original_seq)?
+                .ok_or_else(|| LogError::Corrupt {
+                    position: None,
+                    reason: format!(
+                        "outcome {original_seq} named by the idempotency index is missing"
+                    ),
+                })?;
             match original.kind {
                 StoredOutcomeKind::Accepted => {
-                    *events = read_answered(
-                        log,
-                        original.first_position,
-                        original.event_count as usize,
-                    )?;
+                    *events =
+                        read_answered(log, original.first_position, original.event_count as usize)?;
                 }
                 _ => *rejection = rejection_from_json(&original.rejection),
             }

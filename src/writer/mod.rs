@@ -15,6 +15,6 @@ pub use ledger::{
 };
 pub use outcome::{BatchResult, Outcome};
 pub use service::{
-    Answered, CommitObserver, NoObserver, Pending, ReadModel, Writer, WriterError,
-    WriterHandle, WriterOptions, CHECKPOINT_INTERVAL_EVENTS,
+    Answered, CommitObserver, NoObserver, Pending, ReadModel, Writer, WriterError, WriterHandle,
+    WriterOptions, CHECKPOINT_INTERVAL_EVENTS,
 };

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::store::read::{write_event_json, AnsweredEvent};
 
-use crate::domain::Rejection;
+use csp_ledger_schemas::Rejection;
 
 /// What became of one command.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,9 +13,7 @@ use thiserror::Error;
 
 use super::ledger::{Ledger, LedgerError, SUBMIT_BATCH_COMMANDS_MAX};
 use super::outcome::{BatchResult, Outcome};
-use super::service::{
-    CommitObserver, Pending, Writer, WriterError, WriterHandle, WriterOptions,
-};
+use super::service::{CommitObserver, Pending, Writer, WriterError, WriterHandle, WriterOptions};
 use crate::intake::Submission;
 
 /// Parsed commands the reader may run ahead of the outcomes written; bounds its memory.

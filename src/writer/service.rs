@@ -536,9 +536,7 @@ impl Run {
     fn replicate(&mut self, job: ReplicateJob) {
         self.drain();
         let before = self.ledger.head();
-        let replicated = self
-            .ledger
-            .replicate(job.events, job.results, job.offsets);
+        let replicated = self.ledger.replicate(job.events, job.results, job.offsets);
         if let (Ok(head), Some(reads)) = (&replicated, &self.reads) {
             if let Err(error) = reads.follow(before, head.position) {
                 // The log is durable and checked; only the readers' copy fell behind.

@@ -12,7 +12,7 @@ use csp_ledger_schemas::values::{Country, Email, Month, UsdAmount};
 use csp_ledger_schemas::RejectionCode;
 use uuid::Uuid;
 
-use csp_ledger::domain::{decide, Rejection};
+use csp_ledger_domain::{decide, Rejection};
 
 /// Makes commands with deterministic ids and a clock that advances one minute per command.
 #[derive(Debug, Clone)]
