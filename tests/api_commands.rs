@@ -82,7 +82,7 @@ fn rejections_and_malformed_elements_are_outcomes_and_a_non_json_body_is_400() {
     assert_eq!(outcomes[2]["rejection"]["code"], "partner_not_found");
     let garbage = http(addr, "POST", "/v1/commands", Some("{not json"));
     assert_eq!(garbage.status, 400);
-    assert_eq!(garbage.json()["code"], "malformed_command");
+    assert_eq!(garbage.json()["code"], "invalid_json");
 }
 
 #[test]

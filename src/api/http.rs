@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::Request as HttpRequest;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -23,6 +25,15 @@ use crate::writer::{ReadModel, WriterError, WriterHandle};
 
 /// Largest request body accepted by `POST /v1/commands`.
 pub const COMMAND_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Longest request target (path and query) served; longer ones get 414 `uri_too_long`.
+pub const URI_BYTES_MAX: usize = 8 * 1024;
+/// Most request header bytes (names and values) served; more get 431 `headers_too_large`.
+pub const HEADER_BYTES_MAX: usize = 16 * 1024;
+/// Most request headers served; more get 431 `headers_too_large`.
+pub const HEADERS_MAX: usize = 64;
+/// Largest plain-text body of a framework refusal that is carried over into its JSON message.
+const REFUSAL_MESSAGE_BYTES_MAX: usize = 1024;
 
 /// What the handlers share.
 pub struct HttpState {
@@ -55,6 +66,7 @@ pub fn router(shared: Arc<HttpState>) -> Router {
         .route("/v1/commands", post(commands))
         .fallback(read)
         .layer(DefaultBodyLimit::max(COMMAND_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(shared)
 }
 
@@ -110,7 +122,18 @@ fn route_label(path: &str) -> String {
         .join("/")
 }
 
-async fn read(State(shared): State<Arc<HttpState>>, uri: Uri) -> Response {
+async fn read(State(shared): State<Arc<HttpState>>, method: Method, uri: Uri) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"code": "method_not_allowed", "message": format!("{method} is not served on {}; read paths take GET", uri.path())}),
+            None,
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
     let request = Request::parse(uri.path_and_query().map_or(uri.path(), |p| p.as_str()));
     if !request.path.starts_with("/v1/") {
         return json_response(
@@ -169,7 +192,7 @@ async fn commands(State(shared): State<Arc<HttpState>>, body: Bytes) -> Response
         Err(message) => {
             return json_response(
                 StatusCode::BAD_REQUEST,
-                &json!({"code": "malformed_command", "message": message}),
+                &json!({"code": "invalid_json", "message": message}),
                 None,
             )
         }
@@ -222,4 +245,85 @@ async fn commands(State(shared): State<Arc<HttpState>>, body: Bytes) -> Response
             None,
         ),
     }
+}
+
+/// The code of a refusal by status, for refusals the framework makes (extractors, routing).
+fn refusal_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        404 => "route_not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "unprocessable_request",
+        431 => "headers_too_large",
+        500..=599 => "internal_error",
+        _ => "request_refused",
+    }
+}
+
+/// Refuses oversized request targets and headers, and gives every error answer made below
+/// the handlers (axum's extractor rejections: a body over the limit, a broken chunked body,
+/// an unrouted method) the JSON form `{"code","message"}` of every other error.
+///
+/// Requests beyond hyper's own parse buffer (about 400 KiB of headers) are refused by hyper
+/// before any application code runs, with an empty body; the limits here are far below it.
+async fn json_errors(request: HttpRequest, next: Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > URI_BYTES_MAX {
+        return json_response(
+            StatusCode::URI_TOO_LONG,
+            &json!({"code": "uri_too_long", "message": format!("the request target has {target} bytes; at most {URI_BYTES_MAX} are served")}),
+            None,
+        );
+    }
+    let headers = request.headers();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > HEADERS_MAX || header_bytes > HEADER_BYTES_MAX {
+        return json_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &json!({"code": "headers_too_large", "message": format!("{} headers of {header_bytes} bytes; at most {HEADERS_MAX} headers of {HEADER_BYTES_MAX} bytes in all are served", headers.len())}),
+            None,
+        );
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let text = axum::body::to_bytes(response.into_body(), REFUSAL_MESSAGE_BYTES_MAX)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string()
+    } else {
+        text
+    };
+    let mut refused = json_response(
+        status,
+        &json!({"code": refusal_code(status), "message": message}),
+        None,
+    );
+    if let Some(allow) = allow {
+        refused.headers_mut().insert(header::ALLOW, allow);
+    }
+    refused
 }
