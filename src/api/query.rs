@@ -365,191 +365,25 @@ pub fn answer(view: ReadView<'_>, request: &Request) -> Result<Value, QueryError
         .skip(1)
         .collect();
     let mut body = match segments.as_slice() {
-        ["v1", "partners", id] => {
-            let id = parse_id(id, "partner id")?;
-            let state = state_as_of(view, position, &views::streams_for_partner(id))?;
-            object(views::partner_profile(&state, id).ok_or_else(|| partner_missing(id))?)
-        }
-        ["v1", "partners", id, "eligibility"] => {
-            let id = parse_id(id, "partner id")?;
-            let state = state_as_of(view, position, &views::streams_for_partner(id))?;
-            object(views::partner_eligibility(&state, id).ok_or_else(|| partner_missing(id))?)
-        }
+        ["v1", "partners", id] => partner_profile(view, position, id)?,
+        ["v1", "partners", id, "eligibility"] => partner_eligibility(view, position, id)?,
         ["v1", "partners", id, "direct-bill-readiness"] => {
-            let id = parse_id(id, "partner id")?;
-            let date = parse_date(request, view.state, position)?;
-            let state = state_as_of(view, position, &views::streams_for_partner(id))?;
-            object(
-                views::direct_bill_readiness(&state, id, date)
-                    .ok_or_else(|| partner_missing(id))?,
-            )
+            direct_bill_readiness(view, request, position, id)?
         }
         ["v1", "providers", id, "resellers"] | ["v1", "resellers", id, "providers"] => {
-            let id = parse_id(id, "partner id")?;
-            let as_provider = segments[1] == "providers";
-            let limit = parse_limit(request)?;
-            let after = request
-                .param("cursor")
-                .map(|c| parse_id(c, "cursor"))
-                .transpose()?;
-            let mut streams = views::streams_for_partner(id);
-            streams.extend(if as_provider {
-                views::relationship_streams(view.state, Some(id), None)
-            } else {
-                views::relationship_streams(view.state, None, Some(id))
-            });
-            let state = state_as_of(view, position, &streams)?;
-            if state.partner(id).is_none() {
-                return Err(partner_missing(id));
-            }
-            let rows = if as_provider {
-                views::resellers_of(&state, id, after, limit + 1)
-            } else {
-                views::providers_of(&state, id, after, limit + 1)
-            };
-            let more = rows.len() > limit;
-            let rows: Vec<_> = rows.into_iter().take(limit).collect();
-            let next = more
-                .then(|| {
-                    rows.last().map(|r| {
-                        if as_provider {
-                            r.reseller_id
-                        } else {
-                            r.provider_id
-                        }
-                        .to_string()
-                    })
-                })
-                .flatten();
-            page(rows.into_iter().map(object).collect(), next)
+            partner_relationships(view, request, position, id, segments[1] == "providers")?
         }
         ["v1", "relationships", provider, reseller] => {
-            let provider = parse_id(provider, "provider id")?;
-            let reseller = parse_id(reseller, "reseller id")?;
-            let streams = [
-                StreamId::Partner(provider),
-                StreamId::Partner(reseller),
-                StreamId::Relationship { provider, reseller },
-            ];
-            let state = state_as_of(view, position, &streams)?;
-            for id in [provider, reseller] {
-                if state.partner(id).is_none() {
-                    return Err(partner_missing(id));
-                }
-            }
-            object(views::relationship(&state, provider, reseller))
+            relationship(view, position, provider, reseller)?
         }
-        ["v1", "customers", id] => {
-            let id = parse_id(id, "customer id")?;
-            let state = state_as_of(view, position, &[StreamId::Customer(id)])?;
-            object(views::customer(&state, id).ok_or_else(|| customer_missing(id))?)
-        }
+        ["v1", "customers", id] => customer(view, position, id)?,
         ["v1", "customers", id, "order-eligibility"] => {
-            let id = parse_id(id, "customer id")?;
-            let partner = request
-                .param("partner")
-                .ok_or_else(|| bad("missing_partner", "order-eligibility needs ?partner=ID"))?;
-            let partner = parse_id(partner, "partner id")?;
-            let mut streams = vec![StreamId::Customer(id), StreamId::Partner(partner)];
-            streams.extend(views::relationship_streams(view.state, Some(partner), None));
-            let state = state_as_of(view, position, &streams)?;
-            if state.customer(id).is_none() {
-                return Err(customer_missing(id));
-            }
-            if state.partner(partner).is_none() {
-                return Err(partner_missing(partner));
-            }
-            object(views::order_eligibility(&state, id, partner))
+            order_eligibility(view, request, position, id)?
         }
-        ["v1", "streams", stream, "events"] => {
-            let stream: StreamId = stream
-                .parse()
-                .map_err(|e: String| bad("invalid_stream", e))?;
-            let limit = parse_limit(request)?;
-            let after: u64 = request
-                .param("cursor")
-                .map(|c| {
-                    c.parse()
-                        .map_err(|_| bad("invalid_cursor", "cursor must be a position"))
-                })
-                .transpose()?
-                .unwrap_or(0);
-            let positions: Vec<u64> = view
-                .state
-                .streams
-                .get(&stream)
-                .ok_or_else(|| {
-                    not_found("stream_not_found", format!("stream {stream} has no events"))
-                })?
-                .iter()
-                .copied()
-                .filter(|p| *p > after && *p <= position)
-                .take(limit + 1)
-                .collect();
-            let more = positions.len() > limit;
-            let positions = &positions[..positions.len().min(limit)];
-            let items = events_at(view.log, positions)?;
-            page(
-                items,
-                more.then(|| positions.last().map(u64::to_string)).flatten(),
-            )
-        }
-        ["v1", "events"] => {
-            let limit = parse_limit(request)?;
-            let from: u64 = match request.param("from").or(request.param("cursor")) {
-                Some(raw) => raw
-                    .parse()
-                    .map_err(|_| bad("invalid_from", "from must be a position"))?,
-                None => 1,
-            };
-            let last = position.min(from.saturating_add(limit as u64).saturating_sub(1));
-            let positions: Vec<u64> = (from.max(1)..=last).collect();
-            let items = events_at(view.log, &positions)?;
-            let next = (last < position).then(|| (last + 1).to_string());
-            page(items, next)
-        }
-        ["v1", "audit", "verify"] => {
-            let mut intact = 0u64;
-            let walked = crate::store::audit::walk(
-                view.log,
-                crate::store::audit::WalkStart::GENESIS,
-                position,
-                crate::store::audit::decode_full,
-                |_, _| intact += 1,
-            );
-            match walked {
-                Ok((events, hash)) => {
-                    json!({"ok": events == position, "events": events, "head_hash": hex::encode(hash), "first_bad_position": if events == position { Value::Null } else { json!(events + 1) }})
-                }
-                Err(crate::store::audit::WalkError::Broken(broken)) => {
-                    json!({"ok": false, "events": intact, "head_hash": Value::Null, "first_bad_position": broken.position, "reason": broken.reason})
-                }
-                Err(crate::store::audit::WalkError::Log(error)) => return Err(error.into()),
-            }
-        }
-        ["v1", "verifications", "overdue"] => {
-            let date = parse_date(request, view.state, position)?;
-            let limit = parse_limit(request)?;
-            let after = request
-                .param("cursor")
-                .map(|c| parse_id(c, "cursor"))
-                .transpose()?;
-            let state = if position == view.state.position {
-                Cow::Borrowed(view.state)
-            } else {
-                Cow::Owned(
-                    crate::store::read::replay(view.log, position)
-                        .map_err(|e| QueryError::Log(LogError::Contract(e.to_string())))?,
-                )
-            };
-            let rows = views::overdue_verifications(&state, date, after, limit + 1);
-            let more = rows.len() > limit;
-            let rows: Vec<_> = rows.into_iter().take(limit).collect();
-            let next = more
-                .then(|| rows.last().map(|r| r.partner_id.to_string()))
-                .flatten();
-            page(rows.into_iter().map(object).collect(), next)
-        }
+        ["v1", "streams", stream, "events"] => stream_events(view, request, position, stream)?,
+        ["v1", "events"] => events(view, request, position)?,
+        ["v1", "audit", "verify"] => audit_verify(view, position)?,
+        ["v1", "verifications", "overdue"] => overdue_verifications(view, request, position)?,
         _ => {
             return Err(not_found(
                 "route_not_found",
@@ -560,6 +394,259 @@ pub fn answer(view: ReadView<'_>, request: &Request) -> Result<Value, QueryError
     body["position"] = json!(position);
     body["head_hash"] = json!(head_hash(view, position)?);
     Ok(body)
+}
+
+/// `["v1", "partners", id]`
+fn partner_profile(view: ReadView<'_>, position: u64, id: &str) -> Result<Value, QueryError> {
+    Ok({
+        let id = parse_id(id, "partner id")?;
+        let state = state_as_of(view, position, &views::streams_for_partner(id))?;
+        object(views::partner_profile(&state, id).ok_or_else(|| partner_missing(id))?)
+    })
+}
+
+/// `["v1", "partners", id, "eligibility"]`
+fn partner_eligibility(view: ReadView<'_>, position: u64, id: &str) -> Result<Value, QueryError> {
+    Ok({
+        let id = parse_id(id, "partner id")?;
+        let state = state_as_of(view, position, &views::streams_for_partner(id))?;
+        object(views::partner_eligibility(&state, id).ok_or_else(|| partner_missing(id))?)
+    })
+}
+
+/// `["v1", "partners", id, "direct-bill-readiness"]`
+fn direct_bill_readiness(
+    view: ReadView<'_>,
+    request: &Request,
+    position: u64,
+    id: &str,
+) -> Result<Value, QueryError> {
+    Ok({
+        let id = parse_id(id, "partner id")?;
+        let date = parse_date(request, view.state, position)?;
+        let state = state_as_of(view, position, &views::streams_for_partner(id))?;
+        object(views::direct_bill_readiness(&state, id, date).ok_or_else(|| partner_missing(id))?)
+    })
+}
+
+/// `["v1", "providers", id, "resellers"] | ["v1", "resellers", id, "providers"]`
+fn partner_relationships(
+    view: ReadView<'_>,
+    request: &Request,
+    position: u64,
+    id: &str,
+    as_provider: bool,
+) -> Result<Value, QueryError> {
+    Ok({
+        let id = parse_id(id, "partner id")?;
+        let limit = parse_limit(request)?;
+        let after = request
+            .param("cursor")
+            .map(|c| parse_id(c, "cursor"))
+            .transpose()?;
+        let mut streams = views::streams_for_partner(id);
+        streams.extend(if as_provider {
+            views::relationship_streams(view.state, Some(id), None)
+        } else {
+            views::relationship_streams(view.state, None, Some(id))
+        });
+        let state = state_as_of(view, position, &streams)?;
+        if state.partner(id).is_none() {
+            return Err(partner_missing(id));
+        }
+        let rows = if as_provider {
+            views::resellers_of(&state, id, after, limit + 1)
+        } else {
+            views::providers_of(&state, id, after, limit + 1)
+        };
+        let more = rows.len() > limit;
+        let rows: Vec<_> = rows.into_iter().take(limit).collect();
+        let next = more
+            .then(|| {
+                rows.last().map(|r| {
+                    if as_provider {
+                        r.reseller_id
+                    } else {
+                        r.provider_id
+                    }
+                    .to_string()
+                })
+            })
+            .flatten();
+        page(rows.into_iter().map(object).collect(), next)
+    })
+}
+
+/// `["v1", "relationships", provider, reseller]`
+fn relationship(
+    view: ReadView<'_>,
+    position: u64,
+    provider: &str,
+    reseller: &str,
+) -> Result<Value, QueryError> {
+    Ok({
+        let provider = parse_id(provider, "provider id")?;
+        let reseller = parse_id(reseller, "reseller id")?;
+        let streams = [
+            StreamId::Partner(provider),
+            StreamId::Partner(reseller),
+            StreamId::Relationship { provider, reseller },
+        ];
+        let state = state_as_of(view, position, &streams)?;
+        for id in [provider, reseller] {
+            if state.partner(id).is_none() {
+                return Err(partner_missing(id));
+            }
+        }
+        object(views::relationship(&state, provider, reseller))
+    })
+}
+
+/// `["v1", "customers", id]`
+fn customer(view: ReadView<'_>, position: u64, id: &str) -> Result<Value, QueryError> {
+    Ok({
+        let id = parse_id(id, "customer id")?;
+        let state = state_as_of(view, position, &[StreamId::Customer(id)])?;
+        object(views::customer(&state, id).ok_or_else(|| customer_missing(id))?)
+    })
+}
+
+/// `["v1", "customers", id, "order-eligibility"]`
+fn order_eligibility(
+    view: ReadView<'_>,
+    request: &Request,
+    position: u64,
+    id: &str,
+) -> Result<Value, QueryError> {
+    Ok({
+        let id = parse_id(id, "customer id")?;
+        let partner = request
+            .param("partner")
+            .ok_or_else(|| bad("missing_partner", "order-eligibility needs ?partner=ID"))?;
+        let partner = parse_id(partner, "partner id")?;
+        let mut streams = vec![StreamId::Customer(id), StreamId::Partner(partner)];
+        streams.extend(views::relationship_streams(view.state, Some(partner), None));
+        let state = state_as_of(view, position, &streams)?;
+        if state.customer(id).is_none() {
+            return Err(customer_missing(id));
+        }
+        if state.partner(partner).is_none() {
+            return Err(partner_missing(partner));
+        }
+        object(views::order_eligibility(&state, id, partner))
+    })
+}
+
+/// `["v1", "streams", stream, "events"]`
+fn stream_events(
+    view: ReadView<'_>,
+    request: &Request,
+    position: u64,
+    stream: &str,
+) -> Result<Value, QueryError> {
+    Ok({
+        let stream: StreamId = stream
+            .parse()
+            .map_err(|e: String| bad("invalid_stream", e))?;
+        let limit = parse_limit(request)?;
+        let after: u64 = request
+            .param("cursor")
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| bad("invalid_cursor", "cursor must be a position"))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        let positions: Vec<u64> = view
+            .state
+            .streams
+            .get(&stream)
+            .ok_or_else(|| not_found("stream_not_found", format!("stream {stream} has no events")))?
+            .iter()
+            .copied()
+            .filter(|p| *p > after && *p <= position)
+            .take(limit + 1)
+            .collect();
+        let more = positions.len() > limit;
+        let positions = &positions[..positions.len().min(limit)];
+        let items = events_at(view.log, positions)?;
+        page(
+            items,
+            more.then(|| positions.last().map(u64::to_string)).flatten(),
+        )
+    })
+}
+
+/// `["v1", "events"]`
+fn events(view: ReadView<'_>, request: &Request, position: u64) -> Result<Value, QueryError> {
+    Ok({
+        let limit = parse_limit(request)?;
+        let from: u64 = match request.param("from").or(request.param("cursor")) {
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| bad("invalid_from", "from must be a position"))?,
+            None => 1,
+        };
+        let last = position.min(from.saturating_add(limit as u64).saturating_sub(1));
+        let positions: Vec<u64> = (from.max(1)..=last).collect();
+        let items = events_at(view.log, &positions)?;
+        let next = (last < position).then(|| (last + 1).to_string());
+        page(items, next)
+    })
+}
+
+/// `["v1", "audit", "verify"]`
+fn audit_verify(view: ReadView<'_>, position: u64) -> Result<Value, QueryError> {
+    Ok({
+        let mut intact = 0u64;
+        let walked = crate::store::audit::walk(
+            view.log,
+            crate::store::audit::WalkStart::GENESIS,
+            position,
+            crate::store::audit::decode_full,
+            |_, _| intact += 1,
+        );
+        match walked {
+            Ok((events, hash)) => {
+                json!({"ok": events == position, "events": events, "head_hash": hex::encode(hash), "first_bad_position": if events == position { Value::Null } else { json!(events + 1) }})
+            }
+            Err(crate::store::audit::WalkError::Broken(broken)) => {
+                json!({"ok": false, "events": intact, "head_hash": Value::Null, "first_bad_position": broken.position, "reason": broken.reason})
+            }
+            Err(crate::store::audit::WalkError::Log(error)) => return Err(error.into()),
+        }
+    })
+}
+
+/// `["v1", "verifications", "overdue"]`
+fn overdue_verifications(
+    view: ReadView<'_>,
+    request: &Request,
+    position: u64,
+) -> Result<Value, QueryError> {
+    Ok({
+        let date = parse_date(request, view.state, position)?;
+        let limit = parse_limit(request)?;
+        let after = request
+            .param("cursor")
+            .map(|c| parse_id(c, "cursor"))
+            .transpose()?;
+        let state = if position == view.state.position {
+            Cow::Borrowed(view.state)
+        } else {
+            Cow::Owned(
+                crate::store::read::replay(view.log, position)
+                    .map_err(|e| QueryError::Log(LogError::Contract(e.to_string())))?,
+            )
+        };
+        let rows = views::overdue_verifications(&state, date, after, limit + 1);
+        let more = rows.len() > limit;
+        let rows: Vec<_> = rows.into_iter().take(limit).collect();
+        let next = more
+            .then(|| rows.last().map(|r| r.partner_id.to_string()))
+            .flatten();
+        page(rows.into_iter().map(object).collect(), next)
+    })
 }
 
 fn partner_missing(id: Uuid) -> QueryError {
