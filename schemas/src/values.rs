@@ -253,8 +253,7 @@ pub const CONTROL_CLASS: &str = "\\u0000-\\u001F\\u007F-\\u009F";
 /// The white space of Rust's `char::is_whitespace` (Unicode White_Space) that is not a control
 /// character, as a regex class body. Spelled out rather than `\s`, which in ECMA-262 also
 /// matches U+FEFF.
-pub const SPACE_CLASS: &str =
-    " \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000";
+pub const SPACE_CLASS: &str = " \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000";
 
 /// The pattern of an e-mail address as [`Email`] parses it: a non-empty local part (which may
 /// hold `@`), `@`, and a domain with a dot that neither starts nor ends with one; no white

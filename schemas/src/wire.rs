@@ -623,8 +623,7 @@ impl<'a> DeadLetter<'a> {
             return Err(WireError::Truncated { what: WHAT });
         }
         let (meta, original) = rest.split_at(length);
-        let meta: RawDeadLetterMeta<'a> =
-            serde_json::from_slice(meta).map_err(json_error(WHAT))?;
+        let meta: RawDeadLetterMeta<'a> = serde_json::from_slice(meta).map_err(json_error(WHAT))?;
         Ok(DeadLetter {
             reason: meta.reason,
             topic: meta.topic,

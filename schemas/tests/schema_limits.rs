@@ -180,10 +180,12 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<Value>)> {
         .into_iter()
         .map(Value::from)
         .collect();
-    let months: Vec<Value> = ["2026-12", "2026-13", "2026-00", "0000-01", "26-01", "2026/01", ""]
-        .into_iter()
-        .map(Value::from)
-        .collect();
+    let months: Vec<Value> = [
+        "2026-12", "2026-13", "2026-00", "0000-01", "26-01", "2026/01", "",
+    ]
+    .into_iter()
+    .map(Value::from)
+    .collect();
     vec![
         ("EnrollPartner", "legal_name", text_values()),
         ("EnrollPartner", "primary_contact_email", email_values()),
@@ -195,7 +197,11 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<Value>)> {
         ("SignMPA", "signer_email", email_values()),
         ("EndRelationship", "reason", text_values()),
         ("RegisterCustomer", "company_name", text_values()),
-        ("AcceptCustomerAgreement", "agreement_version", text_values()),
+        (
+            "AcceptCustomerAgreement",
+            "agreement_version",
+            text_values(),
+        ),
         ("AcceptCustomerAgreement", "signer_email", email_values()),
         ("RegisterManagedService", "name", text_values()),
         ("RecordRevenue", "amount_usd", amount_values()),
@@ -213,7 +219,9 @@ impl Judge {
         let validators = all_schema_files()
             .into_iter()
             .filter_map(|(path, schema)| {
-                let name = path.strip_prefix("commands/")?.strip_suffix(".schema.json")?;
+                let name = path
+                    .strip_prefix("commands/")?
+                    .strip_suffix(".schema.json")?;
                 // `format` is an annotation in draft 2020-12; the limits are in the keywords.
                 let validator = jsonschema::options()
                     .should_validate_formats(false)
@@ -298,7 +306,10 @@ fn json_schemas_agree_with_the_parser_at_every_limit() {
         instance["correlation_id"] = value.clone();
         let (schema, parser) = judge.judge(&instance);
         if schema != parser {
-            disagreements.push(format!("correlation_id of {} chars: schema {schema}, parser {parser}", value.as_str().map_or(0, str::len)));
+            disagreements.push(format!(
+                "correlation_id of {} chars: schema {schema}, parser {parser}",
+                value.as_str().map_or(0, str::len)
+            ));
         }
     }
     assert!(

@@ -155,7 +155,9 @@ fn rejection_encodes_as_the_json_value_the_service_built() {
             RejectionCode::MalformedCommand,
             "quotes \" backslash \\ newline \n tab \t bell \u{7} ünïcode €",
         )
-        .with_details(json!({"reason": "z", "line": null, "nested": {"b": [1, 2.5, "x"], "a": true}})),
+        .with_details(
+            json!({"reason": "z", "line": null, "nested": {"b": [1, 2.5, "x"], "a": true}}),
+        ),
         Rejection::new(RejectionCode::CommandIdConflict, "").with_details(json!([])),
     ];
     for rejection in cases {
@@ -177,7 +179,11 @@ fn rejection_encodes_as_the_json_value_the_service_built() {
 
 #[test]
 fn outcome_kind_strings_are_the_serde_names() {
-    for kind in [OutcomeKind::Accepted, OutcomeKind::Rejected, OutcomeKind::Duplicate] {
+    for kind in [
+        OutcomeKind::Accepted,
+        OutcomeKind::Rejected,
+        OutcomeKind::Duplicate,
+    ] {
         assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
     }
     assert_eq!(OutcomeKind::Duplicate.as_str(), "duplicate");
@@ -191,7 +197,10 @@ fn event_line_round_trips_with_escaped_personal_data() {
         hash: [0xab; 32],
         prev_hash: [0x01; 32],
         personal_data: vec![
-            (Cow::Borrowed("signer_email"), Cow::Borrowed("a\"b@ü.example")),
+            (
+                Cow::Borrowed("signer_email"),
+                Cow::Borrowed("a\"b@ü.example"),
+            ),
             (Cow::Borrowed("second"), Cow::Borrowed("v")),
         ],
     };
@@ -211,7 +220,9 @@ fn event_line_round_trips_with_escaped_personal_data() {
 /// The captured event line with the personal data member cut out: what src/kafka.rs published
 /// (`write_event_json` with no personal values).
 fn published_line(captured_event: &EventLine<'_>) -> String {
-    let mut prefix = std::str::from_utf8(&captured_event.canonical).unwrap().to_string();
+    let mut prefix = std::str::from_utf8(&captured_event.canonical)
+        .unwrap()
+        .to_string();
     prefix.pop();
     format!(
         r#"{prefix},"hash":"{}","prev_hash":"{}"}}"#,
@@ -308,7 +319,11 @@ fn result_messages_are_pinned_and_round_trip() {
     let decoded = ResultMessage::decode(&message.value, &headers).unwrap();
     assert_eq!(decoded, result);
     assert_eq!(
-        decoded.events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        decoded
+            .events
+            .iter()
+            .map(|e| e.position)
+            .collect::<Vec<_>>(),
         vec![15, 16, 17]
     );
 
@@ -453,10 +468,16 @@ fn decoders_refuse_every_truncation_without_panicking() {
     }
     .encode();
     for cut in 0..line.len() {
-        assert!(OutcomeLine::decode(&line[..cut]).is_err(), "outcome cut at {cut}");
+        assert!(
+            OutcomeLine::decode(&line[..cut]).is_err(),
+            "outcome cut at {cut}"
+        );
     }
     for cut in 0..event.len() {
-        assert!(EventLine::decode(&event[..cut]).is_err(), "event cut at {cut}");
+        assert!(
+            EventLine::decode(&event[..cut]).is_err(),
+            "event cut at {cut}"
+        );
         assert!(PublishedEvent::decode(&event[..cut]).is_err());
     }
     for cut in 0..result.value.len() {
@@ -465,7 +486,10 @@ fn decoders_refuse_every_truncation_without_panicking() {
     // A dead letter's original bytes are opaque: only cuts into the metadata are errors.
     let meta_end = letter.len() - dead_letter().original.len();
     for cut in 0..meta_end {
-        assert!(DeadLetter::decode(&letter[..cut]).is_err(), "dead letter cut at {cut}");
+        assert!(
+            DeadLetter::decode(&letter[..cut]).is_err(),
+            "dead letter cut at {cut}"
+        );
     }
     // Wrong shapes.
     for bad in [
