@@ -487,7 +487,7 @@ fn writer_loop(shared: &Shared, jobs: &Receiver<Job>) {
                         }
                         _ => "",
                     };
-                    shared.metrics.command(outcome.kind(), code);
+                    shared.metrics.command(outcome.kind().as_str(), code);
                     let mut line = Vec::new();
                     result.write_outcome_json(index, &mut line);
                     lines.push(line);

@@ -7,6 +7,7 @@ use std::io::{BufRead, Write};
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use csp_ledger_schemas::OutcomeKind;
 use thiserror::Error;
 
 use crate::intake::Submission;
@@ -223,9 +224,9 @@ fn finish_one<W: Write>(
     for (index, outcome) in result.outcomes.iter().enumerate() {
         stats.commands += 1;
         match outcome.kind() {
-            "accepted" => stats.accepted += 1,
-            "rejected" => stats.rejected += 1,
-            _ => stats.duplicates += 1,
+            OutcomeKind::Accepted => stats.accepted += 1,
+            OutcomeKind::Rejected => stats.rejected += 1,
+            OutcomeKind::Duplicate => stats.duplicates += 1,
         }
         result.write_outcome_json(index, buffer);
         buffer.push(b'\n');
