@@ -116,7 +116,7 @@ impl CommitObserver for ServeObserver {
                 Outcome::Rejected { rejection, .. } => rejection.code.as_str(),
                 _ => "",
             };
-            self.metrics.command(outcome.kind(), code);
+            self.metrics.command(outcome.kind().as_str(), code);
         }
         let _ = self.kick.try_send(());
     }

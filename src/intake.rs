@@ -3,8 +3,8 @@
 //! idempotency, or kept as a malformed submission that still gets an outcome.
 
 use csp_ledger_schemas::command::{CommandEnvelope, MalformedCommand};
+use csp_ledger_schemas::wire::DeadLetter;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// A command read from input: parsed (with its body hash) or malformed.
@@ -39,21 +39,17 @@ impl Submission {
     }
 }
 
-/// The payload of a dead-letter record: metadata JSON length (u32 BE), metadata, original bytes.
-pub fn encode_dead_letter(source: &MessageSource, reason: &str) -> Vec<u8> {
-    let meta = json!({"reason": reason, "topic": source.topic, "partition": source.partition, "offset": source.offset}).to_string();
-    let mut out = Vec::with_capacity(4 + meta.len() + source.bytes.len());
-    out.extend_from_slice(&(meta.len() as u32).to_be_bytes());
-    out.extend_from_slice(meta.as_bytes());
-    out.extend_from_slice(&source.bytes);
-    out
-}
-
-/// Splits a dead-letter payload into its metadata and the original bytes.
-pub fn decode_dead_letter(payload: &[u8]) -> Option<(Value, &[u8])> {
-    let length = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) as usize;
-    let meta = serde_json::from_slice(payload.get(4..4 + length)?).ok()?;
-    Some((meta, &payload[4 + length..]))
+impl MessageSource {
+    /// The dead letter of this message (`schemas::wire::DeadLetter`), refused for `reason`.
+    pub fn dead_letter<'a>(&'a self, reason: &'a str) -> DeadLetter<'a> {
+        DeadLetter {
+            reason: reason.into(),
+            topic: self.topic.as_str().into(),
+            partition: self.partition,
+            offset: self.offset,
+            original: self.bytes.as_slice().into(),
+        }
+    }
 }
 
 /// A valid envelope and the hash that identifies its body for idempotency.

@@ -195,7 +195,7 @@ fn run(
         accepted += result
             .outcomes
             .iter()
-            .filter(|o| o.kind() == "accepted")
+            .filter(|o| o.kind() == csp_ledger_schemas::OutcomeKind::Accepted)
             .count();
         batches += 1;
         if batches == checkpoint_after {
@@ -232,7 +232,10 @@ fn run(
                 .collect(),
         )
         .unwrap();
-    prop_assert!(again.outcomes.iter().all(|o| o.kind() == "duplicate"));
+    prop_assert!(again
+        .outcomes
+        .iter()
+        .all(|o| o.kind() == csp_ledger_schemas::OutcomeKind::Duplicate));
     prop_assert_eq!(ledger.state(), &live);
     prop_assert_eq!(ledger.head().position, head.position);
     prop_assert!(accepted <= commands.len());

@@ -6,12 +6,12 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::values::{Country, Email, Month, UsdAmount};
+use crate::values::{Country, Email, Month, UsdAmount, CONTROL_CLASS, SPACE_CLASS};
 
 /// Largest command envelope accepted, in bytes. Larger input is malformed (and goes to the
 /// dead-letter topic when it arrives from Kafka).
@@ -25,6 +25,52 @@ pub const CORRELATION_ID_BYTES_MAX: usize = 256;
 
 /// Longest MPN ID, in digits.
 pub const MPN_ID_DIGITS_MAX: usize = 20;
+
+// JSON Schemas of the limited fields, made from the same constants as the checks in
+// `Command::check_limits`. Byte limits are stated twice: as `maxLength`, which JSON Schema
+// counts in characters (equal to bytes for ASCII, looser for other text), and exactly as the
+// `x-max-bytes` annotation.
+
+/// The pattern of a free-text field as [`Command::check_limits`] checks it: no control
+/// characters, and at least one character that is not white space.
+pub fn text_pattern() -> String {
+    format!("^[^{CONTROL_CLASS}]*[^{CONTROL_CLASS}{SPACE_CLASS}][^{CONTROL_CLASS}]*$")
+}
+
+fn text_limits() -> serde_json::Map<String, serde_json::Value> {
+    let schema = json_schema!({
+        "minLength": 1,
+        "maxLength": TEXT_BYTES_MAX,
+        "x-max-bytes": TEXT_BYTES_MAX,
+        "pattern": text_pattern(),
+        "description": format!("Free text: at most {TEXT_BYTES_MAX} bytes of UTF-8 (x-max-bytes; maxLength counts characters, the same only for ASCII), not blank, no control characters"),
+    });
+    schema.as_object().cloned().unwrap_or_default()
+}
+
+/// Schema of a required free-text field.
+fn text_schema(_: &mut SchemaGenerator) -> Schema {
+    let mut map = text_limits();
+    map.insert("type".into(), "string".into());
+    Schema::from(map)
+}
+
+/// Schema of an optional free-text field (absent or null means none).
+fn optional_text_schema(_: &mut SchemaGenerator) -> Schema {
+    let mut map = text_limits();
+    map.insert("type".into(), serde_json::json!(["string", "null"]));
+    Schema::from(map)
+}
+
+/// The pattern of an MPN ID: 1 to [`MPN_ID_DIGITS_MAX`] ASCII digits.
+pub fn mpn_id_pattern() -> String {
+    format!("^[0-9]{{1,{MPN_ID_DIGITS_MAX}}}$")
+}
+
+fn mpn_id_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "pattern": mpn_id_pattern(),
+        "description": format!("MPN ID: 1 to {MPN_ID_DIGITS_MAX} digits")})
+}
 
 /// Who issues a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -125,14 +171,15 @@ macro_rules! payload {
 }
 
 payload!(/// A partner enrolls itself; it starts as an indirect reseller with verification pending.
-    EnrollPartner { partner_id: Uuid, legal_name: String, country: Country, tenant_id: Uuid, primary_contact_email: Email });
+    EnrollPartner { partner_id: Uuid, #[schemars(schema_with = "text_schema")] legal_name: String, country: Country, tenant_id: Uuid, primary_contact_email: Email });
 payload!(/// The operator's verification desk decides a pending enrollment.
     VerifyPartner { partner_id: Uuid, outcome: VerificationOutcome,
-        #[serde(default, skip_serializing_if = "Option::is_none")] reason: Option<String> });
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "optional_text_schema")] reason: Option<String> });
 payload!(/// A partner associates its location MPN ID (same country as the CSP account).
-    AssociateMpnId { partner_id: Uuid, mpn_id: String, mpn_country: Country });
+    AssociateMpnId { partner_id: Uuid, #[schemars(schema_with = "mpn_id_schema")] mpn_id: String, mpn_country: Country });
 payload!(/// A global admin signs the partner agreement (MPA).
-    SignMPA { partner_id: Uuid, signer_email: Email, agreement_version: String });
+    SignMPA { partner_id: Uuid, signer_email: Email, #[schemars(schema_with = "text_schema")] agreement_version: String });
 payload!(/// The operator authorises a verified partner as indirect provider (distributor).
     AuthorizeIndirectProvider { partner_id: Uuid });
 payload!(/// An indirect provider invites an indirect reseller of its region.
@@ -146,12 +193,12 @@ payload!(/// The provider withdraws a pending invitation.
 payload!(/// The reseller removes the provider's admin access; the relationship stays.
     RemoveAdminAccess { provider_id: Uuid, reseller_id: Uuid });
 payload!(/// The operator (through support) ends a provider-reseller relationship.
-    EndRelationship { provider_id: Uuid, reseller_id: Uuid, reason: String });
+    EndRelationship { provider_id: Uuid, reseller_id: Uuid, #[schemars(schema_with = "text_schema")] reason: String });
 payload!(/// A partner registers a customer tenant.
-    RegisterCustomer { customer_id: Uuid, company_name: String, country: Country, tenant_id: Uuid,
+    RegisterCustomer { customer_id: Uuid, #[schemars(schema_with = "text_schema")] company_name: String, country: Country, tenant_id: Uuid,
         #[serde(default, skip_serializing_if = "Option::is_none")] affiliated_partner_id: Option<Uuid> });
 payload!(/// The customer accepts the customer agreement (MCA).
-    AcceptCustomerAgreement { customer_id: Uuid, signer_email: Email, agreement_version: String });
+    AcceptCustomerAgreement { customer_id: Uuid, signer_email: Email, #[schemars(schema_with = "text_schema")] agreement_version: String });
 payload!(/// A reseller (with its provider) or a direct-bill partner (without) invites a customer.
     InviteCustomer { invitation_id: Uuid, reseller_id: Uuid,
         #[serde(default, skip_serializing_if = "Option::is_none")] provider_id: Option<Uuid>,
@@ -167,7 +214,7 @@ payload!(/// A partner buys a support plan.
 payload!(/// A partner attests its billing and provisioning infrastructure (the latest counts).
     AttestInfrastructure { partner_id: Uuid, billing: bool, provisioning: bool });
 payload!(/// A partner registers a managed service, IP service or customer solution.
-    RegisterManagedService { partner_id: Uuid, kind: ManagedServiceKind, name: String });
+    RegisterManagedService { partner_id: Uuid, kind: ManagedServiceKind, #[schemars(schema_with = "text_schema")] name: String });
 payload!(/// A partner applies to become a direct-bill partner.
     ApplyForDirectBill { partner_id: Uuid });
 payload!(/// The operator's credit desk decides an open direct-bill application.
@@ -240,7 +287,9 @@ commands!(
 );
 
 impl Command {
-    /// Checks the limits that serde cannot express: text lengths, MPN digits.
+    /// Checks the limits that serde cannot express: text lengths, MPN digits. The JSON Schemas
+    /// state the same limits ([`text_pattern`], [`mpn_id_pattern`]); a test runs boundary
+    /// values through both.
     fn check_limits(&self) -> Result<(), String> {
         fn text(name: &str, value: &str) -> Result<(), String> {
             if value.trim().is_empty() {

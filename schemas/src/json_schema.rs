@@ -1,6 +1,13 @@
 //! Generates the JSON Schema file of every command envelope and every event envelope from the
 //! Rust types, so that the files under `schemas/json/` cannot drift from the code (a test
 //! compares them; `UPDATE_SCHEMAS=1 cargo test -p csp-ledger-schemas` rewrites them).
+//!
+//! The limits the parser checks (text lengths and characters, MPN digits, the amount cap,
+//! e-mail shape and length, `correlation_id` length) are in the schemas too, made from the
+//! same constants; `tests/schema_limits.rs` runs boundary values through both. One difference
+//! remains by nature: the parser limits bytes, JSON Schema's `maxLength` counts characters,
+//! so for non-ASCII text the schema is looser. Each byte limit is also stated exactly as the
+//! annotation `x-max-bytes`, which a validator ignores and a client can check.
 
 use schemars::generate::SchemaSettings;
 use schemars::SchemaGenerator;
@@ -43,7 +50,9 @@ pub fn all_schema_files() -> Vec<(String, Value)> {
                 "type": {"const": name},
                 "issued_at": {"type": "string", "format": "date-time"},
                 "actor": actor,
-                "correlation_id": {"type": ["string", "null"], "maxLength": crate::command::CORRELATION_ID_BYTES_MAX},
+                "correlation_id": {"type": ["string", "null"], "maxLength": crate::command::CORRELATION_ID_BYTES_MAX,
+                    "x-max-bytes": crate::command::CORRELATION_ID_BYTES_MAX,
+                    "description": format!("At most {} bytes of UTF-8 (x-max-bytes; maxLength counts characters, the same only for ASCII)", crate::command::CORRELATION_ID_BYTES_MAX)},
                 "payload": strip_root(payload.to_value()),
             }
         });

@@ -1,5 +1,6 @@
 //! The wire contract of csp-ledger: command and event types, value types, the regions table,
-//! rejection codes and the JSON Schema files generated from these types.
+//! rejection codes, the JSON Schema files generated from these types, and the wire formats
+//! of outcomes, results, event lines and dead letters (`wire`).
 //!
 //! Everything here is a persistence or wire key: type names, field names and codes are never
 //! renamed, only versioned (see `event::SCHEMA_VERSION`).
@@ -10,8 +11,13 @@ pub mod json_schema;
 pub mod outcome;
 pub mod regions;
 pub mod values;
+pub mod wire;
 
 pub use command::{Actor, ActorKind, Command, CommandEnvelope, MalformedCommand};
 pub use event::{Event, EventEnvelope, StreamId};
-pub use outcome::{Rejection, RejectionCode};
+pub use outcome::{OutcomeKind, Rejection, RejectionCode};
 pub use values::{Commitment, Country, Month, UsdAmount, UsdTotal};
+pub use wire::{
+    DeadLetter, DlqMessage, EventLine, OutcomeLine, PublishedEvent, ResultMessage, TopicMessage,
+    WireError,
+};

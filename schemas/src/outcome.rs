@@ -85,6 +85,23 @@ pub enum OutcomeKind {
     Duplicate,
 }
 
+impl OutcomeKind {
+    /// The wire string (`accepted`, `rejected`, `duplicate`), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Accepted => "accepted",
+            OutcomeKind::Rejected => "rejected",
+            OutcomeKind::Duplicate => "duplicate",
+        }
+    }
+}
+
+impl std::fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A broken business rule: the code of SPEC.md, a message for people, optional details.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {

@@ -82,8 +82,39 @@ pub struct UsdAmount {
 
 /// Largest absolute amount accepted on the wire: USD 10^15 (10^17 cents), far above any
 /// revenue figure. Ninety-three such amounts already pass `i64::MAX` cents, so totals are not
-/// kept in `i64`: see [`UsdTotal`].
+/// kept in `i64`: see [`UsdTotal`]. The parser and the JSON Schema pattern
+/// ([`usd_amount_pattern`]) are both made from it.
 pub const USD_AMOUNT_MAX_CENTS: i64 = 100_000_000_000_000_000;
+
+/// Most digits before the decimal point, leading zeros included: those of the largest amount.
+pub const USD_AMOUNT_WHOLE_DIGITS_MAX: usize = decimal_digits(USD_AMOUNT_MAX_CENTS / 100);
+
+const fn decimal_digits(mut n: i64) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
+}
+
+// The pattern below states the cap exactly only for a whole power of ten of dollars.
+const _: () = assert!(
+    USD_AMOUNT_MAX_CENTS % 100 == 0
+        && USD_AMOUNT_MAX_CENTS / 100 == 10i64.pow(USD_AMOUNT_WHOLE_DIGITS_MAX as u32 - 1)
+);
+
+/// The JSON Schema pattern of an amount, from [`USD_AMOUNT_MAX_CENTS`]: up to
+/// `WHOLE_DIGITS_MAX - 1` digits, or `WHOLE_DIGITS_MAX` with a leading zero, with up to two
+/// fraction digits; or the cap itself (`1000000000000000`, `.0`, `.00`).
+pub fn usd_amount_pattern() -> String {
+    let digits = USD_AMOUNT_WHOLE_DIGITS_MAX;
+    let cap = USD_AMOUNT_MAX_CENTS / 100;
+    format!(
+        "^-?(([0-9]{{1,{below}}}|0[0-9]{{{below}}})(\\.[0-9]{{1,2}})?|{cap}(\\.0{{1,2}})?)$",
+        below = digits - 1
+    )
+}
 
 impl UsdAmount {
     pub const ZERO: UsdAmount = UsdAmount { cents: 0 };
@@ -110,7 +141,7 @@ impl FromStr for UsdAmount {
             None => (digits, ""),
         };
         if whole.is_empty()
-            || whole.len() > 16
+            || whole.len() > USD_AMOUNT_WHOLE_DIGITS_MAX
             || !whole.bytes().all(|b| b.is_ascii_digit())
             || fraction.len() > 2
             || (digits.contains('.') && fraction.is_empty())
@@ -156,8 +187,8 @@ impl JsonSchema for UsdAmount {
         "UsdAmount".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "string", "pattern": "^-?[0-9]{1,16}(\\.[0-9]{1,2})?$",
-            "description": "US dollars as a decimal string with at most 2 fraction digits; at most USD 1000000000000000.00 (10^15) either way"})
+        json_schema!({"type": "string", "pattern": usd_amount_pattern(),
+            "description": "US dollars as a decimal string with at most 2 fraction digits, at most USD 10^15 either way"})
     }
 }
 
@@ -329,6 +360,23 @@ impl JsonSchema for Month {
     }
 }
 
+/// Control characters (Unicode category Cc, Rust's `char::is_control`) as a regex class body,
+/// in `\uXXXX` escapes that ECMA-262 and Rust's regex read alike.
+pub const CONTROL_CLASS: &str = "\\u0000-\\u001F\\u007F-\\u009F";
+
+/// The white space of Rust's `char::is_whitespace` (Unicode White_Space) that is not a control
+/// character, as a regex class body. Spelled out rather than `\s`, which in ECMA-262 also
+/// matches U+FEFF.
+pub const SPACE_CLASS: &str = " \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000";
+
+/// The pattern of an e-mail address as [`Email`] parses it: a non-empty local part (which may
+/// hold `@`), `@`, and a domain with a dot that neither starts nor ends with one; no white
+/// space or control characters anywhere.
+pub fn email_pattern() -> String {
+    let other = format!("{CONTROL_CLASS}{SPACE_CLASS}");
+    format!("^[^{other}]+@[^{other}@.][^{other}@]*\\.[^{other}@]*[^{other}@.]$")
+}
+
 /// Longest e-mail address accepted (RFC 5321 path limit).
 pub const EMAIL_LENGTH_MAX: usize = 254;
 
@@ -382,8 +430,9 @@ impl JsonSchema for Email {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({"type": "string", "format": "email", "maxLength": EMAIL_LENGTH_MAX,
+            "x-max-bytes": EMAIL_LENGTH_MAX, "pattern": email_pattern(),
             "x-personal-data": true,
-            "description": "Personal data: kept out of the hashed event bytes"})
+            "description": format!("Personal data: kept out of the hashed event bytes. At most {EMAIL_LENGTH_MAX} bytes of UTF-8 (x-max-bytes; maxLength counts characters, the same only for ASCII); something@domain.with.dot, no white space or control characters.")})
     }
 }
 

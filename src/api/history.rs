@@ -72,14 +72,13 @@ pub fn write_history(
         if filter.stream.is_none_or(|s| s == envelope.stream) {
             let personal = join_personal(log, &stored)?;
             line.clear();
-            crate::store::read::write_event_json(
-                &AnsweredEvent {
-                    stored,
-                    prev_hash,
-                    personal,
-                },
-                &mut line,
-            );
+            AnsweredEvent {
+                stored,
+                prev_hash,
+                personal,
+            }
+            .line()
+            .encode(&mut line);
             line.push(b'\n');
             out.write_all(&line).map_err(|error| LogError::Io {
                 path: "<output>".into(),

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document of the HTTP API, served at `/openapi.json`. A test checks that
 //! every routed path is documented here.
 
+use csp_ledger_schemas::OutcomeKind;
 use serde_json::{json, Value};
 
 fn param(name: &str, location: &str, description: &str, schema: Value, required: bool) -> Value {
@@ -137,7 +138,7 @@ pub fn document() -> Value {
             "Error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "position": {"type": "integer"}}},
             "EventEnvelope": {"type": "object", "description": "See schemas/json/events/*.schema.json", "properties": {"position": {"type": "integer"}, "stream": {"type": "string"}, "type": {"type": "string"}, "hash": {"type": "string"}, "prev_hash": {"type": "string"}, "data": {"type": "object"}}},
             "Outcome": {"type": "object", "required": ["command_id", "outcome", "events"], "properties": {
-                "command_id": {"type": ["string", "null"]}, "outcome": {"enum": ["accepted", "rejected", "duplicate"]},
+                "command_id": {"type": ["string", "null"]}, "outcome": {"enum": ([OutcomeKind::Accepted, OutcomeKind::Rejected, OutcomeKind::Duplicate].map(OutcomeKind::as_str))},
                 "events": {"type": "array", "items": {"$ref": "#/components/schemas/EventEnvelope"}},
                 "rejection": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}}
         }}

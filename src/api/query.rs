@@ -19,7 +19,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::store::log::{Log, LogError};
-use crate::store::read::{join_personal, write_event_json, AnsweredEvent};
+use crate::store::read::{join_personal, AnsweredEvent};
 
 /// Items per page when `limit` is absent.
 pub const PAGE_LIMIT_DEFAULT: usize = 100;
@@ -693,14 +693,13 @@ fn events_at(log: &Log, positions: &[u64]) -> Result<Vec<Value>, QueryError> {
         let personal = join_personal(log, &event)
             .map_err(|e| QueryError::Log(LogError::Contract(e.to_string())))?;
         line.clear();
-        write_event_json(
-            &AnsweredEvent {
-                stored: event,
-                prev_hash,
-                personal,
-            },
-            &mut line,
-        );
+        AnsweredEvent {
+            stored: event,
+            prev_hash,
+            personal,
+        }
+        .line()
+        .encode(&mut line);
         out.push(serde_json::from_slice(&line).map_err(|e| LogError::Contract(e.to_string()))?);
     }
     Ok(out)

@@ -1,25 +1,27 @@
 //! The outbox publisher: events, results and dead letters from cursors kept in sled, at
 //! least once and in order; group offsets committed once outcomes are out.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use csp_ledger_schemas::wire::{
+    DeadLetter, DlqMessage, PublishedEvent, ResultMessage, TopicMessage,
+};
+use csp_ledger_schemas::{OutcomeKind, Rejection};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::Value;
 use tracing::{debug, warn};
-use uuid::Uuid;
 
 use crate::ingest::lease::LeaseStatus;
-use crate::intake::decode_dead_letter;
 use crate::store::log::{
     Log, LogError, OutcomeRecord, StoredOutcomeKind, DLQ_CURSOR, EVENTS_CURSOR, RESULTS_CURSOR,
 };
-use crate::store::read::{events_with_prev, write_event_json, AnsweredEvent};
+use crate::store::read::events_with_prev;
 
 use super::{offset_key, PUBLISH_BATCH_MAX};
 use super::{IngestError, KafkaOptions};
@@ -36,56 +38,86 @@ pub struct Publisher {
     committer: BaseConsumer,
     lease: Arc<LeaseStatus>,
     runtime: tokio::runtime::Runtime,
-    /// The event lines of the last rounds, for the results of the same commands (the results
-    /// of a round's commands follow its events, so they are almost always here).
-    recent: std::sync::Mutex<RecentLines>,
+    /// The events of the last rounds, for the results of the same commands (the results of a
+    /// round's commands follow its events, so they are almost always here).
+    recent: std::sync::Mutex<RecentEvents>,
     last_commit: std::sync::Mutex<Instant>,
 }
 
 /// Longest time between two offset commits to the group while publishing is busy.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Published event lines of consecutive positions `first..first + lines.len()`.
+/// Published events of consecutive positions `first..first + events.len()`.
 #[derive(Default)]
-struct RecentLines {
+struct RecentEvents {
     first: u64,
-    lines: std::collections::VecDeque<Vec<u8>>,
+    events: std::collections::VecDeque<PublishedEvent<'static>>,
 }
 
-impl RecentLines {
-    /// Most lines kept: two rounds of events.
+impl RecentEvents {
+    /// Most events kept: two rounds of events.
     const MAX: usize = 2 * PUBLISH_BATCH_MAX;
 
-    fn push(&mut self, position: u64, line: &[u8]) {
-        if self.first + self.lines.len() as u64 != position {
-            self.lines.clear();
-            self.first = position;
+    fn push(&mut self, event: &PublishedEvent<'_>) {
+        if self.first + self.events.len() as u64 != event.position {
+            self.events.clear();
+            self.first = event.position;
         }
-        self.lines.push_back(line.to_vec());
-        if self.lines.len() > Self::MAX {
-            self.lines.pop_front();
+        self.events.push_back(PublishedEvent {
+            position: event.position,
+            canonical: Cow::Owned(event.canonical.to_vec()),
+            hash: event.hash,
+            prev_hash: event.prev_hash,
+        });
+        if self.events.len() > Self::MAX {
+            self.events.pop_front();
             self.first += 1;
         }
     }
 
-    /// The lines of `first..first + count`, if all are kept.
-    fn get(&self, first: u64, count: usize) -> Option<impl Iterator<Item = &Vec<u8>>> {
+    /// The events of `first..first + count`, if all are kept.
+    fn get(
+        &self,
+        first: u64,
+        count: usize,
+    ) -> Option<impl Iterator<Item = &PublishedEvent<'static>>> {
         let start = first.checked_sub(self.first)? as usize;
-        (start + count <= self.lines.len()).then(|| self.lines.range(start..start + count))
+        (start + count <= self.events.len()).then(|| self.events.range(start..start + count))
     }
 }
 
-/// The line of an event as published: the stored bytes plus `hash` and `prev_hash`, without
-/// personal data (it could not be erased from Kafka), and its stream (the message key).
-struct PublishedEvent {
-    position: u64,
+/// An event as published (`schemas::wire::PublishedEvent`: without personal data, which could
+/// not be erased from Kafka) and its stream (the message key).
+struct OutgoingEvent {
     stream: String,
-    line: Vec<u8>,
+    event: PublishedEvent<'static>,
+}
+
+/// A published event borrowing the parts of another.
+fn borrowed<'a>(event: &'a PublishedEvent<'_>) -> PublishedEvent<'a> {
+    PublishedEvent {
+        position: event.position,
+        canonical: Cow::Borrowed(&event.canonical),
+        hash: event.hash,
+        prev_hash: event.prev_hash,
+    }
+}
+
+/// A producer record of a wire message.
+fn to_record(topic: &str, message: TopicMessage) -> Record {
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in &message.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    (topic.to_string(), message.key, message.value, headers)
 }
 
 /// Reads `count` events from `first` as they are published, and on to the end of the command
 /// the last of them belongs to (fewer at the head of the log).
-fn read_published(log: &Log, first: u64, count: usize) -> Result<Vec<PublishedEvent>, LogError> {
+fn read_published(log: &Log, first: u64, count: usize) -> Result<Vec<OutgoingEvent>, LogError> {
     #[derive(serde::Deserialize)]
     struct Ids<'a> {
         #[serde(borrow)]
@@ -111,20 +143,14 @@ fn read_published(log: &Log, first: u64, count: usize) -> Result<Vec<PublishedEv
             last_command = ids.command_id.into_owned();
         }
         let stream = ids.stream.into_owned();
-        let position = stored.position;
-        let mut line = Vec::with_capacity(stored.canonical.len() + 160);
-        write_event_json(
-            &AnsweredEvent {
-                stored,
-                prev_hash,
-                personal: Vec::new(),
-            },
-            &mut line,
-        );
-        out.push(PublishedEvent {
-            position,
+        out.push(OutgoingEvent {
             stream,
-            line,
+            event: PublishedEvent {
+                position: stored.position,
+                canonical: Cow::Owned(stored.canonical),
+                hash: stored.hash,
+                prev_hash,
+            },
         });
     }
     Ok(out)
@@ -155,7 +181,7 @@ impl Publisher {
             committer,
             lease,
             runtime,
-            recent: std::sync::Mutex::new(RecentLines::default()),
+            recent: std::sync::Mutex::new(RecentEvents::default()),
             last_commit: std::sync::Mutex::new(Instant::now()),
         })
     }
@@ -282,16 +308,13 @@ impl Publisher {
         let mut last = next - 1;
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            for event in &events {
-                recent.push(event.position, &event.line);
+            for outgoing in &events {
+                recent.push(&outgoing.event);
             }
         }
-        for PublishedEvent {
-            position,
-            stream,
-            line,
-        } in events
-        {
+        for OutgoingEvent { stream, event } in events {
+            let mut line = Vec::with_capacity(event.canonical.len() + 160);
+            event.encode(&mut line);
             // No `position` header: the position is in the value, and tansu's SQLite storage
             // slows down with every stored header (docs/BENCHMARKS.md).
             records.push((
@@ -300,7 +323,7 @@ impl Publisher {
                 line,
                 OwnedHeaders::new(),
             ));
-            last = position;
+            last = event.position;
         }
         let count = records.len();
         let delivered = self.send_all(records)?;
@@ -375,42 +398,28 @@ impl Publisher {
     }
 
     fn dead_letter(&self, record: &OutcomeRecord) -> Record {
-        let (meta, original) = decode_dead_letter(&record.rejection).unwrap_or((Value::Null, &[]));
-        let text = |name: &str| {
-            meta[name]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| meta[name].to_string())
+        let message = match DeadLetter::decode(&record.rejection) {
+            Ok(letter) => DlqMessage(letter).encode(),
+            Err(error) => {
+                // Only this ledger writes dead-letter payloads: a damaged one still goes out,
+                // as it is, with the reason it could not be read.
+                warn!(message = "Stored dead letter does not decode; published as stored.", error = %error);
+                DlqMessage(DeadLetter {
+                    reason: format!("stored dead letter does not decode: {error}").into(),
+                    topic: Cow::Borrowed(""),
+                    partition: -1,
+                    offset: -1,
+                    original: Cow::Borrowed(&record.rejection),
+                })
+                .encode()
+            }
         };
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "reason",
-                value: Some(text("reason").as_bytes()),
-            })
-            .insert(Header {
-                key: "source_topic",
-                value: Some(text("topic").as_bytes()),
-            })
-            .insert(Header {
-                key: "source_partition",
-                value: Some(text("partition").as_bytes()),
-            })
-            .insert(Header {
-                key: "source_offset",
-                value: Some(text("offset").as_bytes()),
-            });
-        (
-            self.options.dlq_topic.clone(),
-            format!("{}/{}", text("partition"), text("offset")),
-            original.to_vec(),
-            headers,
-        )
+        to_record(&self.options.dlq_topic, message)
     }
 
-    /// The outcome line of a stored outcome, as `apply` prints it (without personal data),
-    /// plus what a standby needs to answer a retry of the command as the original did:
-    /// `body_hash` and `recorded_at_micros` (in the value, not in headers: tansu's SQLite
-    /// storage slows down with every stored header). Written directly from the stored bytes.
+    /// The result of a stored outcome (`schemas::wire::ResultMessage`): the outcome line as
+    /// `apply` prints it (without personal data), plus what a standby needs to answer a retry
+    /// of the command as the original did (`body_hash`, `recorded_at_micros`).
     fn result(&self, record: &OutcomeRecord) -> Result<Record, IngestError> {
         let original = match record.kind {
             StoredOutcomeKind::Duplicate => self
@@ -420,73 +429,45 @@ impl Publisher {
             _ => record.clone(),
         };
         let outcome = match record.kind {
-            StoredOutcomeKind::Accepted => "accepted",
-            StoredOutcomeKind::Duplicate => "duplicate",
-            _ => "rejected",
+            StoredOutcomeKind::Accepted => OutcomeKind::Accepted,
+            StoredOutcomeKind::Duplicate => OutcomeKind::Duplicate,
+            _ => OutcomeKind::Rejected,
         };
-        let mut body = Vec::with_capacity(256);
-        body.extend_from_slice(b"{\"command_id\":\"");
-        body.extend_from_slice(
-            record
-                .command_id
-                .hyphenated()
-                .encode_lower(&mut Uuid::encode_buffer())
-                .as_bytes(),
-        );
-        body.extend_from_slice(b"\",\"outcome\":\"");
-        body.extend_from_slice(outcome.as_bytes());
-        body.extend_from_slice(b"\",\"events\":[");
-        if original.kind == StoredOutcomeKind::Accepted && original.event_count > 0 {
+        let rejection = match original.kind {
+            StoredOutcomeKind::Accepted => None,
+            _ => Rejection::decode(&original.rejection).ok(),
+        };
+        let message = |events: Vec<PublishedEvent<'_>>| {
+            ResultMessage {
+                command_id: record.command_id,
+                outcome,
+                events,
+                body_hash: original.body_hash,
+                recorded_at_micros: record.recorded_at_micros,
+                rejection: rejection.as_ref().map(Cow::Borrowed),
+                correlation_id: record.correlation_id.as_deref().map(Cow::Borrowed),
+            }
+            .encode()
+        };
+        let message = if original.kind == StoredOutcomeKind::Accepted && original.event_count > 0 {
             let (first, count) = (original.first_position, original.event_count as usize);
-            let mut write = |i: usize, line: &[u8]| {
-                if i > 0 {
-                    body.push(b',');
-                }
-                body.extend_from_slice(line);
-            };
-            let found = {
+            let cached = {
                 let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-                let found = match recent.get(first, count) {
-                    Some(lines) => {
-                        lines.enumerate().for_each(|(i, line)| write(i, line));
-                        true
-                    }
-                    None => false,
-                };
-                found
+                recent
+                    .get(first, count)
+                    .map(|events| message(events.map(borrowed).collect()))
             };
-            if !found {
-                for (i, event) in read_published(&self.log, first, count)?.iter().enumerate() {
-                    write(i, &event.line);
+            match cached {
+                Some(message) => message,
+                None => {
+                    let events = read_published(&self.log, first, count)?;
+                    message(events.iter().map(|e| borrowed(&e.event)).collect())
                 }
             }
-        }
-        body.extend_from_slice(b"],\"body_hash\":\"");
-        let mut hex = [0u8; 32];
-        let _ = hex::encode_to_slice(original.body_hash, &mut hex);
-        body.extend_from_slice(&hex);
-        body.extend_from_slice(b"\",\"recorded_at_micros\":");
-        body.extend_from_slice(record.recorded_at_micros.to_string().as_bytes());
-        if original.kind != StoredOutcomeKind::Accepted
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&original.rejection).is_ok()
-        {
-            body.extend_from_slice(b",\"rejection\":");
-            body.extend_from_slice(&original.rejection);
-        }
-        body.push(b'}');
-        let mut headers = OwnedHeaders::new();
-        if let Some(correlation) = &record.correlation_id {
-            headers = headers.insert(Header {
-                key: "correlation_id",
-                value: Some(correlation.as_bytes()),
-            });
-        }
-        Ok((
-            self.options.results_topic.clone(),
-            record.command_id.to_string(),
-            body,
-            headers,
-        ))
+        } else {
+            message(Vec::new())
+        };
+        Ok(to_record(&self.options.results_topic, message))
     }
 }
 

@@ -10,18 +10,18 @@
 //! of both topics are stored in the same commit as what they brought, so following resumes
 //! exactly after a crash.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use csp_ledger_schemas::wire::{PublishedEvent, ResultMessage};
+use csp_ledger_schemas::{OutcomeKind, RejectionCode};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::Deserialize;
-use serde_json::Value;
 use tracing::{debug, info, warn};
-use uuid::Uuid;
 
 use crate::ingest::lease::LeaseStatus;
 use crate::ingest::{offset_key, IngestError, KafkaOptions};
@@ -36,86 +36,48 @@ pub type ReplicateFn = dyn Fn(Vec<StoredEvent>, Vec<OutcomeRecord>, Vec<(String,
 /// Most messages taken into one replicated commit.
 const FOLLOW_BATCH_MAX: usize = 8192;
 
-/// Length of what the publisher appends to the canonical bytes:
-/// `,"hash":"` + 64 hex + `","prev_hash":"` + 64 hex + `"}`.
-const PUBLISHED_SUFFIX_BYTES: usize = 9 + 64 + 15 + 64 + 2;
-
-/// Recovers the stored form of an event published on the events topic.
+/// Recovers the stored form of an event published on the events topic
+/// (`schemas::wire::PublishedEvent`).
 pub fn parse_published_event(bytes: &[u8]) -> Result<StoredEvent, String> {
-    if bytes.len() <= PUBLISHED_SUFFIX_BYTES || !bytes.starts_with(b"{") {
-        return Err("not a published event envelope".into());
-    }
-    let split = bytes.len() - PUBLISHED_SUFFIX_BYTES;
-    let suffix = &bytes[split..];
-    if !suffix.starts_with(b",\"hash\":\"")
-        || &suffix[73..88] != b"\",\"prev_hash\":\""
-        || !suffix.ends_with(b"\"}")
-    {
-        return Err("the event does not end in hash and prev_hash".into());
-    }
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(&suffix[9..73], &mut hash).map_err(|e| format!("hash: {e}"))?;
-    let mut canonical = Vec::with_capacity(split + 1);
-    canonical.extend_from_slice(&bytes[..split]);
-    canonical.push(b'}');
-    #[derive(Deserialize)]
-    struct Position {
-        position: u64,
-    }
-    let position = serde_json::from_slice::<Position>(&canonical)
-        .map_err(|e| format!("canonical bytes: {e}"))?
-        .position;
+    let published = PublishedEvent::decode(bytes).map_err(|error| error.to_string())?;
     Ok(StoredEvent {
-        position,
-        hash,
-        canonical,
+        position: published.position,
+        hash: published.hash,
+        canonical: published.canonical.into_owned(),
     })
 }
 
-/// The idempotency record a published result stands for: accepted and rejected outcomes
-/// (the first decision of a command id); `None` for duplicates, conflicts and malformed
-/// commands, which own nothing.
+/// The idempotency record a published result (`schemas::wire::ResultMessage`) stands for:
+/// accepted and rejected outcomes (the first decision of a command id); `None` for
+/// duplicates, conflicts and malformed commands, which own nothing, and for values that are
+/// not a result.
 pub fn parse_result(bytes: &[u8], headers: &[(String, String)]) -> Option<OutcomeRecord> {
-    let body: Value = serde_json::from_slice(bytes).ok()?;
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let mut body_hash = [0u8; 16];
-    hex::decode_to_slice(body["body_hash"].as_str()?, &mut body_hash).ok()?;
-    let command_id: Uuid = body["command_id"].as_str()?.parse().ok()?;
-    let recorded_at_micros = body["recorded_at_micros"].as_i64().unwrap_or(0);
+    let result = ResultMessage::decode(bytes, headers).ok()?;
     let mut record = OutcomeRecord {
-        command_id,
-        body_hash,
+        command_id: result.command_id,
+        body_hash: result.body_hash,
         kind: StoredOutcomeKind::Accepted,
         first_position: 0,
         event_count: 0,
-        recorded_at_micros,
-        correlation_id: header("correlation_id").map(str::to_string),
+        recorded_at_micros: result.recorded_at_micros,
+        correlation_id: result.correlation_id.map(Cow::into_owned),
         rejection: Vec::new(),
     };
-    match body["outcome"].as_str()? {
-        "accepted" => {
-            let events = body["events"].as_array()?;
-            record.first_position = events
-                .first()
-                .and_then(|e| e["position"].as_u64())
-                .unwrap_or(0);
-            record.event_count = u32::try_from(events.len()).ok()?;
+    match result.outcome {
+        OutcomeKind::Accepted => {
+            record.first_position = result.events.first().map_or(0, |e| e.position);
+            record.event_count = u32::try_from(result.events.len()).ok()?;
         }
-        "rejected" => {
-            let rejection = &body["rejection"];
-            match rejection["code"].as_str()? {
-                "command_id_conflict" | "malformed_command" => return None,
+        OutcomeKind::Rejected => {
+            let rejection = result.rejection?;
+            match rejection.code {
+                RejectionCode::CommandIdConflict | RejectionCode::MalformedCommand => return None,
                 _ => {}
             }
             record.kind = StoredOutcomeKind::Rejected;
-            record.rejection = rejection.to_string().into_bytes();
+            rejection.encode(&mut record.rejection);
         }
-        _ => return None,
+        OutcomeKind::Duplicate => return None,
     }
     Some(record)
 }

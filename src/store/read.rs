@@ -3,6 +3,7 @@
 
 use csp_ledger_projections::state::{EventMeta, LedgerState};
 use csp_ledger_schemas::event::EventEnvelope;
+use csp_ledger_schemas::wire::EventLine;
 use tracing::info_span;
 
 use crate::store::audit::WalkStart;
@@ -16,33 +17,21 @@ pub struct AnsweredEvent {
     pub personal: Vec<(&'static str, String)>,
 }
 
-/// Writes an event envelope as JSON: the canonical bytes plus `hash`, `prev_hash` and, when
-/// present, `personal_data` (none of which is part of the canonical bytes).
-pub fn write_event_json(event: &AnsweredEvent, out: &mut Vec<u8>) {
-    let canonical = &event.stored.canonical;
-    // Canonical bytes are a JSON object: everything up to its closing brace.
-    out.extend_from_slice(&canonical[..canonical.len().saturating_sub(1)]);
-    let mut hex = [0u8; 64];
-    out.extend_from_slice(b",\"hash\":\"");
-    let _ = hex::encode_to_slice(event.stored.hash, &mut hex);
-    out.extend_from_slice(&hex);
-    out.extend_from_slice(b"\",\"prev_hash\":\"");
-    let _ = hex::encode_to_slice(event.prev_hash, &mut hex);
-    out.extend_from_slice(&hex);
-    out.push(b'"');
-    if !event.personal.is_empty() {
-        out.extend_from_slice(b",\"personal_data\":{");
-        for (i, (field, value)) in event.personal.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            let _ = serde_json::to_writer(&mut *out, field);
-            out.push(b':');
-            let _ = serde_json::to_writer(&mut *out, value);
+impl AnsweredEvent {
+    /// The event line (`schemas::wire::EventLine`: the canonical bytes plus `hash`,
+    /// `prev_hash` and, when present, `personal_data`), borrowing this event's parts.
+    pub fn line(&self) -> EventLine<'_> {
+        EventLine {
+            canonical: self.stored.canonical.as_slice().into(),
+            hash: self.stored.hash,
+            prev_hash: self.prev_hash,
+            personal_data: self
+                .personal
+                .iter()
+                .map(|(field, value)| ((*field).into(), value.as_str().into()))
+                .collect(),
         }
-        out.push(b'}');
     }
-    out.push(b'}');
 }
 
 /// Reads events from `first` (at most `count`) with predecessor hashes and clear personal data.

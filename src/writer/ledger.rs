@@ -16,8 +16,8 @@ use tracing::{debug, info, info_span, warn};
 use uuid::Uuid;
 
 use super::idempotency::{short_hash, IdempotencyEntry, UNKNOWN_BODY};
-use super::outcome::{rejection_from_json, rejection_json, BatchResult, Outcome};
-use crate::intake::{encode_dead_letter, Submission};
+use super::outcome::{rejection_bytes, BatchResult, Outcome};
+use crate::intake::Submission;
 use crate::store::read::{read_answered, replay, replay_onto, AnsweredEvent};
 
 use crate::store::audit::{chain_hash, WalkStart};
@@ -316,13 +316,13 @@ impl Ledger {
                             Some(id) => (
                                 StoredOutcomeKind::Malformed,
                                 id,
-                                rejection_json(&rejection).to_string().into_bytes(),
+                                rejection_bytes(&rejection),
                             ),
-                            None => (
-                                StoredOutcomeKind::DeadLetter,
-                                Uuid::nil(),
-                                encode_dead_letter(source, &malformed.reason),
-                            ),
+                            None => (StoredOutcomeKind::DeadLetter, Uuid::nil(), {
+                                let mut payload = Vec::with_capacity(128 + source.bytes.len());
+                                source.dead_letter(&malformed.reason).encode(&mut payload);
+                                payload
+                            }),
                         };
                         records.push(OutcomeRecord {
                             command_id,
@@ -365,7 +365,7 @@ impl Ledger {
                         format!("command_id {command_id} was already used for a different command"),
                     );
                     record.kind = StoredOutcomeKind::Conflict;
-                    record.rejection = rejection_json(&rejection).to_string().into_bytes();
+                    record.rejection = rejection_bytes(&rejection);
                     result.outcomes.push(Outcome::Rejected {
                         command_id: Some(command_id),
                         rejection,
@@ -469,7 +469,7 @@ impl Ledger {
                 Err(rejection) => {
                     debug!(message = "Rejected command.", code = %rejection.code, command_id = %command_id);
                     record.kind = StoredOutcomeKind::Rejected;
-                    record.rejection = rejection_json(&rejection).to_string().into_bytes();
+                    record.rejection = rejection_bytes(&rejection);
                     result.outcomes.push(Outcome::Rejected {
                         command_id: Some(command_id),
                         rejection,
@@ -556,7 +556,7 @@ pub fn resolve_duplicates(log: &Log, result: &mut BatchResult) -> Result<(), Led
                     *events =
                         read_answered(log, original.first_position, original.event_count as usize)?;
                 }
-                _ => *rejection = rejection_from_json(&original.rejection),
+                _ => *rejection = Rejection::decode(&original.rejection).ok(),
             }
         }
     }

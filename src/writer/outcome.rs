@@ -1,12 +1,13 @@
 //! What became of each command of a batch, and the outcome lines of SPEC.md section 7.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
-use csp_ledger_schemas::RejectionCode;
-use serde_json::{json, Value};
+use csp_ledger_schemas::wire::OutcomeLine;
+use csp_ledger_schemas::OutcomeKind;
 use uuid::Uuid;
 
-use crate::store::read::{write_event_json, AnsweredEvent};
+use crate::store::read::AnsweredEvent;
 
 use csp_ledger_schemas::Rejection;
 
@@ -44,11 +45,11 @@ impl Outcome {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> OutcomeKind {
         match self {
-            Outcome::Accepted { .. } => "accepted",
-            Outcome::Rejected { .. } => "rejected",
-            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Accepted { .. } => OutcomeKind::Accepted,
+            Outcome::Rejected { .. } => OutcomeKind::Rejected,
+            Outcome::Duplicate { .. } => OutcomeKind::Duplicate,
         }
     }
 }
@@ -67,25 +68,9 @@ pub struct BatchResult {
 }
 
 impl BatchResult {
-    /// The outcome line of SPEC.md section 7 for outcome `index`.
+    /// The outcome line of SPEC.md section 7 for outcome `index` (`schemas::wire::OutcomeLine`).
     pub fn write_outcome_json(&self, index: usize, out: &mut Vec<u8>) {
         let outcome = &self.outcomes[index];
-        out.extend_from_slice(b"{\"command_id\":");
-        match outcome.command_id() {
-            Some(id) => {
-                out.push(b'"');
-                out.extend_from_slice(
-                    id.hyphenated()
-                        .encode_lower(&mut Uuid::encode_buffer())
-                        .as_bytes(),
-                );
-                out.push(b'"');
-            }
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"outcome\":\"");
-        out.extend_from_slice(outcome.kind().as_bytes());
-        out.extend_from_slice(b"\",\"events\":[");
         let (events, rejection): (&[AnsweredEvent], Option<&Rejection>) = match outcome {
             Outcome::Accepted { events, .. } => (&self.events[events.clone()], None),
             Outcome::Rejected { rejection, .. } => (&[], Some(rejection)),
@@ -93,32 +78,19 @@ impl BatchResult {
                 events, rejection, ..
             } => (events, rejection.as_ref()),
         };
-        for (i, event) in events.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_event_json(event, out);
+        OutcomeLine {
+            command_id: outcome.command_id(),
+            outcome: outcome.kind(),
+            events: events.iter().map(AnsweredEvent::line).collect(),
+            rejection: rejection.map(Cow::Borrowed),
         }
-        out.push(b']');
-        if let Some(rejection) = rejection {
-            out.extend_from_slice(b",\"rejection\":");
-            out.extend_from_slice(rejection_json(rejection).to_string().as_bytes());
-        }
-        out.push(b'}');
+        .encode(out);
     }
 }
 
-/// `{"code","message","details"}` of a rejection.
-pub fn rejection_json(rejection: &Rejection) -> Value {
-    json!({"code": rejection.code.as_str(), "message": rejection.message, "details": rejection.details})
-}
-
-pub(super) fn rejection_from_json(bytes: &[u8]) -> Option<Rejection> {
-    let value: Value = serde_json::from_slice(bytes).ok()?;
-    let code: RejectionCode = serde_json::from_value(value.get("code")?.clone()).ok()?;
-    Some(Rejection {
-        code,
-        message: value.get("message")?.as_str()?.to_string(),
-        details: value.get("details").cloned().filter(|d| !d.is_null()),
-    })
+/// The stored form of a rejection: its JSON object (`schemas::wire`, `Rejection::encode`).
+pub fn rejection_bytes(rejection: &Rejection) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + rejection.message.len());
+    rejection.encode(&mut out);
+    out
 }

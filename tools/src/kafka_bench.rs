@@ -37,7 +37,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use thiserror::Error;
 use tokio::runtime::Runtime;
 use tracing::{info, warn};
@@ -47,6 +47,8 @@ use csp_ledger::app::{ServeOptions, Server, ServerError};
 use csp_ledger::ingest::{command_key, IngestError, KafkaOptions};
 use csp_ledger::store::log::LogOptions;
 use csp_ledger::writer::{Ledger, LedgerError};
+use csp_ledger_schemas::wire::ResultMessage;
+use csp_ledger_schemas::OutcomeKind;
 use csp_ledger_testkit::workload::Generator;
 
 /// Longest time without a new result before a phase gives up waiting (the report then counts
@@ -724,13 +726,6 @@ impl Sampler {
     }
 }
 
-/// The fields of a result the benchmark reads.
-#[derive(Deserialize)]
-struct ResultLine<'a> {
-    #[serde(borrow)]
-    outcome: Option<&'a str>,
-}
-
 #[derive(Debug, Default, Clone, Copy)]
 struct Outcomes {
     results: u64,
@@ -742,13 +737,10 @@ struct Outcomes {
 impl Outcomes {
     fn count(&mut self, payload: &[u8]) {
         self.results += 1;
-        match serde_json::from_slice::<ResultLine<'_>>(payload)
-            .ok()
-            .and_then(|r| r.outcome)
-        {
-            Some("accepted") => self.accepted += 1,
-            Some("duplicate") => self.duplicates += 1,
-            _ => self.rejected += 1,
+        match ResultMessage::decode(payload, &[]).map(|r| r.outcome) {
+            Ok(OutcomeKind::Accepted) => self.accepted += 1,
+            Ok(OutcomeKind::Duplicate) => self.duplicates += 1,
+            Ok(OutcomeKind::Rejected) | Err(_) => self.rejected += 1,
         }
     }
 }
