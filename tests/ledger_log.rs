@@ -535,3 +535,75 @@ fn a_replicated_command_split_across_batches_answers_retries_with_all_its_events
     let replayed = submit(&mut reopened, retry);
     assert_eq!(replayed[0]["events"], live[0]["events"]);
 }
+
+#[test]
+fn replicated_event_that_does_not_fold_is_refused_before_it_is_appended() {
+    let mut kit = Kit::new();
+    let (provider, reseller) = (kit.id(), kit.id());
+    let mut commands = kit.onboard_provider(provider, "DE");
+    commands.extend(kit.onboard(reseller, "DE"));
+    commands.extend(kit.connect(provider, reseller));
+    let lines: Vec<String> = commands.iter().map(|c| c.to_json()).collect();
+    let leader_dir = tempfile::tempdir().unwrap();
+    let mut leader = Ledger::open(leader_dir.path(), LogOptions::default()).unwrap();
+    submit(&mut leader, &lines);
+    let events: Vec<_> = leader.log().events_from(1).map(|e| e.unwrap()).collect();
+    let accepted = events
+        .iter()
+        .position(|e| {
+            let envelope: Value = serde_json::from_slice(&e.canonical).unwrap();
+            envelope["type"] == "InvitationAccepted"
+        })
+        .expect("the leader accepted an invitation");
+
+    // A forged record: the acceptance of an invitation that does not exist, at the right
+    // position and stream version, with a hash that chains from its predecessor.
+    let mut forged = events[accepted].clone();
+    let envelope: Value = serde_json::from_slice(&forged.canonical).unwrap();
+    let invitation = envelope["data"]["invitation_id"].as_str().unwrap().to_string();
+    let text = String::from_utf8(forged.canonical.clone()).unwrap();
+    assert_eq!(text.matches(&invitation).count(), 1, "{text}");
+    let missing = uuid::Uuid::from_u128(0xdead_beef).to_string();
+    forged.canonical = text.replace(&invitation, &missing).into_bytes();
+    forged.hash = csp_ledger::store::audit::chain_hash(
+        &events[accepted - 1].hash,
+        &forged.canonical,
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = Ledger::open(dir.path(), LogOptions::default()).unwrap();
+    follower
+        .replicate(events[..accepted].to_vec(), Vec::new(), Vec::new())
+        .unwrap();
+    let before = follower.head();
+    // The forger chains the events after it onto the forged hash as well.
+    let mut batch = vec![forged.clone()];
+    for event in &events[accepted + 1..] {
+        let mut event = event.clone();
+        event.hash = csp_ledger::store::audit::chain_hash(
+            &batch[batch.len() - 1].hash,
+            &event.canonical,
+        );
+        batch.push(event);
+    }
+    match follower.replicate(batch, Vec::new(), Vec::new()) {
+        Err(csp_ledger::writer::LedgerError::Replication(message)) => {
+            assert!(
+                message.contains(&format!("event {}", forged.position)),
+                "{message}"
+            );
+            assert!(message.contains(&missing), "{message}");
+        }
+        other => panic!("a forged event was replicated: {other:?}"),
+    }
+    assert_eq!(follower.log().head(), before);
+    drop(follower);
+
+    // The log is as it was: it reopens, and the genuine events replicate onto it.
+    let mut reopened = Ledger::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(reopened.head(), before);
+    reopened
+        .replicate(events[accepted..].to_vec(), Vec::new(), Vec::new())
+        .unwrap();
+    assert_eq!(reopened.head(), leader.head());
+}
