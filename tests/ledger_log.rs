@@ -607,3 +607,34 @@ fn replicated_event_that_does_not_fold_is_refused_before_it_is_appended() {
         .unwrap();
     assert_eq!(reopened.head(), leader.head());
 }
+
+#[test]
+fn sled_corruption_is_reported_as_unreadable_without_an_invented_position() {
+    let dir = populated(300);
+    // Opened and closed once more, sled has written a snapshot of its page table.
+    let (code, report) = verify(dir.path());
+    assert_eq!(code, 0, "{report}");
+    // Flip bytes near the start of sled's data file: sled finds its snapshot no longer agrees
+    // with the log and reports corruption without naming an event.
+    let db = dir.path().join("sled").join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for byte in &mut bytes[1000..1016] {
+        *byte ^= 0xff;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let (code, report) = verify(dir.path());
+    assert_eq!(code, 2, "{report}");
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_bad_position"], Value::Null, "{report}");
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the store is unreadable: sled reports corruption"),
+        "{report}"
+    );
+    assert!(!reason.contains("None"), "{report}");
+    // Opening the ledger says the same.
+    match Ledger::open(dir.path(), LogOptions::default()) {
+        Err(error) => assert!(error.to_string().contains("unreadable"), "{error}"),
+        Ok(_) => panic!("a corrupt store was opened"),
+    }
+}

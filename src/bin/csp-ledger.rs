@@ -312,7 +312,8 @@ fn verify(dir: &Path, options: LogOptions) -> anyhow::Result<ExitCode> {
                 ok: false,
                 events: 0,
                 head_hash: String::new(),
-                first_bad_position: position.or(Some(1)),
+                // Only a position the damage names: none when sled cannot read its files.
+                first_bad_position: position,
                 reason: Some(reason),
             }
         }
