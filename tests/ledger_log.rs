@@ -638,3 +638,32 @@ fn sled_corruption_is_reported_as_unreadable_without_an_invented_position() {
         Ok(_) => panic!("a corrupt store was opened"),
     }
 }
+
+#[test]
+fn query_into_a_closed_pipe_exits_cleanly() {
+    let dir = populated(50);
+    // `csp-ledger query ... | head -c 0`: the reader is gone before the answer is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["query", "/v1/events?limit=100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    // With a reader, the same query prints its answer.
+    let answered = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["query", "/v1/events?limit=100"])
+        .output()
+        .unwrap();
+    assert!(answered.status.success());
+    let body: Value = serde_json::from_slice(&answered.stdout).unwrap();
+    assert!(body.is_object(), "{body}");
+}
