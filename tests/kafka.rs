@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use csp_ledger_testkit::http::{Connection, HttpError};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -248,35 +249,24 @@ fn wait_for_position(http: &str, position: u64) {
 }
 
 fn raw_get(http: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(http).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    raw.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    let mut connection = Connection::open(http).unwrap();
+    connection
+        .request("GET", path, &[("Connection", "close")], &[])
+        .unwrap_or_else(|error| panic!("GET {path}: {error}"))
+        .text()
 }
 
 fn get(http: &str, path: &str) -> Value {
-    use std::io::{Read, Write};
     // Null while the server is not listening (a ledger restarting after a fork).
-    let Ok(mut stream) = std::net::TcpStream::connect(http) else {
+    let Ok(mut connection) = Connection::open(http) else {
         return Value::Null;
     };
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).unwrap_or(Value::Null)
+    match connection.request("GET", path, &[("Connection", "close")], &[]) {
+        Ok(response) => serde_json::from_slice(&response.body).unwrap_or(Value::Null),
+        // Accepted, then closed by a server on its way down.
+        Err(HttpError::Closed) => Value::Null,
+        Err(error) => panic!("GET {path}: {error}"),
+    }
 }
 
 fn apply_locally(lines: &[String]) -> (tempfile::TempDir, Vec<Value>) {

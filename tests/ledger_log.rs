@@ -535,3 +535,134 @@ fn a_replicated_command_split_across_batches_answers_retries_with_all_its_events
     let replayed = submit(&mut reopened, retry);
     assert_eq!(replayed[0]["events"], live[0]["events"]);
 }
+
+#[test]
+fn replicated_event_that_does_not_fold_is_refused_before_it_is_appended() {
+    let mut kit = Kit::new();
+    let (provider, reseller) = (kit.id(), kit.id());
+    let mut commands = kit.onboard_provider(provider, "DE");
+    commands.extend(kit.onboard(reseller, "DE"));
+    commands.extend(kit.connect(provider, reseller));
+    let lines: Vec<String> = commands.iter().map(|c| c.to_json()).collect();
+    let leader_dir = tempfile::tempdir().unwrap();
+    let mut leader = Ledger::open(leader_dir.path(), LogOptions::default()).unwrap();
+    submit(&mut leader, &lines);
+    let events: Vec<_> = leader.log().events_from(1).map(|e| e.unwrap()).collect();
+    let accepted = events
+        .iter()
+        .position(|e| {
+            let envelope: Value = serde_json::from_slice(&e.canonical).unwrap();
+            envelope["type"] == "InvitationAccepted"
+        })
+        .expect("the leader accepted an invitation");
+
+    // A forged record: the acceptance of an invitation that does not exist, at the right
+    // position and stream version, with a hash that chains from its predecessor.
+    let mut forged = events[accepted].clone();
+    let envelope: Value = serde_json::from_slice(&forged.canonical).unwrap();
+    let invitation = envelope["data"]["invitation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = String::from_utf8(forged.canonical.clone()).unwrap();
+    assert_eq!(text.matches(&invitation).count(), 1, "{text}");
+    let missing = uuid::Uuid::from_u128(0xdead_beef).to_string();
+    forged.canonical = text.replace(&invitation, &missing).into_bytes();
+    forged.hash =
+        csp_ledger::store::audit::chain_hash(&events[accepted - 1].hash, &forged.canonical);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = Ledger::open(dir.path(), LogOptions::default()).unwrap();
+    follower
+        .replicate(events[..accepted].to_vec(), Vec::new(), Vec::new())
+        .unwrap();
+    let before = follower.head();
+    // The forger chains the events after it onto the forged hash as well.
+    let mut batch = vec![forged.clone()];
+    for event in &events[accepted + 1..] {
+        let mut event = event.clone();
+        event.hash =
+            csp_ledger::store::audit::chain_hash(&batch[batch.len() - 1].hash, &event.canonical);
+        batch.push(event);
+    }
+    match follower.replicate(batch, Vec::new(), Vec::new()) {
+        Err(csp_ledger::writer::LedgerError::Replication(message)) => {
+            assert!(
+                message.contains(&format!("event {}", forged.position)),
+                "{message}"
+            );
+            assert!(message.contains(&missing), "{message}");
+        }
+        other => panic!("a forged event was replicated: {other:?}"),
+    }
+    assert_eq!(follower.log().head(), before);
+    drop(follower);
+
+    // The log is as it was: it reopens, and the genuine events replicate onto it.
+    let mut reopened = Ledger::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(reopened.head(), before);
+    reopened
+        .replicate(events[accepted..].to_vec(), Vec::new(), Vec::new())
+        .unwrap();
+    assert_eq!(reopened.head(), leader.head());
+}
+
+#[test]
+fn sled_corruption_is_reported_as_unreadable_without_an_invented_position() {
+    let dir = populated(300);
+    // Opened and closed once more, sled has written a snapshot of its page table.
+    let (code, report) = verify(dir.path());
+    assert_eq!(code, 0, "{report}");
+    // Flip bytes near the start of sled's data file: sled finds its snapshot no longer agrees
+    // with the log and reports corruption without naming an event.
+    let db = dir.path().join("sled").join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for byte in &mut bytes[1000..1016] {
+        *byte ^= 0xff;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let (code, report) = verify(dir.path());
+    assert_eq!(code, 2, "{report}");
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_bad_position"], Value::Null, "{report}");
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the store is unreadable: sled reports corruption"),
+        "{report}"
+    );
+    assert!(!reason.contains("None"), "{report}");
+    // Opening the ledger says the same.
+    match Ledger::open(dir.path(), LogOptions::default()) {
+        Err(error) => assert!(error.to_string().contains("unreadable"), "{error}"),
+        Ok(_) => panic!("a corrupt store was opened"),
+    }
+}
+
+#[test]
+fn query_into_a_closed_pipe_exits_cleanly() {
+    let dir = populated(50);
+    // `csp-ledger query ... | head -c 0`: the reader is gone before the answer is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["query", "/v1/events?limit=100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    // With a reader, the same query prints its answer.
+    let answered = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["query", "/v1/events?limit=100"])
+        .output()
+        .unwrap();
+    assert!(answered.status.success());
+    let body: Value = serde_json::from_slice(&answered.stdout).unwrap();
+    assert!(body.is_object(), "{body}");
+}

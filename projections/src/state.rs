@@ -26,6 +26,21 @@ pub struct EventMeta {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// An event that cannot follow the state: [`LedgerState::check`] refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoldRefused {
+    pub position: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for FoldRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event {} does not fold: {}", self.position, self.reason)
+    }
+}
+
+impl std::error::Error for FoldRefused {}
+
 /// An MPN ID association.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mpn {
@@ -596,6 +611,169 @@ impl LedgerState {
             }
             other => unreachable!("{} is not a program event", other.type_name()),
         }
+    }
+
+    /// Folds one event after checking that it can follow the state; an event that cannot is
+    /// refused and the state is left as it was. For events from outside this instance (a
+    /// replicated `csp.events` record), where [`LedgerState::apply`] would panic.
+    pub fn try_apply(&mut self, meta: &EventMeta, event: &Event) -> Result<(), FoldRefused> {
+        self.check(meta, event)?;
+        self.apply(meta, event);
+        Ok(())
+    }
+
+    /// Whether [`LedgerState::apply`] can fold the event: every assertion and lookup it makes,
+    /// without changing anything.
+    pub fn check(&self, meta: &EventMeta, event: &Event) -> Result<(), FoldRefused> {
+        let refused = |reason: String| FoldRefused {
+            position: meta.position,
+            reason,
+        };
+        if meta.position <= self.position {
+            return Err(refused(format!(
+                "position does not follow {}",
+                self.position
+            )));
+        }
+        let stream = event.stream();
+        let expected_version = self.next_stream_version(&stream);
+        if meta.stream_version != expected_version {
+            return Err(refused(format!(
+                "stream {stream} has version {}, expected {expected_version}",
+                meta.stream_version
+            )));
+        }
+        let partner = |id: Uuid| match self.partners.get(&id) {
+            Some(partner) => Ok(partner),
+            None => Err(refused(format!("partner {id} not found"))),
+        };
+        let customer = |id: Uuid| match self.customers.get(&id) {
+            Some(customer) => Ok(customer),
+            None => Err(refused(format!("customer {id} not found"))),
+        };
+        let relationship = |provider: Uuid, reseller: Uuid| {
+            if self.relationships.contains_key(&(provider, reseller)) {
+                Ok(())
+            } else {
+                Err(refused(format!(
+                    "relationship {provider} / {reseller} not found"
+                )))
+            }
+        };
+        let invitation = |id: Uuid| {
+            if self.reseller_invitations.contains_key(&id) {
+                Ok(())
+            } else {
+                Err(refused(format!("invitation {id} not found")))
+            }
+        };
+        match event {
+            Event::PartnerEnrolled(e) => {
+                if self.partners.contains_key(&e.partner_id) {
+                    return Err(refused(format!("partner {} enrolled twice", e.partner_id)));
+                }
+            }
+            Event::PartnerVerified(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::PartnerVerificationRejected(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::MpnIdAssociated(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::MpaSigned(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::IndirectProviderAuthorized(e) => {
+                partner(e.partner_id)?;
+            }
+            // Creates the relationship when it is missing.
+            Event::ResellerInvited(_) => {}
+            Event::InvitationAccepted(e) => {
+                invitation(e.invitation_id)?;
+                relationship(e.provider_id, e.reseller_id)?;
+            }
+            Event::RelationshipEstablished(e) => relationship(e.provider_id, e.reseller_id)?,
+            Event::AdminAccessGranted(e) => relationship(e.provider_id, e.reseller_id)?,
+            Event::InvitationDeclined(e) => {
+                invitation(e.invitation_id)?;
+                relationship(e.provider_id, e.reseller_id)?;
+            }
+            Event::InvitationRevoked(e) => {
+                invitation(e.invitation_id)?;
+                relationship(e.provider_id, e.reseller_id)?;
+            }
+            Event::AdminAccessRemoved(e) => relationship(e.provider_id, e.reseller_id)?,
+            Event::RelationshipEnded(e) => relationship(e.provider_id, e.reseller_id)?,
+            Event::CustomerRegistered(e) => {
+                if self.customers.contains_key(&e.customer_id) {
+                    return Err(refused(format!(
+                        "customer {} registered twice",
+                        e.customer_id
+                    )));
+                }
+            }
+            Event::CustomerAgreementAccepted(e) => {
+                customer(e.customer_id)?;
+            }
+            Event::CustomerInvited(e) => {
+                customer(e.customer_id)?;
+            }
+            Event::CustomerRelationshipEstablished(e) => {
+                if !self.customer_invitations.contains_key(&e.invitation_id) {
+                    return Err(refused(format!(
+                        "customer invitation {} not found",
+                        e.invitation_id
+                    )));
+                }
+                customer(e.customer_id)?;
+            }
+            Event::CustomerRelationshipEnded(e) => {
+                if customer(e.customer_id)?
+                    .partners
+                    .get(&e.partner_id)
+                    .is_none()
+                {
+                    return Err(refused(format!(
+                        "customer relationship {} / {} not found",
+                        e.customer_id, e.partner_id
+                    )));
+                }
+            }
+            Event::RevenueRecorded(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::SupportPlanPurchased(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::InfrastructureAttested(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::ManagedServiceRegistered(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::DirectBillApplicationSubmitted(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::CreditCheckApproved(e) => {
+                if partner(e.partner_id)?.application.is_none() {
+                    return Err(refused("credit check without an application".to_string()));
+                }
+            }
+            Event::CreditCheckDeclined(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::DirectBillActivated(e) => {
+                partner(e.partner_id)?;
+            }
+            Event::TransitionedToIndirectReseller(e) => {
+                partner(e.partner_id)?;
+            }
+        }
+        // Every event's stream is the entity it names first, which exists by now or which the
+        // event creates (enrolment, registration, invitation): `apply` sets its version.
+        Ok(())
     }
 
     fn partner_mut(&mut self, id: Uuid) -> &mut Partner {

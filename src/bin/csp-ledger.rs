@@ -186,6 +186,14 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Writes one line to stdout and flushes it. Errors are returned, never a panic: a reader that
+/// closed the pipe (`query ... | head -c 10`) ends the command cleanly through `main`.
+fn print_line(line: impl std::fmt::Display) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let options = LogOptions { fsync: cli.fsync };
     let dir = cli.data_dir.as_path();
@@ -217,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Rebuild { write } => {
             let log = open_log(dir, options)?;
             let report = csp_ledger::store::rebuild::rebuild(&log, write)?;
-            println!("{}", serde_json::to_string(&report)?);
+            print_line(serde_json::to_string(&report)?)?;
             Ok(if report.equal != Some(false) {
                 ExitCode::SUCCESS
             } else {
@@ -227,10 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::ErasePersonalData { subject } => {
             let log = open_log(dir, options)?;
             let erased = log.erase_subject(subject)?;
-            println!(
-                "{}",
-                serde_json::json!({"subject": subject, "erased_values": erased})
-            );
+            print_line(serde_json::json!({"subject": subject, "erased_values": erased}))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -306,13 +311,14 @@ fn verify(dir: &Path, options: LogOptions) -> anyhow::Result<ExitCode> {
                 ok: false,
                 events: 0,
                 head_hash: String::new(),
-                first_bad_position: position.or(Some(1)),
+                // Only a position the damage names: none when sled cannot read its files.
+                first_bad_position: position,
                 reason: Some(reason),
             }
         }
         Err(error) => return Err(error).context("opening the log"),
     };
-    println!("{}", serde_json::to_string(&report)?);
+    print_line(serde_json::to_string(&report)?)?;
     Ok(if report.ok {
         ExitCode::SUCCESS
     } else {
@@ -329,13 +335,13 @@ fn query(dir: &Path, options: LogOptions, path: &str) -> anyhow::Result<ExitCode
     };
     match csp_ledger::api::query::answer(view, &request) {
         Ok(body) => {
-            println!("{body}");
+            print_line(body)?;
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
             let mut body = error.body();
             body["status"] = serde_json::json!(error.status());
-            println!("{body}");
+            print_line(body)?;
             Ok(ExitCode::FAILURE)
         }
     }
@@ -385,8 +391,7 @@ fn serve(
             csp_ledger::app::ServeOptions::default(),
             kafka.clone(),
         )?;
-        println!("{}", serde_json::json!({"listening": addr.to_string()}));
-        std::io::stdout().flush()?;
+        print_line(serde_json::json!({"listening": addr.to_string()}))?;
         match server.run() {
             Ok(()) => return Ok(ExitCode::SUCCESS),
             Err(csp_ledger::app::ServerError::Forked { position }) => {

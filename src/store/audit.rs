@@ -291,11 +291,11 @@ pub struct VerifyReport {
 pub fn verify(log: &Log) -> VerifyReport {
     let head = log.head();
     let mut intact = 0u64;
-    let broken = |intact: u64, position: u64, reason: String| VerifyReport {
+    let broken = |intact: u64, position: Option<u64>, reason: String| VerifyReport {
         ok: false,
         events: intact,
         head_hash: hex::encode(head.hash),
-        first_bad_position: Some(position),
+        first_bad_position: position,
         reason: Some(reason),
     };
     let (walked, last_hash) = match walk(log, WalkStart::GENESIS, u64::MAX, decode_full, |_, _| {
@@ -303,14 +303,18 @@ pub fn verify(log: &Log) -> VerifyReport {
     }) {
         Ok(done) => done,
         Err(WalkError::Broken(chain_break)) => {
-            return broken(intact, chain_break.position, chain_break.reason)
+            return broken(intact, Some(chain_break.position), chain_break.reason)
         }
-        Err(WalkError::Log(error)) => return broken(intact, intact + 1, error.to_string()),
+        // A position only when the error names one: sled failing to read its files does not.
+        Err(WalkError::Log(LogError::Corrupt { position, reason })) => {
+            return broken(intact, position, reason)
+        }
+        Err(WalkError::Log(error)) => return broken(intact, None, error.to_string()),
     };
     if walked != head.position {
         return broken(
             walked,
-            walked + 1,
+            Some(walked + 1),
             format!(
                 "the head names position {} but the log ends at {walked}",
                 head.position
@@ -320,7 +324,7 @@ pub fn verify(log: &Log) -> VerifyReport {
     if last_hash != head.hash {
         return broken(
             walked,
-            walked,
+            Some(walked),
             "the head hash differs from the last event's hash".to_string(),
         );
     }

@@ -52,8 +52,9 @@ pub const OUTCOME_CHUNK_BYTES_MAX: usize = 32 * 1024;
 #[derive(Debug, Error)]
 pub enum LogError {
     /// sled reported an I/O or internal error. Edge: HTTP 500 / exit 1; the writer must reopen.
+    /// (sled's `Corruption` becomes [`LogError::Corrupt`]: the store is unreadable.)
     #[error("storage error: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(#[source] sled::Error),
     /// An fsync or file error outside sled. Edge: as `Storage`.
     #[error("I/O error on {path}: {error}")]
     Io {
@@ -63,7 +64,9 @@ pub enum LogError {
     },
     /// The store is damaged: a record does not decode, the head disagrees with the events, or
     /// the hash chain breaks. Edge: refuse to serve; exit 2 from `verify`.
-    #[error("the log is damaged at position {position:?}: {reason}")]
+    /// `position` is the first event found bad, `None` when no event position is known (sled
+    /// cannot read its own files).
+    #[error("the log is damaged{}: {reason}", position.map(|p| format!(" at position {p}")).unwrap_or_default())]
     Corrupt {
         position: Option<u64>,
         reason: String,
@@ -80,7 +83,34 @@ pub enum LogError {
     Contract(String),
 }
 
+impl From<sled::Error> for LogError {
+    fn from(error: sled::Error) -> LogError {
+        match error {
+            sled::Error::Corruption { at, .. } => LogError::unreadable(at),
+            error => LogError::Storage(error),
+        }
+    }
+}
+
 impl LogError {
+    /// sled found its own files corrupt: no event position is known, only where in sled's
+    /// files, when sled says.
+    fn unreadable(at: Option<sled::DiskPtr>) -> LogError {
+        let reason = match at {
+            Some(sled::DiskPtr::Inline(offset)) => format!(
+                "the store is unreadable: sled reports corruption at byte offset {offset} of its \
+                 data file"
+            ),
+            Some(sled::DiskPtr::Blob(offset, blob)) => format!(
+                "the store is unreadable: sled reports corruption in blob {blob} (referenced at \
+                 byte offset {offset} of its data file)"
+            ),
+            None => "the store is unreadable: sled reports corruption and does not say where"
+                .to_string(),
+        };
+        LogError::corrupt(None, reason)
+    }
+
     fn corrupt(position: Option<u64>, reason: impl Into<String>) -> LogError {
         LogError::Corrupt {
             position,
@@ -493,17 +523,12 @@ impl Log {
         };
         let db = match opened {
             Ok(Ok(db)) => db,
-            Ok(Err(sled::Error::Corruption { at, .. })) => {
-                return Err(LogError::corrupt(
-                    None,
-                    format!("sled reports corruption at {at:?}"),
-                ))
-            }
+            // Corruption becomes `Corrupt` with no position (`From<sled::Error>`).
             Ok(Err(error)) => return Err(error.into()),
             Err(_) => {
                 return Err(LogError::corrupt(
                     None,
-                    "sled panicked while opening the store",
+                    "the store is unreadable: sled panicked while opening it",
                 ))
             }
         };

@@ -1,8 +1,6 @@
 //! Replication: appending what another instance decided (a standby following the events and
 //! results topics) through the same writer.
 
-use std::collections::HashMap;
-
 use csp_ledger_projections::state::EventMeta;
 use csp_ledger_schemas::event::FoldEvent;
 use uuid::Uuid;
@@ -161,21 +159,33 @@ impl Ledger {
             ));
             appended.push(event);
         }
-        // Check what the fold asserts before folding: a bad version would panic mid-batch.
-        let mut versions: HashMap<csp_ledger_schemas::event::StreamId, u64> = HashMap::new();
-        for (meta, event) in &folded {
-            let stream = event.stream();
-            let expected = match versions.get(&stream) {
-                Some(version) => version + 1,
-                None => self.state.next_stream_version(&stream),
-            };
-            if meta.stream_version != expected {
+        // Fold before appending: an event that does not follow the state (a forged or damaged
+        // record with a consistent chain) must never become durable, or every later open would
+        // stop in replay. A refusal leaves this batch's earlier events folded, so `replicate`
+        // poisons the ledger and it reopens from the log, which is as it was.
+        let state = &mut self.state;
+        let folding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            folded
+                .iter()
+                .try_for_each(|(meta, event)| state.try_apply(meta, event))
+        }));
+        match folding {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => {
                 return Err(LedgerError::Replication(format!(
-                    "event {} has stream version {}, expected {expected}",
-                    meta.position, meta.stream_version
-                )));
+                    "event {} does not fold onto the state: {}; nothing of this batch was \
+                     appended",
+                    refused.position, refused.reason
+                )))
             }
-            versions.insert(stream, expected);
+            // `check` missed an assertion of `apply`: still refused before the append.
+            Err(_) => {
+                return Err(LedgerError::Replication(
+                    "a replicated event does not fold onto the state; nothing of this batch \
+                     was appended"
+                        .into(),
+                ))
+            }
         }
         // What is replicated was published by the instance that decided it; a cursor that had
         // nothing of this instance's own left to publish moves past it.
@@ -200,17 +210,6 @@ impl Ledger {
         });
         // On any error `replicate` poisons the ledger (it reopens from the log).
         let committed = committed?;
-        let state = &mut self.state;
-        let folding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            for (meta, event) in &folded {
-                state.apply(meta, event);
-            }
-        }));
-        if folding.is_err() {
-            return Err(LedgerError::Replication(
-                "a replicated event does not fold onto the state".into(),
-            ));
-        }
         self.decided = committed;
         Ok(committed)
     }

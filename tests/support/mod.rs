@@ -1,11 +1,10 @@
 //! Shared helpers of the API tests: an in-process server on 127.0.0.1 (port chosen by the OS),
-//! a small HTTP/1.1 client, the CLI, and a fixture log built from the example scenarios with a
+//! requests through the testkit's HTTP/1.1 client, the CLI, and a fixture log built from the example scenarios with a
 //! ledger clock that advances one minute per command.
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -107,39 +106,26 @@ impl Response {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`.
+/// One HTTP/1.1 request with `Connection: close`, through the testkit's client.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let body = body.unwrap_or("");
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let headers = head.to_ascii_lowercase();
-    let body = if headers.contains("transfer-encoding: chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
+    let response = csp_ledger_testkit::http::request_once(
+        addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body.unwrap_or("").as_bytes(),
+    )
+    .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
+    let headers = response
+        .headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\r\n", value.to_ascii_lowercase()))
+        .collect();
     Response {
-        status,
+        status: response.status,
         headers,
-        body,
-    }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n").unwrap();
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.push_str(&after[..size]);
-        rest = &after[size + 2..];
+        body: String::from_utf8(response.body)
+            .unwrap_or_else(|error| panic!("{method} {path}: the body is not UTF-8: {error}")),
     }
 }
 

@@ -22,8 +22,7 @@
 //! client that still knew them crash in librdkafka's metadata cache.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,6 +48,7 @@ use csp_ledger::store::log::LogOptions;
 use csp_ledger::writer::{Ledger, LedgerError};
 use csp_ledger_schemas::wire::ResultMessage;
 use csp_ledger_schemas::OutcomeKind;
+use csp_ledger_testkit::http::Connection;
 use csp_ledger_testkit::workload::Generator;
 
 /// Longest time without a new result before a phase gives up waiting (the report then counts
@@ -598,16 +598,12 @@ fn cpu_since(before: &HashMap<String, (String, u64)>) -> BTreeMap<String, f64> {
 
 /// The `/metrics` text of the ledger serving HTTP on `http`.
 fn scrape(http: SocketAddr) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&http, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    Some(text)
+    let mut connection =
+        Connection::open_timeout(http, Duration::from_secs(1), Duration::from_secs(2)).ok()?;
+    let response = connection
+        .request("GET", "/metrics", &[("Connection", "close")], &[])
+        .ok()?;
+    (response.status == 200).then(|| response.text())
 }
 
 /// The figures read from the ledger's `/metrics`.

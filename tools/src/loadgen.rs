@@ -4,12 +4,11 @@
 //! on loopback: one OS thread per keep-alive connection, sleeping with `nanosleep` precision
 //! (an async runtime's millisecond timer would add up to a millisecond to every sample).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use csp_ledger_testkit::http::Connection;
 use serde::Serialize;
 
 /// The figures of one run.
@@ -59,17 +58,10 @@ pub fn run(
         );
         threads.push(std::thread::spawn(move || -> Vec<u64> {
             let mut latencies = Vec::new();
-            let Ok(stream) = TcpStream::connect(&target) else {
+            let Ok(mut connection) = Connection::open(target.as_str()) else {
                 errors.fetch_add(1, Ordering::Relaxed);
                 return latencies;
             };
-            let _ = stream.set_nodelay(true);
-            let Ok(mut writer) = stream.try_clone() else {
-                return latencies;
-            };
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            let mut body = Vec::with_capacity(4096);
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= total {
@@ -81,10 +73,10 @@ pub fn run(
                     std::thread::sleep(scheduled - now);
                 }
                 let path = &paths[(index as usize) % paths.len()];
-                let sent = write!(writer, "GET {path} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-                let status = sent.and_then(|_| read_response(&mut reader, &mut line, &mut body));
-                match status {
-                    Ok(200) => latencies.push(scheduled.elapsed().as_micros() as u64),
+                match connection.get(path) {
+                    Ok(response) if response.status == 200 => {
+                        latencies.push(scheduled.elapsed().as_micros() as u64)
+                    }
                     Ok(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -92,6 +84,10 @@ pub fn run(
                         errors.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
+                }
+                // The server ended the connection: this thread's share goes to the others.
+                if connection.is_closed() {
+                    break;
                 }
             }
             latencies
@@ -115,35 +111,4 @@ pub fn run(
         p999_micros: percentile(&all, 0.999),
         max_micros: all.last().copied().unwrap_or(0),
     })
-}
-
-/// Reads one HTTP/1.1 response with a Content-Length body; returns its status.
-fn read_response(
-    reader: &mut BufReader<TcpStream>,
-    line: &mut String,
-    body: &mut Vec<u8>,
-) -> std::io::Result<u16> {
-    line.clear();
-    reader.read_line(line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        if reader.read_line(line)? == 0 {
-            return Err(std::io::Error::other("connection closed"));
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    body.resize(length, 0);
-    reader.read_exact(body)?;
-    Ok(status)
 }
