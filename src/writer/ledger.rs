@@ -8,19 +8,18 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use csp_ledger_projections::state::{EventMeta, LedgerState};
-use csp_ledger_schemas::event::{Event, EventEnvelope, SCHEMA_VERSION};
-use csp_ledger_schemas::RejectionCode;
-use serde_json::json;
+use csp_ledger_schemas::event::Event;
 use thiserror::Error;
-use tracing::{debug, info, info_span, warn};
+use tracing::{info, info_span, warn};
 use uuid::Uuid;
 
 use super::idempotency::{short_hash, IdempotencyEntry, UNKNOWN_BODY};
-use super::outcome::{rejection_bytes, BatchResult, Outcome};
+use super::outcome::{BatchResult, Outcome};
+use super::prepare::Batch;
 use crate::intake::Submission;
 use crate::store::read::{read_answered, replay, replay_onto, AnsweredEvent};
 
-use crate::store::audit::{chain_hash, WalkStart};
+use crate::store::audit::WalkStart;
 use crate::store::checkpoint;
 use crate::store::log::{
     Commit, Head, Log, LogError, LogOptions, OutcomeRecord, PersonalRecord, StoredEvent,
@@ -61,10 +60,10 @@ pub type Entropy = Box<dyn FnMut() -> [u8; 16] + Send + Sync>;
 #[derive(Debug)]
 pub struct Prepared {
     pub result: BatchResult,
-    prev_hash: [u8; 32],
-    records: Vec<OutcomeRecord>,
-    personal: Vec<PersonalRecord>,
-    offsets: Vec<(String, i64)>,
+    pub(super) prev_hash: [u8; 32],
+    pub(super) records: Vec<OutcomeRecord>,
+    pub(super) personal: Vec<PersonalRecord>,
+    pub(super) offsets: Vec<(String, i64)>,
     /// The batch's events as folded, for a second projection that follows the durable log
     /// (empty unless [`Ledger::keep_folded`] is on).
     pub folded: Vec<(EventMeta, Event)>,
@@ -282,7 +281,6 @@ impl Ledger {
         let span = info_span!("decide", commands = submissions.len());
         let _entered = span.enter();
         let started = std::time::Instant::now();
-        let batch_prev_hash = self.decided.hash;
         // The ledger clock never goes backwards, so that `as_of` by time is well defined.
         let recorded_at = (self.clock)().max(
             self.state
@@ -290,100 +288,23 @@ impl Ledger {
                 .last()
                 .map_or(DateTime::<Utc>::MIN_UTC, |(_, at)| *at),
         );
-        let recorded_at_micros = recorded_at.timestamp_micros();
-        let mut result = BatchResult {
-            outcomes: Vec::with_capacity(submissions.len()),
-            ..BatchResult::default()
-        };
-        let mut records: Vec<OutcomeRecord> = Vec::with_capacity(submissions.len());
-        let mut personal_records: Vec<PersonalRecord> = Vec::new();
-        let mut prev_hash = self.decided.hash;
-        let mut position = self.decided.position;
-        let mut outcome_seq = self.decided.next_outcome_seq;
-        let mut folded = Vec::new();
-
+        let mut batch = Batch::new(
+            self.decided,
+            recorded_at,
+            submissions.len(),
+            self.keep_folded,
+        );
         for submission in submissions {
             let parsed = match submission.parsed {
                 Ok(parsed) => parsed,
                 Err(malformed) => {
-                    let rejection =
-                        Rejection::new(RejectionCode::MalformedCommand, malformed.reason.clone())
-                            .with_details(
-                                json!({"line": submission.line, "reason": malformed.reason}),
-                            );
-                    if let Some(source) = &submission.source {
-                        let (kind, command_id, payload) = match malformed.command_id {
-                            Some(id) => (
-                                StoredOutcomeKind::Malformed,
-                                id,
-                                rejection_bytes(&rejection),
-                            ),
-                            None => (StoredOutcomeKind::DeadLetter, Uuid::nil(), {
-                                let mut payload = Vec::with_capacity(128 + source.bytes.len());
-                                source.dead_letter(&malformed.reason).encode(&mut payload);
-                                payload
-                            }),
-                        };
-                        records.push(OutcomeRecord {
-                            command_id,
-                            body_hash: [0; 16],
-                            kind,
-                            first_position: 0,
-                            event_count: 0,
-                            recorded_at_micros,
-                            correlation_id: None,
-                            rejection: payload,
-                        });
-                        outcome_seq += 1;
-                    }
-                    result.outcomes.push(Outcome::Rejected {
-                        command_id: malformed.command_id,
-                        rejection,
-                        line: submission.line,
-                    });
+                    batch.malformed(submission.line, submission.source.as_ref(), malformed);
                     continue;
                 }
             };
-            let envelope = &parsed.envelope;
-            let command_id = envelope.command_id;
-            let mut record = OutcomeRecord {
-                command_id,
-                body_hash: parsed.body_hash,
-                kind: StoredOutcomeKind::Accepted,
-                first_position: 0,
-                event_count: 0,
-                recorded_at_micros,
-                correlation_id: envelope.correlation_id.clone(),
-                rejection: Vec::new(),
-            };
+            let command_id = parsed.envelope.command_id;
             if let Some(entry) = self.idempotency.get(&command_id).copied() {
-                if entry.body_hash != short_hash(&parsed.body_hash)
-                    && entry.body_hash != UNKNOWN_BODY
-                {
-                    let rejection = Rejection::new(
-                        RejectionCode::CommandIdConflict,
-                        format!("command_id {command_id} was already used for a different command"),
-                    );
-                    record.kind = StoredOutcomeKind::Conflict;
-                    record.rejection = rejection_bytes(&rejection);
-                    result.outcomes.push(Outcome::Rejected {
-                        command_id: Some(command_id),
-                        rejection,
-                        line: submission.line,
-                    });
-                } else {
-                    record.kind = StoredOutcomeKind::Duplicate;
-                    // A duplicate's record points at the original outcome's sequence number.
-                    record.first_position = entry.outcome_seq;
-                    result.outcomes.push(Outcome::Duplicate {
-                        command_id,
-                        original_seq: entry.outcome_seq,
-                        events: Vec::new(),
-                        rejection: None,
-                    });
-                }
-                records.push(record);
-                outcome_seq += 1;
+                batch.seen_before(&parsed, entry, submission.line);
                 continue;
             }
             // Decided now (accepted or rejected): this outcome owns the command id from here on.
@@ -391,109 +312,18 @@ impl Ledger {
                 command_id,
                 IdempotencyEntry {
                     body_hash: short_hash(&parsed.body_hash),
-                    outcome_seq,
+                    outcome_seq: batch.outcome_seq,
                 },
             );
-            match domain::decide(&self.state, envelope, &mut *self.entropy) {
+            match domain::decide(&self.state, &parsed.envelope, &mut *self.entropy) {
                 Ok(decision) => {
-                    let first = result.events.len();
-                    record.first_position = position + 1;
-                    record.event_count = decision.events.len() as u32;
-                    for event in decision.events {
-                        position += 1;
-                        let stream = event.stream();
-                        let stream_version = self.state.next_stream_version(&stream);
-                        let event_id =
-                            uuid::Builder::from_random_bytes((self.entropy)()).into_uuid();
-                        let envelope_out = EventEnvelope {
-                            event_id,
-                            position,
-                            stream,
-                            stream_version,
-                            schema_version: SCHEMA_VERSION,
-                            occurred_at: envelope.issued_at,
-                            recorded_at,
-                            command_id,
-                            correlation_id: envelope.correlation_id.clone(),
-                            actor: envelope.actor.clone(),
-                            event,
-                        };
-                        let canonical = envelope_out.canonical_bytes();
-                        let hash = chain_hash(&prev_hash, &canonical);
-                        let meta = EventMeta {
-                            position,
-                            stream_version,
-                            occurred_at: envelope.issued_at,
-                            recorded_at,
-                        };
-                        self.state.apply(&meta, &envelope_out.event);
-                        let personal: Vec<(&'static str, String)> = envelope_out
-                            .event
-                            .personal_fields()
-                            .into_iter()
-                            .filter_map(|(field, commitment)| {
-                                decision
-                                    .personal
-                                    .iter()
-                                    .find(|p| p.commitment == commitment)
-                                    .map(|p| (field, p.value.clone()))
-                            })
-                            .collect();
-                        result.events.push(AnsweredEvent {
-                            stored: StoredEvent {
-                                position,
-                                hash,
-                                canonical,
-                            },
-                            prev_hash,
-                            personal,
-                        });
-                        prev_hash = hash;
-                        if self.keep_folded {
-                            folded.push((meta, envelope_out.event));
-                        }
-                    }
-                    for p in decision.personal {
-                        personal_records.push(PersonalRecord {
-                            subject: p.subject,
-                            commitment: p.commitment,
-                            salt: p.salt,
-                            value: p.value,
-                        });
-                    }
-                    result.outcomes.push(Outcome::Accepted {
-                        command_id,
-                        events: first..result.events.len(),
-                    });
+                    batch.accepted(&mut self.state, &mut self.entropy, &parsed, decision)
                 }
-                Err(rejection) => {
-                    debug!(message = "Rejected command.", code = %rejection.code, command_id = %command_id);
-                    record.kind = StoredOutcomeKind::Rejected;
-                    record.rejection = rejection_bytes(&rejection);
-                    result.outcomes.push(Outcome::Rejected {
-                        command_id: Some(command_id),
-                        rejection,
-                        line: submission.line,
-                    });
-                }
+                Err(rejection) => batch.rejected(&parsed, rejection, submission.line),
             }
-            records.push(record);
-            outcome_seq += 1;
         }
-        self.decided = Head {
-            position,
-            hash: prev_hash,
-            next_outcome_seq: outcome_seq,
-        };
-        result.decide_micros = started.elapsed().as_micros() as u64;
-        Ok(Prepared {
-            result,
-            prev_hash: batch_prev_hash,
-            records,
-            personal: personal_records,
-            offsets,
-            folded,
-        })
+        self.decided = batch.head();
+        Ok(batch.finish(offsets, started.elapsed().as_micros() as u64))
     }
 
     /// Fills in the answers of duplicates from the log. Call after the batch (and every batch

@@ -1,0 +1,281 @@
+//! One batch being decided: the outcomes, outcome records, personal values and chained events
+//! of its commands, in input order. [`Ledger::prepare`](super::Ledger::prepare) walks the
+//! submissions and hands each to one of the methods here; the batch owns the running head
+//! (position, hash, outcome sequence) that the next command continues from.
+
+use chrono::{DateTime, Utc};
+use csp_ledger_domain::Decision;
+use csp_ledger_projections::state::{EventMeta, LedgerState};
+use csp_ledger_schemas::command::MalformedCommand;
+use csp_ledger_schemas::event::{Event, EventEnvelope, SCHEMA_VERSION};
+use csp_ledger_schemas::{Rejection, RejectionCode};
+use serde_json::json;
+use tracing::debug;
+use uuid::Uuid;
+
+use super::idempotency::{short_hash, IdempotencyEntry, UNKNOWN_BODY};
+use super::ledger::{Entropy, Prepared};
+use super::outcome::{rejection_bytes, BatchResult, Outcome};
+use crate::intake::{MessageSource, ParsedCommand};
+use crate::store::audit::chain_hash;
+use crate::store::log::{Head, OutcomeRecord, PersonalRecord, StoredEvent, StoredOutcomeKind};
+use crate::store::read::AnsweredEvent;
+
+pub(super) struct Batch {
+    result: BatchResult,
+    records: Vec<OutcomeRecord>,
+    personal: Vec<PersonalRecord>,
+    folded: Vec<(EventMeta, Event)>,
+    keep_folded: bool,
+    /// The head the batch continues from.
+    start: Head,
+    prev_hash: [u8; 32],
+    position: u64,
+    /// Sequence number of the next outcome record.
+    pub(super) outcome_seq: u64,
+    recorded_at: DateTime<Utc>,
+}
+
+impl Batch {
+    pub(super) fn new(
+        start: Head,
+        recorded_at: DateTime<Utc>,
+        commands: usize,
+        keep_folded: bool,
+    ) -> Batch {
+        Batch {
+            result: BatchResult {
+                outcomes: Vec::with_capacity(commands),
+                ..BatchResult::default()
+            },
+            records: Vec::with_capacity(commands),
+            personal: Vec::new(),
+            folded: Vec::new(),
+            keep_folded,
+            start,
+            prev_hash: start.hash,
+            position: start.position,
+            outcome_seq: start.next_outcome_seq,
+            recorded_at,
+        }
+    }
+
+    /// Input that is not a command. From Kafka it is recorded (for the results topic when its
+    /// `command_id` could be read, else as a dead letter); from a file or HTTP only answered.
+    pub(super) fn malformed(
+        &mut self,
+        line: Option<u64>,
+        source: Option<&MessageSource>,
+        malformed: MalformedCommand,
+    ) {
+        let rejection = Rejection::new(RejectionCode::MalformedCommand, malformed.reason.clone())
+            .with_details(json!({"line": line, "reason": malformed.reason}));
+        if let Some(source) = source {
+            let (kind, command_id, payload) = match malformed.command_id {
+                Some(id) => (
+                    StoredOutcomeKind::Malformed,
+                    id,
+                    rejection_bytes(&rejection),
+                ),
+                None => (StoredOutcomeKind::DeadLetter, Uuid::nil(), {
+                    let mut payload = Vec::with_capacity(128 + source.bytes.len());
+                    source.dead_letter(&malformed.reason).encode(&mut payload);
+                    payload
+                }),
+            };
+            self.records.push(OutcomeRecord {
+                command_id,
+                body_hash: [0; 16],
+                kind,
+                first_position: 0,
+                event_count: 0,
+                recorded_at_micros: self.recorded_at.timestamp_micros(),
+                correlation_id: None,
+                rejection: payload,
+            });
+            self.outcome_seq += 1;
+        }
+        self.result.outcomes.push(Outcome::Rejected {
+            command_id: malformed.command_id,
+            rejection,
+            line,
+        });
+    }
+
+    /// A command id the idempotency index knows: a duplicate (same body, or a replicated
+    /// command whose body is unknown) or a conflicting reuse.
+    pub(super) fn seen_before(
+        &mut self,
+        parsed: &ParsedCommand,
+        entry: IdempotencyEntry,
+        line: Option<u64>,
+    ) {
+        let command_id = parsed.envelope.command_id;
+        let mut record = self.record(parsed);
+        if entry.body_hash != short_hash(&parsed.body_hash) && entry.body_hash != UNKNOWN_BODY {
+            let rejection = Rejection::new(
+                RejectionCode::CommandIdConflict,
+                format!("command_id {command_id} was already used for a different command"),
+            );
+            record.kind = StoredOutcomeKind::Conflict;
+            record.rejection = rejection_bytes(&rejection);
+            self.result.outcomes.push(Outcome::Rejected {
+                command_id: Some(command_id),
+                rejection,
+                line,
+            });
+        } else {
+            record.kind = StoredOutcomeKind::Duplicate;
+            // A duplicate's record points at the original outcome's sequence number.
+            record.first_position = entry.outcome_seq;
+            self.result.outcomes.push(Outcome::Duplicate {
+                command_id,
+                original_seq: entry.outcome_seq,
+                events: Vec::new(),
+                rejection: None,
+            });
+        }
+        self.push_record(record);
+    }
+
+    /// A decided command: its events are chained, folded onto `state` at once (the next
+    /// command of the batch decides against them), and its personal values kept.
+    pub(super) fn accepted(
+        &mut self,
+        state: &mut LedgerState,
+        entropy: &mut Entropy,
+        parsed: &ParsedCommand,
+        decision: Decision,
+    ) {
+        let envelope = &parsed.envelope;
+        let mut record = self.record(parsed);
+        let first = self.result.events.len();
+        record.first_position = self.position + 1;
+        record.event_count = decision.events.len() as u32;
+        for event in decision.events {
+            self.position += 1;
+            let stream = event.stream();
+            let stream_version = state.next_stream_version(&stream);
+            let envelope_out = EventEnvelope {
+                event_id: uuid::Builder::from_random_bytes(entropy()).into_uuid(),
+                position: self.position,
+                stream,
+                stream_version,
+                schema_version: SCHEMA_VERSION,
+                occurred_at: envelope.issued_at,
+                recorded_at: self.recorded_at,
+                command_id: envelope.command_id,
+                correlation_id: envelope.correlation_id.clone(),
+                actor: envelope.actor.clone(),
+                event,
+            };
+            let canonical = envelope_out.canonical_bytes();
+            let hash = chain_hash(&self.prev_hash, &canonical);
+            let meta = EventMeta {
+                position: self.position,
+                stream_version,
+                occurred_at: envelope.issued_at,
+                recorded_at: self.recorded_at,
+            };
+            state.apply(&meta, &envelope_out.event);
+            let personal: Vec<(&'static str, String)> = envelope_out
+                .event
+                .personal_fields()
+                .into_iter()
+                .filter_map(|(field, commitment)| {
+                    decision
+                        .personal
+                        .iter()
+                        .find(|p| p.commitment == commitment)
+                        .map(|p| (field, p.value.clone()))
+                })
+                .collect();
+            self.result.events.push(AnsweredEvent {
+                stored: StoredEvent {
+                    position: self.position,
+                    hash,
+                    canonical,
+                },
+                prev_hash: self.prev_hash,
+                personal,
+            });
+            self.prev_hash = hash;
+            if self.keep_folded {
+                self.folded.push((meta, envelope_out.event));
+            }
+        }
+        for p in decision.personal {
+            self.personal.push(PersonalRecord {
+                subject: p.subject,
+                commitment: p.commitment,
+                salt: p.salt,
+                value: p.value,
+            });
+        }
+        self.result.outcomes.push(Outcome::Accepted {
+            command_id: envelope.command_id,
+            events: first..self.result.events.len(),
+        });
+        self.push_record(record);
+    }
+
+    /// A command the domain refused: an answer and an outcome record, no event.
+    pub(super) fn rejected(
+        &mut self,
+        parsed: &ParsedCommand,
+        rejection: Rejection,
+        line: Option<u64>,
+    ) {
+        let command_id = parsed.envelope.command_id;
+        debug!(message = "Rejected command.", code = %rejection.code, command_id = %command_id);
+        let mut record = self.record(parsed);
+        record.kind = StoredOutcomeKind::Rejected;
+        record.rejection = rejection_bytes(&rejection);
+        self.result.outcomes.push(Outcome::Rejected {
+            command_id: Some(command_id),
+            rejection,
+            line,
+        });
+        self.push_record(record);
+    }
+
+    /// The head after everything decided so far.
+    pub(super) fn head(&self) -> Head {
+        Head {
+            position: self.position,
+            hash: self.prev_hash,
+            next_outcome_seq: self.outcome_seq,
+        }
+    }
+
+    pub(super) fn finish(mut self, offsets: Vec<(String, i64)>, decide_micros: u64) -> Prepared {
+        self.result.decide_micros = decide_micros;
+        Prepared {
+            result: self.result,
+            prev_hash: self.start.hash,
+            records: self.records,
+            personal: self.personal,
+            offsets,
+            folded: self.folded,
+        }
+    }
+
+    /// The outcome record of a parsed command, as accepted until told otherwise.
+    fn record(&self, parsed: &ParsedCommand) -> OutcomeRecord {
+        OutcomeRecord {
+            command_id: parsed.envelope.command_id,
+            body_hash: parsed.body_hash,
+            kind: StoredOutcomeKind::Accepted,
+            first_position: 0,
+            event_count: 0,
+            recorded_at_micros: self.recorded_at.timestamp_micros(),
+            correlation_id: parsed.envelope.correlation_id.clone(),
+            rejection: Vec::new(),
+        }
+    }
+
+    fn push_record(&mut self, record: OutcomeRecord) {
+        self.records.push(record);
+        self.outcome_seq += 1;
+    }
+}
