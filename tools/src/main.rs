@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 use csp_ledger::store::log::LogOptions;
 use csp_ledger_testkit::workload::Generator;
 
+mod http_bench;
+
 /// Benchmarks and generators for csp-ledger.
 #[derive(Debug, Parser)]
 #[command(name = "csp-ledger-tools", version, about)]
@@ -59,6 +61,19 @@ enum Commands {
         seconds: u64,
         #[arg(long, default_value_t = 64)]
         connections: usize,
+    },
+    /// Measure `POST /v1/commands` (many keep-alive clients posting arrays) against `apply` on
+    /// the same generated workload, in fresh directories.
+    BenchHttp {
+        #[arg(long, default_value_t = 200_000)]
+        commands: usize,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Commands per request.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Measure apply and replay throughput on a generated workload in a fresh directory.
     Bench {
@@ -154,6 +169,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
 
+        Commands::BenchHttp {
+            commands,
+            clients,
+            batch,
+            seed,
+        } => {
+            let dir = cli
+                .data_dir
+                .join(format!("bench-http-{}", std::process::id()));
+            anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
+            let report = http_bench::run(&dir, commands, clients, batch, seed, options)
+                .context("running the HTTP benchmark");
+            let _ = std::fs::remove_dir_all(&dir);
+            println!("{}", serde_json::to_string_pretty(&report?)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Commands::Bench { commands, seed } => {
             let dir = cli.data_dir.join(format!("bench-{}", std::process::id()));
             anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());

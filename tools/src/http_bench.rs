@@ -1,0 +1,137 @@
+//! `csp-ledger-tools bench-http`: `POST /v1/commands` throughput against `apply` on the same
+//! workload, in one process and one run. A generated workload is cut, in order, into arrays of
+//! `batch` commands; `clients` keep-alive connections take the next array as soon as their last
+//! one is answered. The same lines are then applied with the `apply` pipeline to a second fresh
+//! directory. Both go through the one writer, so the figures differ only by the transport.
+//!
+//! Arrays taken by different clients may be decided in another order than generated, so a
+//! few commands that depend on an earlier one are rejected over HTTP where `apply` accepts
+//! them; the report gives both counts.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use csp_ledger::app::{ServeOptions, Server};
+use csp_ledger::store::log::LogOptions;
+use csp_ledger::writer::pipeline::apply_lines;
+use csp_ledger::writer::Ledger;
+use csp_ledger_testkit::http::Connection;
+use csp_ledger_testkit::workload::Generator;
+use serde::Serialize;
+
+/// How an accepted outcome line starts (`"command_id":"…",` comes before it).
+const ACCEPTED: &[u8] = b"\"outcome\":\"accepted\"";
+
+/// What `bench-http` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpBenchReport {
+    pub commands: usize,
+    pub clients: usize,
+    pub batch: usize,
+    pub fsync: bool,
+    pub http_seconds: f64,
+    pub http_commands_per_second: f64,
+    pub http_accepted: usize,
+    pub apply_seconds: f64,
+    pub apply_commands_per_second: f64,
+    pub apply_accepted: u64,
+    /// HTTP throughput over apply throughput.
+    pub http_over_apply: f64,
+}
+
+/// Runs both phases in fresh directories under `dir`.
+pub fn run(
+    dir: &Path,
+    commands: usize,
+    clients: usize,
+    batch: usize,
+    seed: u64,
+    options: LogOptions,
+) -> anyhow::Result<HttpBenchReport> {
+    let lines: Vec<String> = Generator::new(seed)
+        .take(commands)
+        .map(|e| e.to_json())
+        .collect();
+    let bodies: Vec<Vec<u8>> = lines
+        .chunks(batch.max(1))
+        .map(|chunk| format!("[{}]", chunk.join(",")).into_bytes())
+        .collect();
+
+    let ledger = Ledger::open(&dir.join("http"), options)?;
+    let (server, addr) = Server::bind(ledger, "127.0.0.1:0", ServeOptions::default())?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = std::thread::spawn(move || {
+        server.run_until(async {
+            let _ = stop_rx.await;
+        })
+    });
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..clients.max(1))
+        .map(|_| {
+            let (bodies, next) = (Arc::clone(&bodies), Arc::clone(&next));
+            std::thread::spawn(move || -> anyhow::Result<usize> {
+                let mut connection = Connection::open(addr)?;
+                let mut accepted = 0;
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(index) else {
+                        return Ok(accepted);
+                    };
+                    let response = connection.request(
+                        "POST",
+                        "/v1/commands",
+                        &[("content-type", "application/json")],
+                        body,
+                    )?;
+                    anyhow::ensure!(response.status == 200, "status {}", response.status);
+                    // Counted without parsing, so that the clients (on the same cores) cost the
+                    // server as little as possible.
+                    accepted += response
+                        .body
+                        .windows(ACCEPTED.len())
+                        .filter(|w| *w == ACCEPTED)
+                        .count();
+                }
+            })
+        })
+        .collect();
+    let mut http_accepted = 0;
+    for worker in workers {
+        http_accepted += worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+    }
+    let http_seconds = started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    serving
+        .join()
+        .map_err(|_| anyhow::anyhow!("the server thread panicked"))??;
+
+    let mut input = Vec::with_capacity(commands * 450);
+    for line in &lines {
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+    }
+    let ledger = Ledger::open(&dir.join("apply"), options)?;
+    let (stats, _ledger) = apply_lines(ledger, Cursor::new(input), &mut std::io::sink())?;
+    let http_rate = commands as f64 / http_seconds;
+    let apply_rate = stats.commands as f64 / stats.seconds;
+    Ok(HttpBenchReport {
+        commands,
+        clients,
+        batch,
+        fsync: options.fsync,
+        http_seconds,
+        http_commands_per_second: http_rate,
+        http_accepted,
+        apply_seconds: stats.seconds,
+        apply_commands_per_second: apply_rate,
+        apply_accepted: stats.accepted,
+        http_over_apply: http_rate / apply_rate,
+    })
+}
