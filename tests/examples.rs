@@ -204,3 +204,178 @@ fn the_lifecycle_example_after_onboarding_gives_the_outcomes_its_correlation_ids
     }
     assert_eq!(outcomes.lines().count(), commands.lines().count());
 }
+
+/// The `csp.events` and `csp.command-results` values the publisher would send for this log,
+/// built from the log the way `ingest::publisher` builds them (`events_with_prev`, then
+/// `PublishedEvent::encode`; `Publisher::result` for the outcomes).
+fn published_values(dir: &std::path::Path) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    use csp_ledger::store::log::{Log, LogOptions, StoredOutcomeKind};
+    use csp_ledger_schemas::wire::{PublishedEvent, ResultMessage};
+    use csp_ledger_schemas::{OutcomeKind, Rejection};
+    use std::borrow::Cow;
+
+    let log = Log::open(dir, LogOptions::default()).unwrap();
+    let published: Vec<PublishedEvent<'static>> =
+        csp_ledger::store::read::events_with_prev(&log, 1)
+            .map(|item| {
+                let (stored, prev_hash) = item.unwrap();
+                PublishedEvent {
+                    position: stored.position,
+                    canonical: Cow::Owned(stored.canonical),
+                    hash: stored.hash,
+                    prev_hash,
+                }
+            })
+            .collect();
+    let events = published
+        .iter()
+        .map(|event| {
+            let mut value = Vec::new();
+            event.encode(&mut value);
+            value
+        })
+        .collect();
+    let results = log
+        .outcomes()
+        .map(|item| {
+            let (_, record) = item.unwrap();
+            // These files hold no retries; a duplicate would repeat its original's events.
+            assert_ne!(record.kind, StoredOutcomeKind::Duplicate);
+            let accepted = record.kind == StoredOutcomeKind::Accepted;
+            let first = record.first_position.saturating_sub(1) as usize;
+            let events = match accepted {
+                true => published[first..first + record.event_count as usize].to_vec(),
+                false => Vec::new(),
+            };
+            ResultMessage {
+                command_id: record.command_id,
+                outcome: if accepted {
+                    OutcomeKind::Accepted
+                } else {
+                    OutcomeKind::Rejected
+                },
+                events,
+                body_hash: record.body_hash,
+                recorded_at_micros: record.recorded_at_micros,
+                rejection: (!accepted)
+                    .then(|| Cow::Owned(Rejection::decode(&record.rejection).unwrap())),
+                correlation_id: record.correlation_id.clone().map(Cow::Owned),
+            }
+            .encode()
+            .value
+        })
+        .collect();
+    (events, results)
+}
+
+#[test]
+fn downstream_example_folds_the_events_topic_to_the_same_state_as_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let mut outcomes = ledger(&["apply", "examples/onboarding.jsonl"]);
+    outcomes += &ledger(&["apply", "examples/lifecycle.jsonl"]);
+    let verify: Value = serde_json::from_str(&ledger(&["verify"])).unwrap();
+    assert_eq!(verify["ok"], true);
+    // The partners the ledger enrolled, and what it answers about each.
+    let mut partners = std::collections::BTreeSet::new();
+    for line in outcomes.lines() {
+        let outcome: Value = serde_json::from_str(line).unwrap();
+        for event in outcome["events"].as_array().unwrap() {
+            if event["type"] == "PartnerEnrolled" {
+                partners.insert(event["data"]["partner_id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(partners.len() >= 3, "{partners:?}");
+    let eligibility: Vec<Value> = partners
+        .iter()
+        .map(|id| {
+            let path = format!("/v1/partners/{id}/eligibility");
+            let answer: Value = serde_json::from_str(&ledger(&["query", &path])).unwrap();
+            answer
+        })
+        .collect();
+
+    // At least once: every event delivered twice over.
+    let (events, results) = published_values(dir.path());
+    let mut stdin = Vec::new();
+    for value in events.iter().chain(&events) {
+        stdin.extend_from_slice(value);
+        stdin.push(b'\n');
+    }
+    let results_file = dir.path().join("results.jsonl");
+    std::fs::write(&results_file, results.join(&b'\n')).unwrap();
+
+    let example = example_binary("downstream_fold");
+    let mut child = Command::new(&example)
+        .arg("--results")
+        .arg(&results_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+    let mut input = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut input, &stdin));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let folded = events.len() as u64;
+    assert_eq!(summary["events_folded"], folded);
+    assert_eq!(summary["events_folded"], verify["events"]);
+    assert_eq!(summary["duplicates_skipped"], folded);
+    assert_eq!(summary["head"]["position"], folded);
+    assert_eq!(summary["head"]["hash"], verify["head_hash"]);
+    assert_eq!(summary["partners"], partners.len());
+    let summary_eligibility = summary["eligibility"].as_array().unwrap();
+    assert_eq!(summary_eligibility.len(), eligibility.len());
+    for (ours, theirs) in summary_eligibility.iter().zip(&eligibility) {
+        for field in ["partner_id", "can_transact", "unmet"] {
+            assert_eq!(ours[field], theirs[field], "{field}: {ours} vs {theirs}");
+        }
+    }
+    let count = |kind: &str| {
+        outcomes
+            .lines()
+            .filter(|line| serde_json::from_str::<Value>(line).unwrap()["outcome"] == kind)
+            .count()
+    };
+    let (accepted, rejected) = (count("accepted"), count("rejected"));
+    assert!(accepted > 0 && rejected > 0);
+    assert_eq!(
+        summary["results"],
+        serde_json::json!({"accepted": accepted, "rejected": rejected})
+    );
+}
+
+/// An example of this package, built for this test's profile (`target/<profile>/examples`,
+/// next to the binaries). Always through cargo, which does nothing when it is fresh: `cargo test
+/// --test examples` does not build examples, and a binary left from an earlier build could be
+/// stale. The test never skips for want of it.
+fn example_binary(name: &str) -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_csp-ledger"));
+    let profile_dir = bin.parent().unwrap();
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--example", name]).current_dir(root());
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
+    }
+    assert!(build.status().unwrap().success(), "building example {name}");
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{}", path.display());
+    path
+}
