@@ -20,7 +20,14 @@ use csp_ledger_schemas::values::Commitment;
 use sled::IVec;
 use uuid::Uuid;
 
-use super::log::{LogError, EVENT_CHUNK_BYTES_MAX};
+use super::error::LogError;
+
+/// Largest event chunk value in bytes before a new chunk starts; keeps sled values well under
+/// its blob threshold (segment size / 4 = 128 KiB).
+pub const EVENT_CHUNK_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest outcome chunk value in bytes.
+pub const OUTCOME_CHUNK_BYTES_MAX: usize = 32 * 1024;
 
 /// The last appended event and the next outcome sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

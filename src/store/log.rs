@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use csp_ledger_schemas::values::Commitment;
 use sled::IVec;
-use thiserror::Error;
 use uuid::Uuid;
 
+pub use super::error::LogError;
 pub use super::layout::*;
 use super::layout::{
     decode_offsets, decode_outcome_chunk, encode_offsets, event_key, key_position, offset_mark_key,
@@ -24,10 +24,6 @@ use super::layout::{
 
 /// Format marker stored under `M`; a store with another marker is refused.
 pub const FORMAT: &[u8] = b"csp-ledger-log/2";
-
-/// Largest event chunk value in bytes before a new chunk starts; keeps sled values well under
-/// its blob threshold (segment size / 4 = 128 KiB).
-pub const EVENT_CHUNK_BYTES_MAX: usize = 64 * 1024;
 
 /// sled segment size. sled writes any page larger than a quarter segment to a separate "blob"
 /// file, and sled 0.34 never fsyncs blob files; a leaf page holds up to 17 values, so with
@@ -38,80 +34,6 @@ pub const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 /// sled's page cache. Reads of old chunks (as-of queries, duplicates) are rare; the live
 /// projection lives in memory, so a small cache keeps the resident size down.
 pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Largest outcome chunk value in bytes.
-pub const OUTCOME_CHUNK_BYTES_MAX: usize = 32 * 1024;
-
-/// Failures of the log. None of them is a business answer; each one stops the writer.
-#[derive(Debug, Error)]
-pub enum LogError {
-    /// sled reported an I/O or internal error. Edge: HTTP 500 / exit 1; the writer must reopen.
-    /// (sled's `Corruption` becomes [`LogError::Corrupt`]: the store is unreadable.)
-    #[error("storage error: {0}")]
-    Storage(#[source] sled::Error),
-    /// An fsync or file error outside sled. Edge: as `Storage`.
-    #[error("I/O error on {path}: {error}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        error: std::io::Error,
-    },
-    /// The store is damaged: a record does not decode, the head disagrees with the events, or
-    /// the hash chain breaks. Edge: refuse to serve; exit 2 from `verify`.
-    /// `position` is the first event found bad, `None` when no event position is known (sled
-    /// cannot read its own files).
-    #[error("the log is damaged{}: {reason}", position.map(|p| format!(" at position {p}")).unwrap_or_default())]
-    Corrupt {
-        position: Option<u64>,
-        reason: String,
-    },
-    /// The directory holds something that is not a csp-ledger log of this format.
-    #[error("{0}")]
-    Incompatible(String),
-    /// Another process holds the store's lock (sled's flock on its data file). Edge: exit 1
-    /// with this message; a second writer on one directory is never allowed.
-    #[error("{} is in use by another process (sled holds its lock)", path.display())]
-    InUse { path: PathBuf },
-    /// A caller broke the append contract (positions not contiguous, wrong prev hash): a bug.
-    #[error("append contract broken: {0}")]
-    Contract(String),
-}
-
-impl From<sled::Error> for LogError {
-    fn from(error: sled::Error) -> LogError {
-        match error {
-            sled::Error::Corruption { at, .. } => LogError::unreadable(at),
-            error => LogError::Storage(error),
-        }
-    }
-}
-
-impl LogError {
-    /// sled found its own files corrupt: no event position is known, only where in sled's
-    /// files, when sled says.
-    fn unreadable(at: Option<sled::DiskPtr>) -> LogError {
-        let reason = match at {
-            Some(sled::DiskPtr::Inline(offset)) => format!(
-                "the store is unreadable: sled reports corruption at byte offset {offset} of its \
-                 data file"
-            ),
-            Some(sled::DiskPtr::Blob(offset, blob)) => format!(
-                "the store is unreadable: sled reports corruption in blob {blob} (referenced at \
-                 byte offset {offset} of its data file)"
-            ),
-            None => "the store is unreadable: sled reports corruption and does not say where"
-                .to_string(),
-        };
-        LogError::corrupt(None, reason)
-    }
-
-    pub(super) fn corrupt(position: Option<u64>, reason: impl Into<String>) -> LogError {
-        LogError::Corrupt {
-            position,
-            reason: reason.into(),
-        }
-    }
-}
 
 /// Durability and tuning switches.
 #[derive(Debug, Clone, Copy)]

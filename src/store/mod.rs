@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod error;
 pub mod layout;
 pub mod log;
 pub mod read;

@@ -7,8 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use csp_ledger_projections::state::{EventMeta, LedgerState};
-use csp_ledger_schemas::event::Event;
+use csp_ledger_projections::state::LedgerState;
 use thiserror::Error;
 use tracing::{info, info_span, warn};
 use uuid::Uuid;
@@ -16,15 +15,13 @@ use uuid::Uuid;
 use super::idempotency::{short_hash, IdempotencyEntry, UNKNOWN_BODY};
 use super::outcome::{BatchResult, Outcome};
 use super::prepare::Batch;
+pub use super::prepare::{Entropy, Prepared};
 use crate::intake::Submission;
 use crate::store::read::{read_answered, replay, replay_onto, AnsweredEvent};
 
 use crate::store::audit::WalkStart;
 use crate::store::checkpoint;
-use crate::store::log::{
-    Commit, Head, Log, LogError, LogOptions, OutcomeRecord, PersonalRecord, StoredEvent,
-    StoredOutcomeKind,
-};
+use crate::store::log::{Head, Log, LogError, LogOptions, StoredOutcomeKind};
 use csp_ledger_domain::{self as domain, Rejection};
 
 /// Most commands decided and appended under one flush (group commit).
@@ -53,43 +50,6 @@ pub enum LedgerError {
 
 /// Source of the ledger clock.
 pub type Clock = Box<dyn FnMut() -> DateTime<Utc> + Send + Sync>;
-/// Source of randomness for event ids and personal-data salts.
-pub type Entropy = Box<dyn FnMut() -> [u8; 16] + Send + Sync>;
-
-/// A batch decided against the live state and encoded, not yet durable.
-#[derive(Debug)]
-pub struct Prepared {
-    pub result: BatchResult,
-    pub(super) prev_hash: [u8; 32],
-    pub(super) records: Vec<OutcomeRecord>,
-    pub(super) personal: Vec<PersonalRecord>,
-    pub(super) offsets: Vec<(String, i64)>,
-    /// The batch's events as folded, for a second projection that follows the durable log
-    /// (empty unless [`Ledger::keep_folded`] is on).
-    pub folded: Vec<(EventMeta, Event)>,
-}
-
-impl Prepared {
-    /// Appends the batch durably to `log`; may run on another thread than the deciding one,
-    /// as long as prepared batches are committed in the order they were prepared.
-    pub fn commit(&mut self, log: &Log) -> Result<Head, LogError> {
-        let started = std::time::Instant::now();
-        let events: Vec<&StoredEvent> = self.result.events.iter().map(|e| &e.stored).collect();
-        let commit = Commit {
-            prev_hash: self.prev_hash,
-            events: &events,
-            outcomes: &self.records,
-            personal: &self.personal,
-            offsets: &self.offsets,
-            cursors: &[],
-        };
-        let head = log.append(commit)?;
-        self.result.append_micros = started.elapsed().as_micros() as u64;
-        self.result.head_position = head.position;
-        Ok(head)
-    }
-}
-
 /// The single writer of a log directory.
 pub struct Ledger {
     pub(super) log: Arc<Log>,

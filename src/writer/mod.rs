@@ -7,7 +7,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod outcome;
 pub mod pipeline;
-mod prepare;
+pub mod prepare;
 pub mod replicate;
 pub mod service;
 

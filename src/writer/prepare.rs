@@ -14,13 +14,52 @@ use tracing::debug;
 use uuid::Uuid;
 
 use super::idempotency::{short_hash, IdempotencyEntry, UNKNOWN_BODY};
-use super::ledger::{Entropy, Prepared};
 use super::outcome::{rejection_bytes, BatchResult, Outcome};
 use crate::intake::{MessageSource, ParsedCommand};
 use crate::store::audit::chain_hash;
-use crate::store::log::{Head, OutcomeRecord, PersonalRecord, StoredEvent, StoredOutcomeKind};
+use crate::store::log::{
+    Commit, Head, Log, LogError, OutcomeRecord, PersonalRecord, StoredEvent, StoredOutcomeKind,
+};
 use crate::store::read::AnsweredEvent;
 
+/// Source of randomness for event ids and personal-data salts.
+pub type Entropy = Box<dyn FnMut() -> [u8; 16] + Send + Sync>;
+
+/// A batch decided against the live state and encoded, not yet durable.
+#[derive(Debug)]
+pub struct Prepared {
+    pub result: BatchResult,
+    pub(super) prev_hash: [u8; 32],
+    pub(super) records: Vec<OutcomeRecord>,
+    pub(super) personal: Vec<PersonalRecord>,
+    pub(super) offsets: Vec<(String, i64)>,
+    /// The batch's events as folded, for a second projection that follows the durable log
+    /// (empty unless [`Ledger::keep_folded`] is on).
+    pub folded: Vec<(EventMeta, Event)>,
+}
+
+impl Prepared {
+    /// Appends the batch durably to `log`; may run on another thread than the deciding one,
+    /// as long as prepared batches are committed in the order they were prepared.
+    pub fn commit(&mut self, log: &Log) -> Result<Head, LogError> {
+        let started = std::time::Instant::now();
+        let events: Vec<&StoredEvent> = self.result.events.iter().map(|e| &e.stored).collect();
+        let commit = Commit {
+            prev_hash: self.prev_hash,
+            events: &events,
+            outcomes: &self.records,
+            personal: &self.personal,
+            offsets: &self.offsets,
+            cursors: &[],
+        };
+        let head = log.append(commit)?;
+        self.result.append_micros = started.elapsed().as_micros() as u64;
+        self.result.head_position = head.position;
+        Ok(head)
+    }
+}
+
+/// The batch being decided.
 pub(super) struct Batch {
     result: BatchResult,
     records: Vec<OutcomeRecord>,

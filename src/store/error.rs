@@ -1,0 +1,76 @@
+//! The failures of the store.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Failures of the log. None of them is a business answer; each one stops the writer.
+#[derive(Debug, Error)]
+pub enum LogError {
+    /// sled reported an I/O or internal error. Edge: HTTP 500 / exit 1; the writer must reopen.
+    /// (sled's `Corruption` becomes [`LogError::Corrupt`]: the store is unreadable.)
+    #[error("storage error: {0}")]
+    Storage(#[source] sled::Error),
+    /// An fsync or file error outside sled. Edge: as `Storage`.
+    #[error("I/O error on {path}: {error}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    /// The store is damaged: a record does not decode, the head disagrees with the events, or
+    /// the hash chain breaks. Edge: refuse to serve; exit 2 from `verify`.
+    /// `position` is the first event found bad, `None` when no event position is known (sled
+    /// cannot read its own files).
+    #[error("the log is damaged{}: {reason}", position.map(|p| format!(" at position {p}")).unwrap_or_default())]
+    Corrupt {
+        position: Option<u64>,
+        reason: String,
+    },
+    /// The directory holds something that is not a csp-ledger log of this format.
+    #[error("{0}")]
+    Incompatible(String),
+    /// Another process holds the store's lock (sled's flock on its data file). Edge: exit 1
+    /// with this message; a second writer on one directory is never allowed.
+    #[error("{} is in use by another process (sled holds its lock)", path.display())]
+    InUse { path: PathBuf },
+    /// A caller broke the append contract (positions not contiguous, wrong prev hash): a bug.
+    #[error("append contract broken: {0}")]
+    Contract(String),
+}
+
+impl From<sled::Error> for LogError {
+    fn from(error: sled::Error) -> LogError {
+        match error {
+            sled::Error::Corruption { at, .. } => LogError::unreadable(at),
+            error => LogError::Storage(error),
+        }
+    }
+}
+
+impl LogError {
+    /// sled found its own files corrupt: no event position is known, only where in sled's
+    /// files, when sled says.
+    pub(super) fn unreadable(at: Option<sled::DiskPtr>) -> LogError {
+        let reason = match at {
+            Some(sled::DiskPtr::Inline(offset)) => format!(
+                "the store is unreadable: sled reports corruption at byte offset {offset} of its \
+                 data file"
+            ),
+            Some(sled::DiskPtr::Blob(offset, blob)) => format!(
+                "the store is unreadable: sled reports corruption in blob {blob} (referenced at \
+                 byte offset {offset} of its data file)"
+            ),
+            None => "the store is unreadable: sled reports corruption and does not say where"
+                .to_string(),
+        };
+        LogError::corrupt(None, reason)
+    }
+
+    pub(crate) fn corrupt(position: Option<u64>, reason: impl Into<String>) -> LogError {
+        LogError::Corrupt {
+            position,
+            reason: reason.into(),
+        }
+    }
+}
