@@ -398,6 +398,13 @@ fn decode_rejection(raw: Option<&RawValue>) -> Result<Option<Cow<'static, Reject
 }
 
 impl<'a> OutcomeLine<'a> {
+    /// What `submit --wait` prints for a command whose result did not arrive in time:
+    /// `{"command_id":…,"outcome":null,"error":"no result within the wait"}`.
+    pub fn no_result_line(command_id: &str) -> String {
+        serde_json::json!({"command_id": command_id, "outcome": null, "error": "no result within the wait"})
+            .to_string()
+    }
+
     /// Appends `{"command_id":…,"outcome":…,"events":[…]}`, with `,"rejection":{…}` before the
     /// closing brace when there is a rejection.
     pub fn encode(&self, out: &mut Vec<u8>) {

@@ -9,6 +9,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use csp_ledger_schemas::wire::OutcomeLine;
+
 use super::publisher::enqueue;
 use super::{IngestError, KafkaOptions};
 
@@ -119,10 +121,10 @@ pub fn submit_lines(
     Ok(ids
         .iter()
         .map(|id| {
-            answers.get(id).cloned().unwrap_or_else(|| {
-                json!({"command_id": id, "outcome": null, "error": "no result within the wait"})
-                    .to_string()
-            })
+            answers
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| OutcomeLine::no_result_line(id))
         })
         .collect())
 }
