@@ -166,7 +166,7 @@ fn assign_followed(
 fn end_offsets(
     consumer: &BaseConsumer,
     partitions: &[(String, i32)],
-) -> Result<Vec<((String, i32), i64)>, IngestError> {
+) -> Result<Targets, IngestError> {
     let mut wanted = Vec::new();
     for (topic, partition) in partitions {
         let (_, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10))?;
@@ -174,6 +174,9 @@ fn end_offsets(
     }
     Ok(wanted)
 }
+
+/// Per partition ((topic, partition)), the offset to read up to before leading.
+type Targets = Vec<((String, i32), i64)>;
 
 /// What one poll of the followed topics brought.
 struct Polled {
@@ -196,7 +199,7 @@ struct Follower<'a> {
     // Next offset read per partition (to tell when the topics are read to the end).
     read: HashMap<(String, i32), i64>,
     /// While leading: the end of each partition to read before handing over.
-    targets: Option<Vec<((String, i32), i64)>>,
+    targets: Option<Targets>,
 }
 
 impl Follower<'_> {
