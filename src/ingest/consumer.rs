@@ -53,6 +53,40 @@ pub fn consume(
         // tansu answers a fetch only when the wait runs out, data or not: keep it short.
         .set("fetch.wait.max.ms", "5")
         .create()?;
+    let partitions = assign_commands(&consumer, options, &log)?;
+    while !stop.load(Ordering::Relaxed) {
+        if lag_checked.elapsed() >= LAG_INTERVAL {
+            lag_checked = std::time::Instant::now();
+            report_lag(&consumer, &log, &partitions, on_lag)?;
+        }
+        let (submissions, next_offsets) = poll_commands(&consumer, options);
+        if submissions.is_empty() {
+            continue;
+        }
+        // A lease that lapsed (broker unreachable) comes back with the next acknowledged
+        // heartbeat: hold the batch until then. Deposed: nothing of it is written, the next
+        // leader consumes it.
+        while !lease.held() {
+            if lease.deposed() || stop.load(Ordering::Relaxed) {
+                return Err(IngestError::Stopped(
+                    "this instance no longer holds the lease".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        debug!(message = "Submitting batch.", commands = submissions.len());
+        submit(submissions, next_offsets)?;
+    }
+    Ok(())
+}
+
+/// Assigns every partition of the commands topic to `consumer`, each from where this
+/// instance resumes (see [`consume`]); returns them.
+fn assign_commands(
+    consumer: &BaseConsumer,
+    options: &KafkaOptions,
+    log: &Log,
+) -> Result<Vec<(String, i32)>, IngestError> {
     // Assignment is explicit: the lease, not the group coordinator, decides who consumes (and
     // against tansu a restarted group member did not always get its partitions back).
     let metadata =
@@ -83,79 +117,76 @@ pub fn consume(
         assignment.add_partition_offset(topic, partition, start)?;
     }
     consumer.assign(&assignment)?;
-    let partitions: Vec<(String, i32)> = assignment
+    Ok(assignment
         .elements()
         .iter()
         .map(|e| (e.topic().to_string(), e.partition()))
-        .collect();
-    while !stop.load(Ordering::Relaxed) {
-        if lag_checked.elapsed() >= LAG_INTERVAL {
-            lag_checked = std::time::Instant::now();
-            for (topic, partition) in &partitions {
-                if let Ok((_, high)) =
-                    consumer.fetch_watermarks(topic, *partition, Duration::from_millis(500))
-                {
-                    let next = log.offset(&offset_key(topic, *partition))?.unwrap_or(0);
-                    on_lag(topic, *partition, (high - next).max(0));
-                }
-            }
+        .collect())
+}
+
+/// Reports to `on_lag` how far each partition's high watermark is ahead of the log.
+fn report_lag(
+    consumer: &BaseConsumer,
+    log: &Log,
+    partitions: &[(String, i32)],
+    on_lag: &LagFn,
+) -> Result<(), IngestError> {
+    for (topic, partition) in partitions {
+        if let Ok((_, high)) =
+            consumer.fetch_watermarks(topic, *partition, Duration::from_millis(500))
+        {
+            let next = log.offset(&offset_key(topic, *partition))?.unwrap_or(0);
+            on_lag(topic, *partition, (high - next).max(0));
         }
-        let mut submissions = Vec::new();
-        let mut next_offsets: Vec<(String, i64)> = Vec::new();
-        let mut wait = POLL_WAIT;
-        while submissions.len() < options.batch_commands_max {
-            let Some(polled) = consumer.poll(wait) else {
-                break;
-            };
-            wait = Duration::ZERO;
-            let message = match polled {
-                Ok(message) => message,
-                Err(error) => {
-                    warn!(message = "Consumer error.", error = %error);
-                    break;
-                }
-            };
-            let source = MessageSource {
-                topic: message.topic().to_string(),
-                partition: message.partition(),
-                offset: message.offset(),
-                bytes: message.payload().unwrap_or_default().to_vec(),
-            };
-            let key = offset_key(&source.topic, source.partition);
-            match next_offsets.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, next)) => *next = source.offset + 1,
-                None => next_offsets.push((key, source.offset + 1)),
-            }
-            let mut submission = match message.payload() {
-                Some(bytes) => Submission::parse(None, bytes),
-                None => Submission {
-                    line: None,
-                    parsed: Err(csp_ledger_schemas::MalformedCommand {
-                        command_id: None,
-                        reason: "the message has no value".into(),
-                    }),
-                    source: None,
-                },
-            };
-            submission.source = Some(source);
-            submissions.push(submission);
-        }
-        if submissions.is_empty() {
-            continue;
-        }
-        // A lease that lapsed (broker unreachable) comes back with the next acknowledged
-        // heartbeat: hold the batch until then. Deposed: nothing of it is written, the next
-        // leader consumes it.
-        while !lease.held() {
-            if lease.deposed() || stop.load(Ordering::Relaxed) {
-                return Err(IngestError::Stopped(
-                    "this instance no longer holds the lease".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        debug!(message = "Submitting batch.", commands = submissions.len());
-        submit(submissions, next_offsets)?;
     }
     Ok(())
+}
+
+/// Reads up to `batch_commands_max` commands: their submissions, and per partition the
+/// offset after the last message read.
+fn poll_commands(
+    consumer: &BaseConsumer,
+    options: &KafkaOptions,
+) -> (Vec<Submission>, Vec<(String, i64)>) {
+    let mut submissions = Vec::new();
+    let mut next_offsets: Vec<(String, i64)> = Vec::new();
+    let mut wait = POLL_WAIT;
+    while submissions.len() < options.batch_commands_max {
+        let Some(polled) = consumer.poll(wait) else {
+            break;
+        };
+        wait = Duration::ZERO;
+        let message = match polled {
+            Ok(message) => message,
+            Err(error) => {
+                warn!(message = "Consumer error.", error = %error);
+                break;
+            }
+        };
+        let source = MessageSource {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            bytes: message.payload().unwrap_or_default().to_vec(),
+        };
+        let key = offset_key(&source.topic, source.partition);
+        match next_offsets.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, next)) => *next = source.offset + 1,
+            None => next_offsets.push((key, source.offset + 1)),
+        }
+        let mut submission = match message.payload() {
+            Some(bytes) => Submission::parse(None, bytes),
+            None => Submission {
+                line: None,
+                parsed: Err(csp_ledger_schemas::MalformedCommand {
+                    command_id: None,
+                    reason: "the message has no value".into(),
+                }),
+                source: None,
+            },
+        };
+        submission.source = Some(source);
+        submissions.push(submission);
+    }
+    (submissions, next_offsets)
 }

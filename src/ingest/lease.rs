@@ -27,6 +27,8 @@
 //! term; the topic keeps one hour of messages (a group silent for longer starts again at
 //! term 1, which is as consistent, since readers start at the beginning of what is kept).
 
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -131,7 +133,6 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<(), IngestError> {
     let timeout = options.lease_timeout;
-    let heartbeat_every = timeout / 4;
     let producer: BaseProducer = options
         .client()
         .set("acks", "all")
@@ -153,42 +154,26 @@ pub fn run(
     let (low, high) =
         consumer.fetch_watermarks(&options.leader_topic, 0, Duration::from_secs(10))?;
 
-    // The highest term seen, its leader, the offset of the leader's last message, and when
-    // this instance last read from the leader.
-    let mut term = 0u64;
-    let mut leader: Option<Uuid> = None;
-    let mut leader_offset: i64 = -1;
-    let mut last_heard = Instant::now();
+    let mut lease = Lease {
+        options,
+        status,
+        producer,
+        timeout,
+        heartbeat_every: timeout / 4,
+        term: 0,
+        leader: None,
+        leader_offset: -1,
+        last_heard: Instant::now(),
+        claimed: None,
+        last_heartbeat: None,
+        heartbeats: Default::default(),
+        next_seq: 1,
+    };
     // Nothing kept (new topic, or every message past its retention): nothing to read first.
     let mut caught_up = low >= high;
-    let mut claimed: Option<(u64, Instant)> = None;
-    let mut last_heartbeat: Option<Instant> = None;
-    // Heartbeats sent and not yet read back: number and when sent. The lease is extended only
-    // when this instance reads its own heartbeat back, that is once it has read every message
-    // before it: a claim that got in first deposes it instead.
-    let mut heartbeats: std::collections::VecDeque<(u64, Instant)> = Default::default();
-    let mut next_seq = 1u64;
-    let send = |kind: Kind, term: u64, seen: i64, seq: u64| -> Result<(), IngestError> {
-        let message = LeaseMessage {
-            group: options.group_id.clone(),
-            instance: status.instance,
-            term,
-            kind,
-            seen,
-            seq,
-        };
-        let payload = serde_json::to_vec(&message).unwrap_or_default();
-        producer
-            .send(
-                BaseRecord::to(&options.leader_topic)
-                    .key(&options.group_id)
-                    .payload(&payload),
-            )
-            .map_err(|(error, _)| IngestError::Kafka(error))
-    };
 
     while !stop.load(Ordering::Relaxed) {
-        producer.poll(Duration::ZERO);
+        lease.producer.poll(Duration::ZERO);
         if let Some(polled) = consumer.poll(Duration::from_millis(50)) {
             match polled {
                 Ok(message) => {
@@ -200,54 +185,8 @@ pub fn run(
                         .payload()
                         .and_then(|p| serde_json::from_slice::<LeaseMessage>(p).ok());
                     if let Some(m) = parsed.filter(|m| m.group == options.group_id) {
-                        let from_leader = m.term == term && leader == Some(m.instance);
-                        match m.kind {
-                            Kind::Claim
-                                if m.term > term
-                                    && (leader.is_none() || m.seen >= leader_offset) =>
-                            {
-                                if status.leader.load(Ordering::SeqCst)
-                                    && m.instance != status.instance
-                                {
-                                    warn!(message = "Deposed: another instance claimed a later term.", term = m.term, by = %m.instance);
-                                    status.deposed.store(true, Ordering::SeqCst);
-                                    status.leader.store(false, Ordering::SeqCst);
-                                    return Ok(());
-                                }
-                                term = m.term;
-                                leader = Some(m.instance);
-                                leader_offset = offset;
-                                last_heard = Instant::now();
-                                if m.instance == status.instance {
-                                    if let Some((_, sent)) = claimed {
-                                        status.extend(sent, timeout);
-                                    }
-                                } else {
-                                    info!(message = "Standing by.", term, leader = %m.instance);
-                                }
-                                claimed = None;
-                            }
-                            Kind::Heartbeat if from_leader => {
-                                leader_offset = offset;
-                                last_heard = Instant::now();
-                                if m.instance == status.instance {
-                                    while let Some(&(seq, sent)) = heartbeats.front() {
-                                        if seq > m.seq {
-                                            break;
-                                        }
-                                        heartbeats.pop_front();
-                                        if seq == m.seq {
-                                            status.extend(sent, timeout);
-                                        }
-                                    }
-                                }
-                            }
-                            Kind::Release if from_leader => {
-                                info!(message = "The leader released the lease.", term);
-                                leader = None;
-                                leader_offset = offset;
-                            }
-                            _ => {}
+                        if lease.read(offset, &m).is_break() {
+                            return Ok(());
                         }
                     }
                 }
@@ -257,41 +196,173 @@ pub fn run(
         if !caught_up {
             continue;
         }
-        if leader == Some(status.instance) {
-            if !status.leader.swap(true, Ordering::SeqCst) {
-                info!(message = "Leading.", term, instance = %status.instance);
-            }
-            if last_heartbeat.is_none_or(|at| at.elapsed() >= heartbeat_every) {
-                let now = Instant::now();
-                last_heartbeat = Some(now);
-                match send(Kind::Heartbeat, term, leader_offset, next_seq) {
-                    Ok(()) => {
-                        heartbeats.push_back((next_seq, now));
-                        // Heartbeats that never come back (lost) are not kept forever.
-                        if heartbeats.len() > 64 {
-                            heartbeats.pop_front();
-                        }
-                        next_seq += 1;
-                    }
-                    Err(error) => warn!(message = "Heartbeat not sent.", error = %error),
-                }
-            }
+        if lease.leader == Some(status.instance) {
+            lease.lead();
             continue;
         }
-        let silent = leader.is_none() || last_heard.elapsed() >= timeout;
-        let claim_due = claimed.is_none_or(|(_, at)| at.elapsed() >= timeout);
-        if silent && claim_due {
-            info!(message = "Claiming the lease.", term = term + 1, previous = ?leader);
-            if let Err(error) = send(Kind::Claim, term + 1, leader_offset, 0) {
-                warn!(message = "Claim not sent.", error = %error);
+        lease.claim_if_due();
+    }
+    lease.release();
+    Ok(())
+}
+
+/// One instance's view of the lease topic, and what it sent.
+struct Lease<'a> {
+    options: &'a KafkaOptions,
+    status: &'a LeaseStatus,
+    producer: BaseProducer,
+    timeout: Duration,
+    heartbeat_every: Duration,
+    // The highest term seen, its leader, the offset of the leader's last message, and when
+    // this instance last read from the leader.
+    term: u64,
+    leader: Option<Uuid>,
+    leader_offset: i64,
+    last_heard: Instant,
+    /// The term this instance last claimed, and when.
+    claimed: Option<(u64, Instant)>,
+    /// When this instance last sent a heartbeat.
+    last_heartbeat: Option<Instant>,
+    // Heartbeats sent and not yet read back: number and when sent. The lease is extended only
+    // when this instance reads its own heartbeat back, that is once it has read every message
+    // before it: a claim that got in first deposes it instead.
+    heartbeats: VecDeque<(u64, Instant)>,
+    next_seq: u64,
+}
+
+impl Lease<'_> {
+    /// Takes in message `m`, read at `offset`; breaks when it deposes this instance.
+    fn read(&mut self, offset: i64, m: &LeaseMessage) -> ControlFlow<()> {
+        let from_leader = m.term == self.term && self.leader == Some(m.instance);
+        match m.kind {
+            Kind::Claim
+                if m.term > self.term
+                    && (self.leader.is_none() || m.seen >= self.leader_offset) =>
+            {
+                return self.won_by(offset, m);
             }
-            claimed = Some((term + 1, Instant::now()));
+            Kind::Heartbeat if from_leader => {
+                self.leader_offset = offset;
+                self.last_heard = Instant::now();
+                if m.instance == self.status.instance {
+                    self.read_own_heartbeat(m.seq);
+                }
+            }
+            Kind::Release if from_leader => {
+                info!(message = "The leader released the lease.", term = self.term);
+                self.leader = None;
+                self.leader_offset = offset;
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A claim that wins term `m.term` for its sender; breaks when it deposes this instance.
+    fn won_by(&mut self, offset: i64, m: &LeaseMessage) -> ControlFlow<()> {
+        let status = self.status;
+        if status.leader.load(Ordering::SeqCst) && m.instance != status.instance {
+            warn!(message = "Deposed: another instance claimed a later term.", term = m.term, by = %m.instance);
+            status.deposed.store(true, Ordering::SeqCst);
+            status.leader.store(false, Ordering::SeqCst);
+            return ControlFlow::Break(());
+        }
+        self.term = m.term;
+        self.leader = Some(m.instance);
+        self.leader_offset = offset;
+        self.last_heard = Instant::now();
+        if m.instance == status.instance {
+            if let Some((_, sent)) = self.claimed {
+                status.extend(sent, self.timeout);
+            }
+        } else {
+            info!(message = "Standing by.", term = self.term, leader = %m.instance);
+        }
+        self.claimed = None;
+        ControlFlow::Continue(())
+    }
+
+    /// Extends the lease from the moment heartbeat `seq_read` was sent, forgetting it and the
+    /// ones before it.
+    fn read_own_heartbeat(&mut self, seq_read: u64) {
+        while let Some(&(seq, sent)) = self.heartbeats.front() {
+            if seq > seq_read {
+                break;
+            }
+            self.heartbeats.pop_front();
+            if seq == seq_read {
+                self.status.extend(sent, self.timeout);
+            }
         }
     }
-    if leader == Some(status.instance) {
-        status.leader.store(false, Ordering::SeqCst);
-        let _ = send(Kind::Release, term, leader_offset, 0);
-        let _ = producer.flush(Duration::from_secs(2));
+
+    /// Leads: says so once, and sends a heartbeat every quarter lease.
+    fn lead(&mut self) {
+        let status = self.status;
+        if !status.leader.swap(true, Ordering::SeqCst) {
+            info!(message = "Leading.", term = self.term, instance = %status.instance);
+        }
+        if self
+            .last_heartbeat
+            .is_none_or(|at| at.elapsed() >= self.heartbeat_every)
+        {
+            let now = Instant::now();
+            self.last_heartbeat = Some(now);
+            match self.send(Kind::Heartbeat, self.term, self.leader_offset, self.next_seq) {
+                Ok(()) => {
+                    self.heartbeats.push_back((self.next_seq, now));
+                    // Heartbeats that never come back (lost) are not kept forever.
+                    if self.heartbeats.len() > 64 {
+                        self.heartbeats.pop_front();
+                    }
+                    self.next_seq += 1;
+                }
+                Err(error) => warn!(message = "Heartbeat not sent.", error = %error),
+            }
+        }
     }
-    Ok(())
+
+    /// Claims the next term when the leader has been silent for the whole timeout (and no
+    /// claim of this instance is still pending).
+    fn claim_if_due(&mut self) {
+        let silent = self.leader.is_none() || self.last_heard.elapsed() >= self.timeout;
+        let claim_due = self
+            .claimed
+            .is_none_or(|(_, at)| at.elapsed() >= self.timeout);
+        if silent && claim_due {
+            info!(message = "Claiming the lease.", term = self.term + 1, previous = ?self.leader);
+            if let Err(error) = self.send(Kind::Claim, self.term + 1, self.leader_offset, 0) {
+                warn!(message = "Claim not sent.", error = %error);
+            }
+            self.claimed = Some((self.term + 1, Instant::now()));
+        }
+    }
+
+    /// On stopping: steps down when leading.
+    fn release(&self) {
+        if self.leader == Some(self.status.instance) {
+            self.status.leader.store(false, Ordering::SeqCst);
+            let _ = self.send(Kind::Release, self.term, self.leader_offset, 0);
+            let _ = self.producer.flush(Duration::from_secs(2));
+        }
+    }
+
+    fn send(&self, kind: Kind, term: u64, seen: i64, seq: u64) -> Result<(), IngestError> {
+        let message = LeaseMessage {
+            group: self.options.group_id.clone(),
+            instance: self.status.instance,
+            term,
+            kind,
+            seen,
+            seq,
+        };
+        let payload = serde_json::to_vec(&message).unwrap_or_default();
+        self.producer
+            .send(
+                BaseRecord::to(&self.options.leader_topic)
+                    .key(&self.options.group_id)
+                    .payload(&payload),
+            )
+            .map_err(|(error, _)| IngestError::Kafka(error))
+    }
 }

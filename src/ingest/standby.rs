@@ -100,6 +100,50 @@ pub fn follow(
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "10")
         .create()?;
+    let partitions = assign_followed(&consumer, options, &log)?;
+    let mut follower = Follower {
+        options,
+        log,
+        pending: BTreeMap::new(),
+        unstored: HashMap::new(),
+        read: HashMap::new(),
+        targets: None,
+    };
+
+    while !stop.load(Ordering::Relaxed) {
+        if lease.deposed() {
+            return Ok(false);
+        }
+        let batch = follower.poll_batch(&consumer);
+        let taken = batch.taken;
+        follower.replicate_ready(batch, replicate)?;
+
+        if !lease.held() {
+            follower.targets = None;
+            continue;
+        }
+        // Leading now: read both topics to the end the broker had when the lease was won (the
+        // old leader stopped writing before its lease ran out), then hand over.
+        if follower.targets.is_none() {
+            let wanted = end_offsets(&consumer, &partitions)?;
+            info!(message = "Won the lease; catching up before leading.", targets = ?wanted);
+            follower.targets = Some(wanted);
+        }
+        if follower.caught_up() && taken == 0 {
+            follower.hand_over();
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Assigns every partition of the events and results topics to `consumer`, each from the
+/// offset stored in the log (or the beginning); returns them.
+fn assign_followed(
+    consumer: &BaseConsumer,
+    options: &KafkaOptions,
+    log: &Log,
+) -> Result<Vec<(String, i32)>, IngestError> {
     let mut assignment = TopicPartitionList::new();
     let mut partitions: Vec<(String, i32)> = Vec::new();
     for topic in [&options.events_topic, &options.results_topic] {
@@ -115,24 +159,59 @@ pub fn follow(
         }
     }
     consumer.assign(&assignment)?;
+    Ok(partitions)
+}
 
+/// The high watermark of each partition: the end to read before leading.
+fn end_offsets(
+    consumer: &BaseConsumer,
+    partitions: &[(String, i32)],
+) -> Result<Targets, IngestError> {
+    let mut wanted = Vec::new();
+    for (topic, partition) in partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10))?;
+        wanted.push(((topic.clone(), *partition), high));
+    }
+    Ok(wanted)
+}
+
+/// Per partition ((topic, partition)), the offset to read up to before leading.
+type Targets = Vec<((String, i32), i64)>;
+
+/// What one poll of the followed topics brought.
+struct Polled {
+    /// The idempotency records of the results read.
+    results: Vec<OutcomeRecord>,
+    /// Per results partition, the offset after the last message read.
+    results_next: Vec<(String, i64)>,
+    /// How many messages were read.
+    taken: usize,
+}
+
+/// What a follower keeps between polls.
+struct Follower<'a> {
+    options: &'a KafkaOptions,
+    log: Arc<Log>,
     // Events read but not yet appended (a multi-partition events topic may deliver out of
     // position order), and per events partition the (offset, position) not yet stored.
-    let mut pending: BTreeMap<u64, StoredEvent> = BTreeMap::new();
-    let mut unstored: HashMap<i32, VecDeque<(i64, u64)>> = HashMap::new();
+    pending: BTreeMap<u64, StoredEvent>,
+    unstored: HashMap<i32, VecDeque<(i64, u64)>>,
     // Next offset read per partition (to tell when the topics are read to the end).
-    let mut read: HashMap<(String, i32), i64> = HashMap::new();
-    let mut targets: Option<Vec<((String, i32), i64)>> = None;
+    read: HashMap<(String, i32), i64>,
+    /// While leading: the end of each partition to read before handing over.
+    targets: Option<Targets>,
+}
 
-    while !stop.load(Ordering::Relaxed) {
-        if lease.deposed() {
-            return Ok(false);
-        }
-        let mut results = Vec::new();
-        let mut results_next: Vec<(String, i64)> = Vec::new();
-        let mut taken = 0;
+impl Follower<'_> {
+    /// Reads up to [`FOLLOW_BATCH_MAX`] messages from both topics.
+    fn poll_batch(&mut self, consumer: &BaseConsumer) -> Polled {
+        let mut batch = Polled {
+            results: Vec::new(),
+            results_next: Vec::new(),
+            taken: 0,
+        };
         let mut wait = Duration::from_millis(100);
-        while taken < FOLLOW_BATCH_MAX {
+        while batch.taken < FOLLOW_BATCH_MAX {
             let Some(polled) = consumer.poll(wait) else {
                 break;
             };
@@ -144,45 +223,55 @@ pub fn follow(
                     break;
                 }
             };
-            taken += 1;
+            batch.taken += 1;
             let (topic, partition, offset) =
                 (message.topic(), message.partition(), message.offset());
-            read.insert((topic.to_string(), partition), offset + 1);
+            self.read.insert((topic.to_string(), partition), offset + 1);
             let payload = message.payload().unwrap_or_default();
-            if topic == options.events_topic {
-                match parse_published_event(payload) {
-                    Ok(event) => {
-                        unstored
-                            .entry(partition)
-                            .or_default()
-                            .push_back((offset, event.position));
-                        pending.entry(event.position).or_insert(event);
-                    }
-                    Err(reason) => {
-                        warn!(message = "Not an event; skipped.", topic, partition, offset, reason = %reason);
-                        unstored
-                            .entry(partition)
-                            .or_default()
-                            .push_back((offset, 0));
-                    }
-                }
+            if topic == self.options.events_topic {
+                self.take_event(payload, topic, partition, offset);
             } else {
                 let headers = crate::ingest::header_pairs(message.headers());
                 if let Some(record) = parse_result(payload, &headers) {
-                    results.push(record);
+                    batch.results.push(record);
                 }
                 let key = offset_key(topic, partition);
-                match results_next.iter_mut().find(|(k, _)| *k == key) {
+                match batch.results_next.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, next)) => *next = offset + 1,
-                    None => results_next.push((key, offset + 1)),
+                    None => batch.results_next.push((key, offset + 1)),
                 }
             }
         }
+        batch
+    }
 
-        let head = log.head().position;
+    /// Keeps an event read from the events topic until it can be appended.
+    fn take_event(&mut self, payload: &[u8], topic: &str, partition: i32, offset: i64) {
+        match parse_published_event(payload) {
+            Ok(event) => {
+                self.unstored
+                    .entry(partition)
+                    .or_default()
+                    .push_back((offset, event.position));
+                self.pending.entry(event.position).or_insert(event);
+            }
+            Err(reason) => {
+                warn!(message = "Not an event; skipped.", topic, partition, offset, reason = %reason);
+                self.unstored
+                    .entry(partition)
+                    .or_default()
+                    .push_back((offset, 0));
+            }
+        }
+    }
+
+    /// Hands the events that continue the log, the results and the offsets they stand for
+    /// to `replicate`.
+    fn replicate_ready(&mut self, batch: Polled, replicate: &ReplicateFn) -> Result<(), IngestError> {
+        let head = self.log.head().position;
         let mut events = Vec::new();
         let mut next = head + 1;
-        while let Some(entry) = pending.first_entry() {
+        while let Some(entry) = self.pending.first_entry() {
             let position = *entry.key();
             if position <= head {
                 // Already here: compared with the local event (a fork shows up here).
@@ -195,8 +284,8 @@ pub fn follow(
             }
         }
         let new_head = next - 1;
-        let mut offsets = results_next;
-        for (partition, queue) in unstored.iter_mut() {
+        let mut offsets = batch.results_next;
+        for (partition, queue) in self.unstored.iter_mut() {
             let mut stored = None;
             while queue
                 .front()
@@ -205,9 +294,10 @@ pub fn follow(
                 stored = queue.pop_front().map(|(offset, _)| offset + 1);
             }
             if let Some(next) = stored {
-                offsets.push((offset_key(&options.events_topic, *partition), next));
+                offsets.push((offset_key(&self.options.events_topic, *partition), next));
             }
         }
+        let results = batch.results;
         if !events.is_empty() || !results.is_empty() || !offsets.is_empty() {
             debug!(
                 message = "Replicating.",
@@ -216,47 +306,36 @@ pub fn follow(
             );
             replicate(events, results, offsets)?;
         }
+        Ok(())
+    }
 
-        if !lease.held() {
-            targets = None;
-            continue;
-        }
-        // Leading now: read both topics to the end the broker had when the lease was won (the
-        // old leader stopped writing before its lease ran out), then hand over.
-        if targets.is_none() {
-            let mut wanted = Vec::new();
-            for (topic, partition) in &partitions {
-                let (_, high) =
-                    consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10))?;
-                wanted.push(((topic.clone(), *partition), high));
-            }
-            info!(message = "Won the lease; catching up before leading.", targets = ?wanted);
-            targets = Some(wanted);
-        }
-        let caught_up = targets.as_ref().is_some_and(|wanted| {
+    /// Whether every partition has been read (or stored) up to its target.
+    fn caught_up(&self) -> bool {
+        self.targets.as_ref().is_some_and(|wanted| {
             wanted.iter().all(|(key, high)| {
                 *high == 0
-                    || read.get(key).copied().unwrap_or(0) >= *high
-                    || log
+                    || self.read.get(key).copied().unwrap_or(0) >= *high
+                    || self
+                        .log
                         .offset(&offset_key(&key.0, key.1))
                         .ok()
                         .flatten()
                         .unwrap_or(0)
                         >= *high
             })
-        });
-        if caught_up && taken == 0 {
-            if !pending.is_empty() {
-                // Published after a gap that the old leader never filled (possible only with
-                // a multi-partition events topic): never acknowledged, so never a result.
-                warn!(message = "Events after a gap on the events topic are dropped.", count = pending.len(), first = ?pending.keys().next());
-            }
-            info!(
-                message = "Caught up; taking over.",
-                head = log.head().position
-            );
-            return Ok(true);
-        }
+        })
     }
-    Ok(false)
+
+    /// Logs the handover, and the events left behind after a gap (never appended).
+    fn hand_over(&self) {
+        if !self.pending.is_empty() {
+            // Published after a gap that the old leader never filled (possible only with
+            // a multi-partition events topic): never acknowledged, so never a result.
+            warn!(message = "Events after a gap on the events topic are dropped.", count = self.pending.len(), first = ?self.pending.keys().next());
+        }
+        info!(
+            message = "Caught up; taking over.",
+            head = self.log.head().position
+        );
+    }
 }
