@@ -213,11 +213,11 @@ async fn commands(State(shared): State<Arc<HttpState>>, body: Bytes) -> Response
             if !single {
                 out.push(b'[');
             }
-            for (i, line) in answered.lines().enumerate() {
+            for i in 0..answered.len() {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(line);
+                answered.write_line(i, &mut out);
             }
             if !single {
                 out.push(b']');

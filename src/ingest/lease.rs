@@ -308,7 +308,12 @@ impl Lease<'_> {
         {
             let now = Instant::now();
             self.last_heartbeat = Some(now);
-            match self.send(Kind::Heartbeat, self.term, self.leader_offset, self.next_seq) {
+            match self.send(
+                Kind::Heartbeat,
+                self.term,
+                self.leader_offset,
+                self.next_seq,
+            ) {
                 Ok(()) => {
                     self.heartbeats.push_back((self.next_seq, now));
                     // Heartbeats that never come back (lost) are not kept forever.

