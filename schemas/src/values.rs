@@ -127,57 +127,64 @@ impl UsdAmount {
 impl FromStr for UsdAmount {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        let bad = || {
+        let cents = parse_cents(s, USD_AMOUNT_WHOLE_DIGITS_MAX).ok_or_else(|| {
             ValueError(format!(
                 "amount {s:?} is not a decimal with at most 2 fraction digits"
             ))
-        };
-        let (negative, digits) = match s.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, s),
-        };
-        let (whole, fraction) = match digits.split_once('.') {
-            Some((w, f)) => (w, f),
-            None => (digits, ""),
-        };
-        if whole.is_empty()
-            || whole.len() > USD_AMOUNT_WHOLE_DIGITS_MAX
-            || !whole.bytes().all(|b| b.is_ascii_digit())
-            || fraction.len() > 2
-            || (digits.contains('.') && fraction.is_empty())
-            || !fraction.bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(bad());
-        }
-        let whole: i64 = whole.parse().map_err(|_| bad())?;
-        let mut frac: i64 = if fraction.is_empty() {
-            0
-        } else {
-            fraction.parse().map_err(|_| bad())?
-        };
-        if fraction.len() == 1 {
-            frac *= 10;
-        }
-        let cents = whole
-            .checked_mul(100)
-            .and_then(|c| c.checked_add(frac))
-            .ok_or_else(bad)?;
-        if cents > USD_AMOUNT_MAX_CENTS {
+        })?;
+        if cents.abs() > i128::from(USD_AMOUNT_MAX_CENTS) {
             return Err(ValueError(format!(
                 "amount {s:?} is above the limit of USD 10^15"
             )));
         }
+        // In range: the cap is far inside i64.
         Ok(UsdAmount {
-            cents: if negative { -cents } else { cents },
+            cents: cents as i64,
         })
     }
 }
 
+/// Cents of a decimal dollar string: an optional `-`, 1 to `whole_digits_max` digits, and an
+/// optional `.` with 1 or 2 fraction digits. `None` for anything else. The one parser of
+/// [`UsdAmount`] and [`UsdTotal`] (`whole_digits_max` of at most 36 keeps it inside i128).
+fn parse_cents(s: &str, whole_digits_max: usize) -> Option<i128> {
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (digits, ""),
+    };
+    if whole.is_empty()
+        || whole.len() > whole_digits_max
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || fraction.len() > 2
+        || (digits.contains('.') && fraction.is_empty())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: i128 = whole.parse().ok()?;
+    let frac: i128 = match fraction.len() {
+        0 => 0,
+        1 => fraction.parse::<i128>().ok()? * 10,
+        _ => fraction.parse().ok()?,
+    };
+    let cents = whole.checked_mul(100)?.checked_add(frac)?;
+    Some(if negative { -cents } else { cents })
+}
+
+/// `-1234.05`: the wire form of a number of cents.
+fn write_cents(f: &mut fmt::Formatter<'_>, cents: i128) -> fmt::Result {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    write!(f, "{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
 impl fmt::Display for UsdAmount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.cents < 0 { "-" } else { "" };
-        let abs = self.cents.unsigned_abs();
-        write!(f, "{sign}{}.{:02}", abs / 100, abs % 100)
+        write_cents(f, i128::from(self.cents))
     }
 }
 string_serde!(UsdAmount);
@@ -243,52 +250,19 @@ impl From<UsdAmount> for UsdTotal {
 impl FromStr for UsdTotal {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        let bad = || {
-            ValueError(format!(
-                "total {s:?} is not a decimal with at most {USD_TOTAL_DIGITS_MAX} whole and 2 fraction digits"
-            ))
-        };
-        let (negative, digits) = match s.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, s),
-        };
-        let (whole, fraction) = match digits.split_once('.') {
-            Some((w, f)) => (w, f),
-            None => (digits, ""),
-        };
-        if whole.is_empty()
-            || whole.len() > USD_TOTAL_DIGITS_MAX
-            || !whole.bytes().all(|b| b.is_ascii_digit())
-            || fraction.len() > 2
-            || (digits.contains('.') && fraction.is_empty())
-            || !fraction.bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(bad());
-        }
-        let whole: i128 = whole.parse().map_err(|_| bad())?;
-        let mut frac: i128 = if fraction.is_empty() {
-            0
-        } else {
-            fraction.parse().map_err(|_| bad())?
-        };
-        if fraction.len() == 1 {
-            frac *= 10;
-        }
-        let cents = whole
-            .checked_mul(100)
-            .and_then(|c| c.checked_add(frac))
-            .ok_or_else(bad)?;
-        Ok(UsdTotal {
-            cents: if negative { -cents } else { cents },
-        })
+        parse_cents(s, USD_TOTAL_DIGITS_MAX)
+            .map(UsdTotal::from_cents)
+            .ok_or_else(|| {
+                ValueError(format!(
+                    "total {s:?} is not a decimal with at most {USD_TOTAL_DIGITS_MAX} whole and 2 fraction digits"
+                ))
+            })
     }
 }
 
 impl fmt::Display for UsdTotal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.cents < 0 { "-" } else { "" };
-        let abs = self.cents.unsigned_abs();
-        write!(f, "{sign}{}.{:02}", abs / 100, abs % 100)
+        write_cents(f, self.cents)
     }
 }
 string_serde!(UsdTotal);
