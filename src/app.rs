@@ -120,6 +120,11 @@ impl CommitObserver for ServeObserver {
         }
         let _ = self.kick.try_send(());
     }
+
+    fn replicated(&self, head: u64, seconds: f64) {
+        self.metrics.apply_batch(seconds);
+        self.metrics.positions(head, head);
+    }
 }
 
 /// A bound, not yet running server.

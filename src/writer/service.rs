@@ -82,6 +82,9 @@ impl Answered {
 pub trait CommitObserver: Send + Sync {
     /// Called on the committer thread once `result` is durable, before its jobs are answered.
     fn committed(&self, result: &BatchResult, head: u64, seconds: f64);
+
+    /// Called on the writer thread once a replicated batch is durable (standby).
+    fn replicated(&self, _head: u64, _seconds: f64) {}
 }
 
 /// An observer that does nothing (`apply`).
@@ -235,12 +238,6 @@ impl WriterHandle {
         Ok(Pending(answer))
     }
 
-    /// Whether no job is queued (the writer has taken everything submitted so far). A client
-    /// that batches on its side hands over what it has when this holds.
-    pub fn is_queue_empty(&self) -> bool {
-        self.jobs.is_empty()
-    }
-
     /// Appends what another instance decided (standby), after everything queued before it.
     pub fn replicate(
         &self,
@@ -345,6 +342,7 @@ struct Run {
     ledger: Ledger,
     options: WriterOptions,
     reads: Option<Arc<ReadModel>>,
+    observer: Arc<dyn CommitObserver>,
     commit_tx: Option<Sender<InFlight>>,
     done_rx: Receiver<Retired>,
     /// Answered batches whose last reader may still hold them: freed on this thread, which
@@ -392,6 +390,7 @@ impl Run {
         let failed = Arc::new(FailedCommit::default());
         let committer = {
             let (log, reads, failed) = (ledger.log_handle(), reads.clone(), Arc::clone(&failed));
+            let observer = Arc::clone(&observer);
             std::thread::Builder::new()
                 .name("committer".into())
                 .spawn(move || {
@@ -418,6 +417,7 @@ impl Run {
             ledger,
             options,
             reads,
+            observer,
             commit_tx,
             done_rx,
             retired: Vec::new(),
@@ -569,6 +569,7 @@ impl Run {
 
     fn replicate(&mut self, job: ReplicateJob) {
         self.drain();
+        let started = Instant::now();
         let before = self.ledger.head();
         let replicated = self.ledger.replicate(job.events, job.results, job.offsets);
         if let (Ok(head), Some(reads)) = (&replicated, &self.reads) {
@@ -577,6 +578,10 @@ impl Run {
                 error!(message = "The read model could not follow replication.", error = %error);
                 reads.replace(self.ledger.state());
             }
+        }
+        if let Ok(head) = &replicated {
+            self.observer
+                .replicated(head.position, started.elapsed().as_secs_f64());
         }
         let _ = job.reply.send(replicated);
     }
