@@ -667,45 +667,18 @@ impl LedgerState {
                 Err(refused(format!("invitation {id} not found")))
             }
         };
+        // The entity an event's stream names exists, except for the events that create it.
+        let exists = |stream: &StreamId| match *stream {
+            StreamId::Partner(id) => partner(id).map(drop),
+            StreamId::Customer(id) => customer(id).map(drop),
+            StreamId::Relationship { provider, reseller } => relationship(provider, reseller),
+        };
         match event {
             Event::PartnerEnrolled(e) => {
                 if self.partners.contains_key(&e.partner_id) {
                     return Err(refused(format!("partner {} enrolled twice", e.partner_id)));
                 }
             }
-            Event::PartnerVerified(e) => {
-                partner(e.partner_id)?;
-            }
-            Event::PartnerVerificationRejected(e) => {
-                partner(e.partner_id)?;
-            }
-            Event::MpnIdAssociated(e) => {
-                partner(e.partner_id)?;
-            }
-            Event::MpaSigned(e) => {
-                partner(e.partner_id)?;
-            }
-            Event::IndirectProviderAuthorized(e) => {
-                partner(e.partner_id)?;
-            }
-            // Creates the relationship when it is missing.
-            Event::ResellerInvited(_) => {}
-            Event::InvitationAccepted(e) => {
-                invitation(e.invitation_id)?;
-                relationship(e.provider_id, e.reseller_id)?;
-            }
-            Event::RelationshipEstablished(e) => relationship(e.provider_id, e.reseller_id)?,
-            Event::AdminAccessGranted(e) => relationship(e.provider_id, e.reseller_id)?,
-            Event::InvitationDeclined(e) => {
-                invitation(e.invitation_id)?;
-                relationship(e.provider_id, e.reseller_id)?;
-            }
-            Event::InvitationRevoked(e) => {
-                invitation(e.invitation_id)?;
-                relationship(e.provider_id, e.reseller_id)?;
-            }
-            Event::AdminAccessRemoved(e) => relationship(e.provider_id, e.reseller_id)?,
-            Event::RelationshipEnded(e) => relationship(e.provider_id, e.reseller_id)?,
             Event::CustomerRegistered(e) => {
                 if self.customers.contains_key(&e.customer_id) {
                     return Err(refused(format!(
@@ -714,11 +687,19 @@ impl LedgerState {
                     )));
                 }
             }
-            Event::CustomerAgreementAccepted(e) => {
-                customer(e.customer_id)?;
+            // Creates the relationship when it is missing.
+            Event::ResellerInvited(_) => {}
+            Event::InvitationAccepted(e) => {
+                invitation(e.invitation_id)?;
+                exists(&stream)?;
             }
-            Event::CustomerInvited(e) => {
-                customer(e.customer_id)?;
+            Event::InvitationDeclined(e) => {
+                invitation(e.invitation_id)?;
+                exists(&stream)?;
+            }
+            Event::InvitationRevoked(e) => {
+                invitation(e.invitation_id)?;
+                exists(&stream)?;
             }
             Event::CustomerRelationshipEstablished(e) => {
                 if !self.customer_invitations.contains_key(&e.invitation_id) {
@@ -727,7 +708,7 @@ impl LedgerState {
                         e.invitation_id
                     )));
                 }
-                customer(e.customer_id)?;
+                exists(&stream)?;
             }
             Event::CustomerRelationshipEnded(e) => {
                 if customer(e.customer_id)?
@@ -741,35 +722,12 @@ impl LedgerState {
                     )));
                 }
             }
-            Event::RevenueRecorded(e) => {
-                partner(e.partner_id)?;
-            }
-            Event::SupportPlanPurchased(e) => {
-                partner(e.partner_id)?;
-            }
-            Event::InfrastructureAttested(e) => {
-                partner(e.partner_id)?;
-            }
-            Event::ManagedServiceRegistered(e) => {
-                partner(e.partner_id)?;
-            }
-            Event::DirectBillApplicationSubmitted(e) => {
-                partner(e.partner_id)?;
-            }
             Event::CreditCheckApproved(e) => {
                 if partner(e.partner_id)?.application.is_none() {
                     return Err(refused("credit check without an application".to_string()));
                 }
             }
-            Event::CreditCheckDeclined(e) => {
-                partner(e.partner_id)?;
-            }
-            Event::DirectBillActivated(e) => {
-                partner(e.partner_id)?;
-            }
-            Event::TransitionedToIndirectReseller(e) => {
-                partner(e.partner_id)?;
-            }
+            _ => exists(&stream)?,
         }
         // Every event's stream is the entity it names first, which exists by now or which the
         // event creates (enrolment, registration, invitation): `apply` sets its version.
