@@ -17,6 +17,7 @@ use tracing::{error, info};
 
 use crate::api::http::{router, HttpState};
 use crate::api::metrics::Metrics;
+use crate::auth::Authenticator;
 use crate::ingest::lease::LeaseStatus;
 use crate::ingest::KafkaOptions;
 use crate::intake::Submission;
@@ -33,12 +34,16 @@ pub use crate::writer::CHECKPOINT_INTERVAL_EVENTS;
 pub struct ServeOptions {
     /// Longest wait of a read with `min_position` before it answers 503.
     pub read_wait_max: Duration,
+    /// Who may call, over HTTP and Kafka (SPEC.md section 10).
+    pub auth: Arc<Authenticator>,
 }
 
-impl Default for ServeOptions {
-    fn default() -> Self {
+impl ServeOptions {
+    /// The defaults, with `auth` deciding who may call.
+    pub fn new(auth: Arc<Authenticator>) -> ServeOptions {
         ServeOptions {
             read_wait_max: Duration::from_secs(2),
+            auth,
         }
     }
 }
@@ -48,6 +53,9 @@ impl Default for ServeOptions {
 pub enum ServerError {
     #[error("binding {addr}: {error}")]
     Bind { addr: String, error: std::io::Error },
+    /// `--insecure-no-auth` on an address other machines can reach.
+    #[error("--insecure-no-auth is refused on {addr}: it is allowed only on a loopback address (127.0.0.1, ::1)")]
+    InsecureNotLoopback { addr: SocketAddr },
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -74,6 +82,8 @@ struct Shared {
     kick_rx: Receiver<()>,
     kafka: Option<KafkaOptions>,
     lease: Option<Arc<LeaseStatus>>,
+    /// Authenticates Kafka command messages.
+    auth: Arc<Authenticator>,
     /// Why the server must stop on its own (lost lease, forked log), and the wake-up for it.
     fatal: std::sync::Mutex<Option<ServerError>>,
     fatal_notify: tokio::sync::Notify,
@@ -168,6 +178,9 @@ impl Server {
                 error,
             })?;
         let local = listener.local_addr()?;
+        if options.auth.is_insecure() && !local.ip().is_loopback() {
+            return Err(ServerError::InsecureNotLoopback { addr: local });
+        }
         let lease = match &kafka {
             Some(_) => Some(Arc::new(LeaseStatus::new(
                 ledger
@@ -197,6 +210,7 @@ impl Server {
             read_wait_max: options.read_wait_max,
             kafka_commands_topic: kafka.as_ref().map(|k| k.commands_topic.clone()),
             role: Box::new(move || role(&role_lease)),
+            auth: Arc::clone(&options.auth),
         });
         let shared = Arc::new(Shared {
             writer: writer.handle(),
@@ -205,6 +219,7 @@ impl Server {
             kick_rx,
             lease,
             kafka,
+            auth: options.auth,
             fatal: std::sync::Mutex::new(None),
             fatal_notify: tokio::sync::Notify::new(),
         });
@@ -265,6 +280,8 @@ impl Server {
                     .spawn(move || kafka_loop(&kafka_shared, &kafka, &kafka_stop))?,
             );
         }
+        #[cfg(unix)]
+        runtime.spawn(reload_on_hangup(Arc::clone(&shared.auth)));
         let app = router(http);
         let fatal_shared = Arc::clone(&shared);
         let served = runtime.block_on(async move {
@@ -355,6 +372,24 @@ fn kafka_loop(shared: &Arc<Shared>, kafka: &KafkaOptions, stop: &Arc<AtomicBool>
     stop.store(true, Ordering::Relaxed);
     if let Ok(thread) = publishing {
         let _ = thread.join();
+    }
+}
+
+/// Re-reads the principals file on every SIGHUP; a file that fails to load is logged and the
+/// previous principals stay in force.
+#[cfg(unix)]
+async fn reload_on_hangup(auth: Arc<Authenticator>) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match auth.reload() {
+            Ok(principals) => info!(message = "Principals reloaded.", principals),
+            Err(error) => {
+                error!(message = "Principals file refused; the previous principals stay in force.", error = %error)
+            }
+        }
     }
 }
 

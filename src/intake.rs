@@ -2,10 +2,22 @@
 //! into an envelope (strictly, SPEC.md section 3) with the body hash that identifies it for
 //! idempotency, or kept as a malformed submission that still gets an outcome.
 
+use std::sync::{Arc, LazyLock};
+
 use csp_ledger_schemas::command::{CommandEnvelope, MalformedCommand};
 use csp_ledger_schemas::wire::DeadLetter;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+
+use crate::auth::Principal;
+
+/// The CLI's principal (`local`, SPEC.md section 10), shared by every local submission.
+static LOCAL: LazyLock<Arc<Principal>> = LazyLock::new(|| Arc::new(Principal::local()));
+
+/// The CLI's principal: `local`, an administrator.
+pub fn local_principal() -> Arc<Principal> {
+    Arc::clone(&LOCAL)
+}
 
 /// A command read from input: parsed (with its body hash) or malformed.
 #[derive(Debug, Clone)]
@@ -16,6 +28,9 @@ pub struct Submission {
     /// Where a Kafka message came from. Malformed input from Kafka is recorded in the outcome
     /// log (for the results or the dead-letter topic); from a file it is only answered.
     pub source: Option<MessageSource>,
+    /// Who submitted it: the authenticated principal (`local` for the CLI). Its grants decide
+    /// which actors the command may claim; its id is the events' `submitted_by`.
+    pub principal: Arc<Principal>,
 }
 
 /// The Kafka origin of a submission.
@@ -29,12 +44,18 @@ pub struct MessageSource {
 }
 
 impl Submission {
-    /// Parses one JSON command envelope.
+    /// Parses one JSON command envelope submitted by the CLI's `local` principal.
     pub fn parse(line: Option<u64>, bytes: &[u8]) -> Submission {
+        Submission::parse_as(line, bytes, local_principal())
+    }
+
+    /// Parses one JSON command envelope submitted by `principal`.
+    pub fn parse_as(line: Option<u64>, bytes: &[u8], principal: Arc<Principal>) -> Submission {
         Submission {
             line,
             parsed: ParsedCommand::parse(bytes),
             source: None,
+            principal,
         }
     }
 }
@@ -77,7 +98,10 @@ impl ParsedCommand {
 }
 /// The body of `POST /v1/commands`: one envelope or an array of envelopes, each parsed as a
 /// submission numbered from 1; `true` when it was a single one.
-pub fn parse_commands(body: &[u8]) -> Result<(Vec<Submission>, bool), String> {
+pub fn parse_commands(
+    body: &[u8],
+    principal: &Arc<Principal>,
+) -> Result<(Vec<Submission>, bool), String> {
     let raw: &RawValue =
         serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     if raw.get().trim_start().starts_with('[') {
@@ -90,11 +114,24 @@ pub fn parse_commands(body: &[u8]) -> Result<(Vec<Submission>, bool), String> {
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| Submission::parse(Some(i as u64 + 1), item.get().as_bytes()))
+                .map(|(i, item)| {
+                    Submission::parse_as(
+                        Some(i as u64 + 1),
+                        item.get().as_bytes(),
+                        Arc::clone(principal),
+                    )
+                })
                 .collect(),
             false,
         ))
     } else {
-        Ok((vec![Submission::parse(Some(1), raw.get().as_bytes())], true))
+        Ok((
+            vec![Submission::parse_as(
+                Some(1),
+                raw.get().as_bytes(),
+                Arc::clone(principal),
+            )],
+            true,
+        ))
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub use csp_ledger_domain as domain;
 pub mod ingest;
 pub mod intake;

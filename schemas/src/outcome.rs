@@ -24,6 +24,7 @@ macro_rules! codes {
 codes!(
     MalformedCommand => "malformed_command",
     CommandIdConflict => "command_id_conflict",
+    ActorNotPermitted => "actor_not_permitted",
     UnauthorizedActor => "unauthorized_actor",
     PartnerAlreadyEnrolled => "partner_already_enrolled",
     InvalidCountry => "invalid_country",

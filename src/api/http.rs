@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::Request as HttpRequest;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::api::metrics::Metrics;
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::api::query::{answer, ReadView, Request};
 use crate::intake::parse_commands;
 use crate::writer::{ReadModel, WriterError, WriterHandle};
@@ -46,6 +47,16 @@ pub struct HttpState {
     pub kafka_commands_topic: Option<String>,
     /// The role reported by /healthz (single, leader or standby).
     pub role: Box<dyn Fn() -> &'static str + Send + Sync>,
+    /// Who may call (SPEC.md section 10).
+    pub auth: Arc<Authenticator>,
+}
+
+/// Paths served without credentials: they hold nothing private (SPEC.md section 10).
+pub fn is_public_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/v1/audit/checkpoint"
+    ) || path.starts_with("/v1/audit/proof/")
 }
 
 /// The routes of `serve`.
@@ -66,6 +77,10 @@ pub fn router(shared: Arc<HttpState>) -> Router {
         .route("/v1/commands", post(commands))
         .fallback(read)
         .layer(DefaultBodyLimit::max(COMMAND_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            authenticate,
+        ))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(shared)
 }
@@ -122,7 +137,64 @@ fn route_label(path: &str) -> String {
         .join("/")
 }
 
-async fn read(State(shared): State<Arc<HttpState>>, method: Method, uri: Uri) -> Response {
+/// Authenticates every request to a non-public path and hands its principal to the handler;
+/// 401 `unauthenticated` with `WWW-Authenticate: Bearer` otherwise.
+async fn authenticate(
+    State(shared): State<Arc<HttpState>>,
+    mut request: HttpRequest,
+    next: Next,
+) -> Response {
+    if is_public_path(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| value.to_str().map_err(|_| AuthError::Malformed));
+    let principal = match header.transpose() {
+        Ok(header) => shared.auth.authenticate_header(header),
+        Err(error) => Err(error),
+    };
+    match principal {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(error) => unauthenticated(&error),
+    }
+}
+
+fn unauthenticated(error: &AuthError) -> Response {
+    let challenge = match error {
+        AuthError::Missing => r#"Bearer realm="csp-ledger""#,
+        _ => r#"Bearer realm="csp-ledger", error="invalid_token""#,
+    };
+    let mut response = json_response(
+        StatusCode::UNAUTHORIZED,
+        &json!({"code": "unauthenticated", "message": error.to_string()}),
+        None,
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+fn forbidden(principal: &Principal, needs: &str) -> Response {
+    json_response(
+        StatusCode::FORBIDDEN,
+        &json!({"code": "forbidden", "message": format!("principal {} lacks the grant this path needs: {needs}", principal.id), "details": {"principal": principal.id.as_str(), "needs": needs}}),
+        None,
+    )
+}
+
+async fn read(
+    State(shared): State<Arc<HttpState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    method: Method,
+    uri: Uri,
+) -> Response {
     if method != Method::GET && method != Method::HEAD {
         let mut response = json_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -142,6 +214,9 @@ async fn read(State(shared): State<Arc<HttpState>>, method: Method, uri: Uri) ->
             None,
         );
     }
+    if !principal.read.models {
+        return forbidden(&principal, "read \"models\"");
+    }
     if let Some(wanted) = request
         .params
         .get("min_position")
@@ -158,6 +233,7 @@ async fn read(State(shared): State<Arc<HttpState>>, method: Method, uri: Uri) ->
             ReadView {
                 state: &state,
                 log: shared.reads.log(),
+                personal: principal.read.personal,
             },
             &request,
         )
@@ -178,7 +254,33 @@ async fn read(State(shared): State<Arc<HttpState>>, method: Method, uri: Uri) ->
     }
 }
 
-async fn commands(State(shared): State<Arc<HttpState>>, body: Bytes) -> Response {
+/// Whether a request declares a JSON body (`application/json`, parameters allowed).
+fn is_json(headers: &header::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn commands(
+    State(shared): State<Arc<HttpState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: header::HeaderMap,
+    body: Bytes,
+) -> Response {
+    if principal.act_as.is_empty() {
+        return forbidden(&principal, "act_as (any actor claim)");
+    }
+    if !is_json(&headers) {
+        // A web page can post text/plain or a form across sites without a preflight; it
+        // cannot post application/json.
+        return json_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &json!({"code": "unsupported_media_type", "message": "POST /v1/commands takes Content-Type: application/json"}),
+            None,
+        );
+    }
     if let Some(topic) = &shared.kafka_commands_topic {
         let message = format!("this ledger takes commands from the Kafka topic {topic}");
         return json_response(
@@ -187,7 +289,7 @@ async fn commands(State(shared): State<Arc<HttpState>>, body: Bytes) -> Response
             None,
         );
     }
-    let (submissions, single) = match parse_commands(&body) {
+    let (submissions, single) = match parse_commands(&body, &principal) {
         Ok(parsed) => parsed,
         Err(message) => {
             return json_response(
@@ -217,7 +319,7 @@ async fn commands(State(shared): State<Arc<HttpState>>, body: Bytes) -> Response
                 if i > 0 {
                     out.push(b',');
                 }
-                answered.write_line(i, &mut out);
+                answered.write_line_as(i, principal.read.personal, &mut out);
             }
             if !single {
                 out.push(b']');

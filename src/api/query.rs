@@ -217,6 +217,9 @@ impl Request {
 pub struct ReadView<'a> {
     pub state: &'a LedgerState,
     pub log: &'a Log,
+    /// Whether event answers carry clear personal data (the caller's `personal` grant);
+    /// without it they carry commitments only.
+    pub personal: bool,
 }
 
 /// Resolves `as_of`: a position, or an RFC 3339 time matched against `recorded_at`.
@@ -569,7 +572,7 @@ fn stream_events(
             .collect();
         let more = positions.len() > limit;
         let positions = &positions[..positions.len().min(limit)];
-        let items = events_at(view.log, positions)?;
+        let items = events_at(view.log, positions, view.personal)?;
         page(
             items,
             more.then(|| positions.last().map(u64::to_string)).flatten(),
@@ -589,7 +592,7 @@ fn events(view: ReadView<'_>, request: &Request, position: u64) -> Result<Value,
         };
         let last = position.min(from.saturating_add(limit as u64).saturating_sub(1));
         let positions: Vec<u64> = (from.max(1)..=last).collect();
-        let items = events_at(view.log, &positions)?;
+        let items = events_at(view.log, &positions, view.personal)?;
         let next = (last < position).then(|| (last + 1).to_string());
         page(items, next)
     })
@@ -663,8 +666,9 @@ fn customer_missing(id: Uuid) -> QueryError {
     )
 }
 
-/// Event envelopes at `positions`, with predecessor hashes and clear personal data.
-fn events_at(log: &Log, positions: &[u64]) -> Result<Vec<Value>, QueryError> {
+/// Event envelopes at `positions`, with predecessor hashes and, when `personal`, clear
+/// personal data.
+fn events_at(log: &Log, positions: &[u64], personal: bool) -> Result<Vec<Value>, QueryError> {
     let mut wanted: Vec<u64> = Vec::with_capacity(positions.len() * 2);
     for p in positions {
         if *p > 1 {
@@ -690,8 +694,12 @@ fn events_at(log: &Log, positions: &[u64]) -> Result<Vec<Value>, QueryError> {
                 .copied()
                 .unwrap_or([0; 32])
         };
-        let personal = join_personal(log, &event)
-            .map_err(|e| QueryError::Log(LogError::Contract(e.to_string())))?;
+        let personal = if personal {
+            join_personal(log, &event)
+                .map_err(|e| QueryError::Log(LogError::Contract(e.to_string())))?
+        } else {
+            Vec::new()
+        };
         line.clear();
         AnsweredEvent {
             stored: event,

@@ -70,6 +70,8 @@ enum Commands {
         kafka: Option<String>,
         #[command(flatten)]
         topics: TopicArgs,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Send command lines to the commands topic (keyed by partner id); with --wait, print the
     /// outcome of each line from the results topic.
@@ -97,6 +99,25 @@ enum Commands {
         /// Partner or customer id.
         subject: Uuid,
     },
+}
+
+/// Who may call `serve` (SPEC.md section 10). Without `--principals` and `--jwks`, the
+/// embedded default: one administrator whose key is in `<data-dir>/admin.key`.
+#[derive(Debug, Clone, clap::Args)]
+struct AccessArgs {
+    /// Principals file (TOML); re-read on SIGHUP.
+    #[arg(long, env = "CSP_LEDGER_PRINCIPALS")]
+    principals: Option<PathBuf>,
+    /// JSON Web Key Set whose EdDSA, ES256 or RS256 keys sign accepted JWT bearer tokens.
+    #[arg(long, env = "CSP_LEDGER_JWKS")]
+    jwks: Option<PathBuf>,
+    /// The `aud` a JWT must carry.
+    #[arg(long, env = "CSP_LEDGER_JWT_AUDIENCE", default_value = csp_ledger::auth::jwt::DEFAULT_AUDIENCE)]
+    jwt_audience: String,
+    /// Turn authentication off (every caller is an administrator); refused unless the listen
+    /// address is a loopback address.
+    #[arg(long, conflicts_with_all = ["principals", "jwks"])]
+    insecure_no_auth: bool,
 }
 
 /// Kafka topic names and creation settings.
@@ -216,11 +237,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             http,
             kafka,
             topics,
+            access,
         } => serve(
             dir,
             options,
             &http,
             kafka.map(|brokers| kafka_options(&brokers, &topics)),
+            &access,
         ),
         Commands::Rebuild { write } => {
             let log = open_log(dir, options)?;
@@ -330,6 +353,7 @@ fn query(dir: &Path, options: LogOptions, path: &str) -> anyhow::Result<ExitCode
     let ledger = open_ledger(dir, options)?;
     let request = csp_ledger::api::query::Request::parse(path);
     let view = csp_ledger::api::query::ReadView {
+        personal: true,
         state: ledger.state(),
         log: ledger.log(),
     };
@@ -377,18 +401,54 @@ fn submit(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The authenticator `serve` runs with.
+fn authenticator(
+    dir: &Path,
+    access: &AccessArgs,
+) -> anyhow::Result<csp_ledger::auth::Authenticator> {
+    use csp_ledger::auth::{jwt::JwtVerifier, Authenticator, Directory};
+    if access.insecure_no_auth {
+        tracing::warn!(message = "Authentication is off (--insecure-no-auth): every caller is an administrator.");
+        return Ok(Authenticator::insecure());
+    }
+    let jwt = access
+        .jwks
+        .as_deref()
+        .map(|path| JwtVerifier::from_jwks_file(path, &access.jwt_audience))
+        .transpose()?;
+    if let Some(path) = &access.principals {
+        return Ok(Authenticator::from_file(path.clone(), jwt)?);
+    }
+    if jwt.is_some() {
+        return Ok(Authenticator::fixed(Directory::default(), jwt));
+    }
+    let (directory, created) = Directory::embedded(dir)?;
+    if let Some(key) = created {
+        // Shown once, on the terminal of whoever started the ledger; never logged.
+        let file = dir.join(csp_ledger::auth::directory::ADMIN_KEY_FILE);
+        print_line(serde_json::json!({
+            "admin_key": key,
+            "admin_key_file": file.display().to_string(),
+            "note": "the administrator's API key (Authorization: Bearer <key>); shown only this once"
+        }))?;
+    }
+    Ok(Authenticator::fixed(directory, None))
+}
+
 fn serve(
     dir: &Path,
     options: LogOptions,
     http: &str,
     kafka: Option<csp_ledger::ingest::KafkaOptions>,
+    access: &AccessArgs,
 ) -> anyhow::Result<ExitCode> {
+    let auth = std::sync::Arc::new(authenticator(dir, access)?);
     loop {
         let ledger = open_ledger(dir, options)?;
         let (server, addr) = csp_ledger::app::Server::bind_with_kafka(
             ledger,
             http,
-            csp_ledger::app::ServeOptions::default(),
+            csp_ledger::app::ServeOptions::new(std::sync::Arc::clone(&auth)),
             kafka.clone(),
         )?;
         print_line(serde_json::json!({"listening": addr.to_string()}))?;

@@ -183,6 +183,7 @@ fn poll_commands(
                     reason: "the message has no value".into(),
                 }),
                 source: None,
+                principal: crate::intake::local_principal(),
             },
         };
         submission.source = Some(source);

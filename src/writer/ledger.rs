@@ -16,7 +16,11 @@ use super::idempotency::{short_hash, IdempotencyEntry, UNKNOWN_BODY};
 use super::outcome::{BatchResult, Outcome};
 use super::prepare::Batch;
 pub use super::prepare::{Entropy, Prepared};
-use crate::intake::Submission;
+use crate::auth::Principal;
+use crate::intake::{ParsedCommand, Submission};
+use csp_ledger_schemas::command::ActorKind;
+use csp_ledger_schemas::RejectionCode;
+use serde_json::json;
 use crate::store::read::{read_answered, replay, replay_onto, AnsweredEvent};
 
 use crate::store::audit::WalkStart;
@@ -263,6 +267,21 @@ impl Ledger {
                 }
             };
             let command_id = parsed.envelope.command_id;
+            if !submission.principal.may_act_as(&parsed.envelope.actor) {
+                // Attempted impersonation: recorded like every rejection, before the
+                // idempotency check (a replay of someone else's command is refused as well).
+                // An unused command id is taken by this rejection; a used one keeps its
+                // first outcome.
+                self.idempotency
+                    .entry(command_id)
+                    .or_insert(IdempotencyEntry {
+                        body_hash: short_hash(&parsed.body_hash),
+                        outcome_seq: batch.outcome_seq,
+                    });
+                let rejection = actor_not_permitted(&submission.principal, &parsed);
+                batch.rejected(&parsed, rejection, submission.line);
+                continue;
+            }
             if let Some(entry) = self.idempotency.get(&command_id).copied() {
                 batch.seen_before(&parsed, entry, submission.line);
                 continue;
@@ -299,6 +318,28 @@ impl Ledger {
         count: usize,
     ) -> Result<Vec<AnsweredEvent>, LedgerError> {
         Ok(read_answered(&self.log, first, count)?)
+    }
+}
+
+/// The rejection of a command whose actor its principal may not claim (SPEC.md section 10).
+fn actor_not_permitted(principal: &Principal, parsed: &ParsedCommand) -> Rejection {
+    let actor = &parsed.envelope.actor;
+    let claimed = match actor.id {
+        Some(id) => format!("{}:{id}", kind_name(actor.kind)),
+        None => kind_name(actor.kind).to_string(),
+    };
+    Rejection::new(
+        RejectionCode::ActorNotPermitted,
+        format!("principal {} may not act as {claimed}", principal.id),
+    )
+    .with_details(json!({"principal": principal.id.as_str(), "actor": claimed}))
+}
+
+fn kind_name(kind: ActorKind) -> &'static str {
+    match kind {
+        ActorKind::Operator => "operator",
+        ActorKind::Partner => "partner",
+        ActorKind::Customer => "customer",
     }
 }
 

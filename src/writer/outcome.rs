@@ -70,6 +70,12 @@ pub struct BatchResult {
 impl BatchResult {
     /// The outcome line of SPEC.md section 7 for outcome `index` (`schemas::wire::OutcomeLine`).
     pub fn write_outcome_json(&self, index: usize, out: &mut Vec<u8>) {
+        self.write_outcome_json_as(index, true, out)
+    }
+
+    /// [`Self::write_outcome_json`] for a reader with or without the `personal` grant:
+    /// without it, events carry their commitments only.
+    pub fn write_outcome_json_as(&self, index: usize, personal: bool, out: &mut Vec<u8>) {
         let outcome = &self.outcomes[index];
         let (events, rejection): (&[AnsweredEvent], Option<&Rejection>) = match outcome {
             Outcome::Accepted { events, .. } => (&self.events[events.clone()], None),
@@ -81,7 +87,16 @@ impl BatchResult {
         OutcomeLine {
             command_id: outcome.command_id(),
             outcome: outcome.kind(),
-            events: events.iter().map(AnsweredEvent::line).collect(),
+            events: events
+                .iter()
+                .map(|event| {
+                    let mut line = event.line();
+                    if !personal {
+                        line.personal_data.clear();
+                    }
+                    line
+                })
+                .collect(),
             rejection: rejection.map(Cow::Borrowed),
         }
         .encode(out);

@@ -63,9 +63,17 @@ impl Answered {
     /// # Panics
     /// When `index >= self.len()`.
     pub fn write_line(&self, index: usize, out: &mut Vec<u8>) {
+        self.write_line_as(index, true, out)
+    }
+
+    /// [`Self::write_line`] for a reader with (`personal`) or without the `personal` grant.
+    ///
+    /// # Panics
+    /// When `index >= self.len()`.
+    pub fn write_line_as(&self, index: usize, personal: bool, out: &mut Vec<u8>) {
         assert!(index < self.len(), "outcome {index} of {}", self.len());
         self.result
-            .write_outcome_json(self.outcomes.start + index, out);
+            .write_outcome_json_as(self.outcomes.start + index, personal, out);
     }
 
     /// How many submissions the job had.

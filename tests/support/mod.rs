@@ -10,6 +10,7 @@ use std::process::Command;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use csp_ledger::app::{ServeOptions, Server};
+use csp_ledger::auth::Authenticator;
 use csp_ledger::intake::Submission;
 use csp_ledger::store::log::LogOptions;
 use csp_ledger::writer::outcome::Outcome;
@@ -78,17 +79,18 @@ pub fn build_fixture(dir: &Path) -> Vec<Vec<u64>> {
     positions
 }
 
-/// Starts an in-process server for the log in `dir`; it lives as long as the test process.
+/// Starts an in-process server for the log in `dir`, with authentication off (the tests of
+/// section 10 use [`start_server_with`]); it lives as long as the test process.
 pub fn start_server(dir: &Path) -> SocketAddr {
+    start_server_with(dir, Authenticator::insecure())
+}
+
+/// Starts an in-process server for the log in `dir` that authenticates with `auth`.
+pub fn start_server_with(dir: &Path, auth: Authenticator) -> SocketAddr {
     let ledger = Ledger::open(dir, LogOptions { fsync: false }).unwrap();
-    let (server, addr) = Server::bind(
-        ledger,
-        "127.0.0.1:0",
-        ServeOptions {
-            read_wait_max: std::time::Duration::from_millis(1500),
-        },
-    )
-    .unwrap();
+    let mut options = ServeOptions::new(std::sync::Arc::new(auth));
+    options.read_wait_max = std::time::Duration::from_millis(1500);
+    let (server, addr) = Server::bind(ledger, "127.0.0.1:0", options).unwrap();
     std::thread::spawn(move || server.run_until(std::future::pending()));
     addr
 }

@@ -107,6 +107,7 @@ fn single_command_commits(
             line: None,
             parsed: Ok(ParsedCommand::new(envelope)),
             source: None,
+            principal: csp_ledger::intake::local_principal(),
         };
         let started = Instant::now();
         ledger.submit(vec![submission])?;
