@@ -34,7 +34,12 @@ fn principals_file(dir: &Path, own_partner: Uuid) -> std::path::PathBuf {
         )
     };
     let text = [
-        entry("operator-desk", OPERATOR_KEY, r#""operator""#, r#""models""#),
+        entry(
+            "operator-desk",
+            OPERATOR_KEY,
+            r#""operator""#,
+            r#""models""#,
+        ),
         entry(
             "partner-portal",
             PORTAL_KEY,
@@ -75,12 +80,17 @@ impl Answer {
     }
 }
 
-fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
     let response = request_once(addr, method, path, headers, body.as_bytes())
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let body = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
-        panic!("{method} {path}: not JSON ({e}): {}", response.text())
-    });
+    let body = serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", response.text()));
     Answer {
         status: response.status,
         headers: response.headers,
@@ -139,7 +149,11 @@ fn every_non_public_path_needs_credentials_and_says_how() {
             .as_deref()
             .map(|h| vec![("Authorization", h)])
             .unwrap_or_default();
-        for (method, target) in [("GET", path.as_str()), ("POST", "/v1/commands"), ("GET", "/v1/audit/verify")] {
+        for (method, target) in [
+            ("GET", path.as_str()),
+            ("POST", "/v1/commands"),
+            ("GET", "/v1/audit/verify"),
+        ] {
             let answer = call(addr, method, target, &headers, "");
             assert_eq!(answer.status, 401, "{case}: {method} {target}");
             assert_eq!(answer.code(), "unauthenticated", "{case}");
@@ -214,7 +228,10 @@ fn commands_must_be_posted_as_json() {
         addr,
         "POST",
         "/v1/commands",
-        &[("Authorization", &auth), ("Content-Type", "application/json; charset=utf-8")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json; charset=utf-8"),
+        ],
         &enroll,
     );
     assert_eq!(answer.body["outcome"], "accepted", "{}", answer.body);
@@ -238,24 +255,42 @@ fn clear_personal_data_only_for_the_personal_grant() {
     for path in ["/v1/events?from=1", stream.as_str()] {
         let models = get_as(addr, READER_KEY, path);
         assert_eq!(models.status, 200);
-        assert!(personal_data_of(&models.body["items"]).is_empty(), "{}", models.body);
+        assert!(
+            personal_data_of(&models.body["items"]).is_empty(),
+            "{}",
+            models.body
+        );
         assert!(!models.body.to_string().contains(email));
         let audit = get_as(addr, AUDITOR_KEY, path);
-        assert_eq!(personal_data_of(&audit.body["items"]).len(), 1, "{}", audit.body);
+        assert_eq!(
+            personal_data_of(&audit.body["items"]).len(),
+            1,
+            "{}",
+            audit.body
+        );
         assert!(audit.body.to_string().contains(email));
     }
     // Outcomes returned to a principal without the grant: commitments only, duplicates too.
     let other = kit.id();
-    let enroll = kit.enroll(other, "FR", "secret-contact@other.example").to_json();
+    let enroll = kit
+        .enroll(other, "FR", "secret-contact@other.example")
+        .to_json();
     for round in ["first", "duplicate"] {
         let answer = post_as(addr, PORTAL_KEY, &enroll);
         assert_eq!(answer.status, 200, "{round}");
         assert!(
-            !answer.body.to_string().contains("secret-contact@other.example"),
+            !answer
+                .body
+                .to_string()
+                .contains("secret-contact@other.example"),
             "{round}: {}",
             answer.body
         );
-        assert_eq!(answer.body["events"].as_array().map(Vec::len), Some(1), "{round}");
+        assert_eq!(
+            answer.body["events"].as_array().map(Vec::len),
+            Some(1),
+            "{round}"
+        );
     }
 }
 
@@ -270,7 +305,11 @@ fn a_principal_cannot_claim_an_actor_it_was_not_granted() {
     setup.push(kit.verify(fabrikam));
     setup.push(kit.associate_mpn(fabrikam, "4444", "DE"));
     for command in &setup {
-        let key = if command.actor == Actor::operator() { OPERATOR_KEY } else { PORTAL_KEY };
+        let key = if command.actor == Actor::operator() {
+            OPERATOR_KEY
+        } else {
+            PORTAL_KEY
+        };
         let answer = post_as(addr, key, &command.to_json());
         assert_eq!(answer.body["outcome"], "accepted", "{}", answer.body);
     }
@@ -285,21 +324,41 @@ fn a_principal_cannot_claim_an_actor_it_was_not_granted() {
     let mut authorize = kit.authorize_provider(litware);
     let mut steal_mpn = kit.associate_mpn(fabrikam, "9999", "DE");
     let mut end = kit.end_relationship(fabrikam, litware);
-    for command in [&mut verify_self, &mut revenue, &mut authorize, &mut steal_mpn, &mut end] {
+    for command in [
+        &mut verify_self,
+        &mut revenue,
+        &mut authorize,
+        &mut steal_mpn,
+        &mut end,
+    ] {
         let answer = post_as(addr, &scoped, &command.to_json());
         assert_eq!(answer.status, 200);
         assert_eq!(answer.body["outcome"], "rejected", "{}", answer.body);
-        assert_eq!(answer.body["rejection"]["code"], "actor_not_permitted", "{}", answer.body);
-        assert_eq!(answer.body["rejection"]["details"]["principal"], "litware-admin");
+        assert_eq!(
+            answer.body["rejection"]["code"], "actor_not_permitted",
+            "{}",
+            answer.body
+        );
+        assert_eq!(
+            answer.body["rejection"]["details"]["principal"],
+            "litware-admin"
+        );
     }
     // Its own actor is fine.
     let own_mpn = kit.associate_mpn(litware, "5555", "DE");
-    assert_eq!(post_as(addr, &scoped, &own_mpn.to_json()).body["outcome"], "accepted");
+    assert_eq!(
+        post_as(addr, &scoped, &own_mpn.to_json()).body["outcome"],
+        "accepted"
+    );
     // Nothing of the attacks reached the log: fabrikam keeps its MPN ID, litware is unverified.
     let fab = get_as(addr, READER_KEY, &format!("/v1/partners/{fabrikam}"));
     assert_eq!(fab.body["mpn"]["mpn_id"], "4444", "{}", fab.body);
     let lit = get_as(addr, READER_KEY, &format!("/v1/partners/{litware}"));
-    assert_eq!(lit.body["verification"]["status"], "pending", "{}", lit.body);
+    assert_eq!(
+        lit.body["verification"]["status"], "pending",
+        "{}",
+        lit.body
+    );
     // The attempt is recorded: the same command id, later sent by the operator, is a duplicate
     // of the recorded actor_not_permitted rejection.
     let answer = post_as(addr, OPERATOR_KEY, &verify_self.to_json());
@@ -308,7 +367,11 @@ fn a_principal_cannot_claim_an_actor_it_was_not_granted() {
     // A replay of someone else's accepted command by a principal who may not claim its actor
     // is refused too, not answered as a duplicate.
     let answer = post_as(addr, &scoped, &setup[0].to_json());
-    assert_eq!(answer.body["rejection"]["code"], "actor_not_permitted", "{}", answer.body);
+    assert_eq!(
+        answer.body["rejection"]["code"], "actor_not_permitted",
+        "{}",
+        answer.body
+    );
 }
 
 #[test]

@@ -74,7 +74,10 @@ fn the_first_start_writes_an_administrator_key_readable_by_its_owner_only() {
         assert_eq!(first.printed.len(), 1, "{:?}", first.printed);
         let key = first.printed[0]["admin_key"].as_str().unwrap().to_string();
         let file = data.join("admin.key");
-        assert_eq!(first.printed[0]["admin_key_file"], file.display().to_string());
+        assert_eq!(
+            first.printed[0]["admin_key_file"],
+            file.display().to_string()
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -82,7 +85,11 @@ fn the_first_start_writes_an_administrator_key_readable_by_its_owner_only() {
             assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
         }
         assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), key);
-        assert_eq!(status(first.addr, None), 401, "nothing is open to anonymous callers");
+        assert_eq!(
+            status(first.addr, None),
+            401,
+            "nothing is open to anonymous callers"
+        );
         assert_eq!(status(first.addr, Some("guess")), 401);
         assert_eq!(status(first.addr, Some(&key)), 200);
         key
@@ -144,7 +151,10 @@ fn the_principals_file_is_reread_on_sighup_and_a_broken_one_is_not_taken() {
         &dir.path().join("data"),
         &["--principals", file.to_str().unwrap()],
     );
-    assert!(serving.printed.is_empty(), "no admin key with a principals file");
+    assert!(
+        serving.printed.is_empty(),
+        "no admin key with a principals file"
+    );
     assert!(!dir.path().join("data/admin.key").exists());
     assert_eq!(status(serving.addr, Some("key-one-0123456789")), 200);
     assert_eq!(status(serving.addr, Some("key-two-0123456789")), 401);
@@ -159,7 +169,10 @@ fn the_principals_file_is_reread_on_sighup_and_a_broken_one_is_not_taken() {
 
     // A file that does not load (unknown key, e-mail as id) leaves reader-two in force.
     for broken in [
-        format!("{}admin = true\n", principal("reader-three", "key-three-0123456")),
+        format!(
+            "{}admin = true\n",
+            principal("reader-three", "key-three-0123456")
+        ),
         principal("ops@example.com", "key-three-0123456"),
     ] {
         std::fs::write(&file, broken).unwrap();

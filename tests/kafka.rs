@@ -121,7 +121,14 @@ fn ledger_with_batch(data: &Path, brokers: &str, batch: usize) -> (Running, Stri
             .env("CSP_LEDGER_KAFKA_BATCH_COMMANDS", batch.to_string())
             .arg("--data-dir")
             .arg(data)
-            .args(["serve", "--http", "127.0.0.1:0", "--insecure-no-auth", "--kafka", brokers])
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--insecure-no-auth",
+                "--kafka",
+                brokers,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -840,7 +847,14 @@ fn ledger_at(data: &Path, brokers: &str, http: &str, env: &[(&str, &str)]) -> Ru
         command
             .arg("--data-dir")
             .arg(data)
-            .args(["serve", "--http", http, "--insecure-no-auth", "--kafka", brokers])
+            .args([
+                "serve",
+                "--http",
+                http,
+                "--insecure-no-auth",
+                "--kafka",
+                brokers,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -277,3 +277,139 @@ fn a_long_realistic_run_replays_to_the_live_state() {
     assert!(ledger.state().position > 5000);
     assert_eq!(&replay(ledger.log(), u64::MAX).unwrap(), ledger.state());
 }
+
+/// The claim string of an actor, written independently of `Principal::may_act_as`.
+fn claim(actor: &Actor) -> String {
+    let kind = serde_json::to_value(actor.kind).unwrap();
+    match actor.id {
+        Some(id) => format!("{}:{id}", kind.as_str().unwrap()),
+        None => kind.as_str().unwrap().to_string(),
+    }
+}
+
+/// The oracle of SPEC.md section 10: a grant equal to the claim, or `<kind>:*`.
+fn may_claim(grants: &[String], actor: &Actor) -> bool {
+    let claim = claim(actor);
+    let wildcard = format!("{}:*", claim.split(':').next().unwrap_or(""));
+    grants
+        .iter()
+        .any(|g| *g == claim || (*g == wildcard && claim != "operator"))
+}
+
+fn run_as_principals(
+    prefix: usize,
+    actions: &[(u8, usize, usize, usize, usize)],
+    masks: &[u16],
+    splits: &[usize],
+) -> Result<(), TestCaseError> {
+    use csp_ledger::auth::{Principal, ReadGrants};
+    use csp_ledger_schemas::OutcomeKind;
+    use std::sync::Arc;
+    let mut kit = Kit::new();
+    let partners: Vec<Uuid> = (0..5).map(|_| kit.id()).collect();
+    let customers: Vec<Uuid> = (0..3).map(|_| kit.id()).collect();
+    let invitations: Vec<Uuid> = (0..4).map(|_| kit.id()).collect();
+    // Grants to draw from: every form, over the pools' ids.
+    let mut pool = vec![
+        "operator".to_string(),
+        "partner:*".into(),
+        "customer:*".into(),
+    ];
+    pool.extend(partners.iter().take(3).map(|p| format!("partner:{p}")));
+    pool.extend(customers.iter().take(2).map(|c| format!("customer:{c}")));
+    let principals: Vec<(Vec<String>, Arc<Principal>)> = masks
+        .iter()
+        .enumerate()
+        .map(|(i, mask)| {
+            let grants: Vec<String> = pool
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| mask & (1 << bit) != 0)
+                .map(|(_, g)| g.clone())
+                .collect();
+            let principal = Principal {
+                id: format!("principal-{i}").parse().unwrap(),
+                act_as: grants.iter().map(|g| g.parse().unwrap()).collect(),
+                read: ReadGrants::default(),
+            };
+            (grants, Arc::new(principal))
+        })
+        .collect();
+    // The happy prefix comes from the local administrator, so that there is state to attack.
+    let mut submissions: Vec<(Option<usize>, CommandEnvelope)> =
+        happy_script(&mut kit, &partners, &customers)
+            .into_iter()
+            .take(prefix)
+            .map(|c| (None, c))
+            .collect();
+    for &(kind, a, b, c, who) in actions {
+        let command = build(&mut kit, &partners, &customers, &invitations, kind, a, b, c);
+        submissions.push((Some(who % principals.len()), command));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = deterministic_ledger(dir.path());
+    let mut rest: &[(Option<usize>, CommandEnvelope)] = &submissions;
+    let mut split = splits.iter().cycle();
+    while !rest.is_empty() {
+        let size = (*split.next().unwrap_or(&1)).clamp(1, rest.len());
+        let (batch, tail) = rest.split_at(size);
+        rest = tail;
+        let before = ledger.head().position;
+        let result = ledger
+            .submit(
+                batch
+                    .iter()
+                    .map(|(who, command)| match who {
+                        None => Submission::parse(None, command.to_json().as_bytes()),
+                        Some(i) => Submission::parse_as(
+                            None,
+                            command.to_json().as_bytes(),
+                            Arc::clone(&principals[*i].1),
+                        ),
+                    })
+                    .collect(),
+            )
+            .unwrap();
+        let mut events = 0u64;
+        for ((who, command), outcome) in batch.iter().zip(&result.outcomes) {
+            let permitted = who.is_none_or(|i| may_claim(&principals[i].0, &command.actor));
+            let code = match outcome {
+                csp_ledger::writer::outcome::Outcome::Rejected { rejection, .. } => {
+                    Some(rejection.code.as_str())
+                }
+                _ => None,
+            };
+            if !permitted {
+                prop_assert_eq!(code, Some("actor_not_permitted"), "{:?}", command.actor);
+                prop_assert_ne!(outcome.kind(), OutcomeKind::Accepted);
+            } else {
+                prop_assert_ne!(code, Some("actor_not_permitted"), "{:?}", command.actor);
+            }
+            if let csp_ledger::writer::outcome::Outcome::Accepted { events: range, .. } = outcome {
+                prop_assert!(permitted);
+                events += range.len() as u64;
+            }
+        }
+        // Every appended event belongs to an accepted, permitted command.
+        prop_assert_eq!(ledger.head().position, before + events);
+    }
+    prop_assert_eq!(&replay(ledger.log(), u64::MAX).unwrap(), ledger.state());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// SPEC.md section 10: for random principals with random grants and random commands, no
+    /// command whose actor its principal may not claim ever appends an event, and every such
+    /// command is answered `actor_not_permitted`.
+    #[test]
+    fn no_command_appends_an_event_for_an_actor_its_principal_may_not_claim(
+        prefix in 0usize..60,
+        actions in proptest::collection::vec((0u8..26, 0usize..5, 0usize..5, 0usize..7, 0usize..4), 1..80),
+        masks in proptest::collection::vec(0u16..256, 1..5),
+        splits in proptest::collection::vec(1usize..20, 1..6),
+    ) {
+        run_as_principals(prefix, &actions, &masks, &splits)?;
+    }
+}

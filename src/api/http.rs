@@ -19,8 +19,8 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::api::metrics::Metrics;
-use crate::auth::{AuthError, Authenticator, Principal};
 use crate::api::query::{answer, ReadView, Request};
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::intake::parse_commands;
 use crate::writer::{ReadModel, WriterError, WriterHandle};
 

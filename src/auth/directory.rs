@@ -170,7 +170,9 @@ impl Directory {
                 )));
             }
             let principal = Principal { id, act_as, read };
-            directory.insert(principal, api_key_sha256, kafka_key).map_err(invalid)?;
+            directory
+                .insert(principal, api_key_sha256, kafka_key)
+                .map_err(invalid)?;
         }
         Ok(directory)
     }

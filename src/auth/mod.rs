@@ -152,7 +152,9 @@ impl Authenticator {
                 return jwt.verify(token).map(Arc::new);
             }
         }
-        self.current().by_api_key(token).ok_or(AuthError::UnknownKey)
+        self.current()
+            .by_api_key(token)
+            .ok_or(AuthError::UnknownKey)
     }
 
     /// The principal of a Kafka command message, from its `csp-principal` and

@@ -190,7 +190,14 @@ mod tests {
         for good in ["partner-portal", "audit.team_2", "local", "A"] {
             assert!(good.parse::<PrincipalId>().is_ok(), "{good}");
         }
-        for bad in ["", "ops@example.com", "two words", "slash/y", "ümlaut", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "ops@example.com",
+            "two words",
+            "slash/y",
+            "ümlaut",
+            &"x".repeat(129),
+        ] {
             assert!(bad.parse::<PrincipalId>().is_err(), "{bad}");
         }
     }
@@ -207,7 +214,14 @@ mod tests {
         ] {
             assert_eq!(grant.to_string().parse::<ActorGrant>(), Ok(grant));
         }
-        for bad in ["operator:*", "partner", "partner:", "partner:12", "admin", "customer:**"] {
+        for bad in [
+            "operator:*",
+            "partner",
+            "partner:",
+            "partner:12",
+            "admin",
+            "customer:**",
+        ] {
             assert!(bad.parse::<ActorGrant>().is_err(), "{bad}");
         }
         assert!(ReadGrants::parse(["models", "everything"]).is_err());

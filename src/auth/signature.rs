@@ -32,8 +32,8 @@ pub fn sign(key: &KafkaKey, value: &[u8]) -> String {
 
 /// Checks a `csp-signature` header value against the message value, in constant time.
 pub fn verify(key: &KafkaKey, header: &[u8], value: &[u8]) -> Result<(), String> {
-    let header = std::str::from_utf8(header)
-        .map_err(|_| "the signature header is not UTF-8".to_string())?;
+    let header =
+        std::str::from_utf8(header).map_err(|_| "the signature header is not UTF-8".to_string())?;
     let encoded = header
         .strip_prefix(SCHEME)
         .ok_or_else(|| format!("the signature header does not start with {SCHEME:?}"))?;
@@ -64,7 +64,12 @@ mod tests {
         assert!(verify(&key(1), signed.as_bytes(), br#"{"command_id":"y"}"#).is_err());
         assert!(verify(&key(1), br#"{"command_id":"x"} "#, value).is_err());
         assert!(verify(&key(1), b"hmac-sha256=!!", value).is_err());
-        assert!(verify(&key(1), signed.replace("hmac-sha256=", "sha1=").as_bytes(), value).is_err());
+        assert!(verify(
+            &key(1),
+            signed.replace("hmac-sha256=", "sha1=").as_bytes(),
+            value
+        )
+        .is_err());
     }
 
     #[test]

@@ -408,7 +408,10 @@ fn authenticator(
 ) -> anyhow::Result<csp_ledger::auth::Authenticator> {
     use csp_ledger::auth::{jwt::JwtVerifier, Authenticator, Directory};
     if access.insecure_no_auth {
-        tracing::warn!(message = "Authentication is off (--insecure-no-auth): every caller is an administrator.");
+        tracing::warn!(
+            message =
+                "Authentication is off (--insecure-no-auth): every caller is an administrator."
+        );
         return Ok(Authenticator::insecure());
     }
     let jwt = access

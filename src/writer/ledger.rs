@@ -18,10 +18,10 @@ use super::prepare::Batch;
 pub use super::prepare::{Entropy, Prepared};
 use crate::auth::Principal;
 use crate::intake::{ParsedCommand, Submission};
+use crate::store::read::{read_answered, replay, replay_onto, AnsweredEvent};
 use csp_ledger_schemas::command::ActorKind;
 use csp_ledger_schemas::RejectionCode;
 use serde_json::json;
-use crate::store::read::{read_answered, replay, replay_onto, AnsweredEvent};
 
 use crate::store::audit::WalkStart;
 use crate::store::checkpoint;

@@ -61,7 +61,13 @@ pub fn run(
         .collect();
 
     let ledger = Ledger::open(&dir.join("http"), options)?;
-    let (server, addr) = Server::bind(ledger, "127.0.0.1:0", ServeOptions::new(std::sync::Arc::new(csp_ledger::auth::Authenticator::insecure())))?;
+    let (server, addr) = Server::bind(
+        ledger,
+        "127.0.0.1:0",
+        ServeOptions::new(std::sync::Arc::new(
+            csp_ledger::auth::Authenticator::insecure(),
+        )),
+    )?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = std::thread::spawn(move || {
         server.run_until(async {

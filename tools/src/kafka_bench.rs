@@ -494,8 +494,14 @@ struct RunningLedger {
 impl RunningLedger {
     fn start(dir: &Path, kafka: KafkaOptions, log: LogOptions) -> Result<Self, KafkaBenchError> {
         let ledger = Ledger::open(dir, log)?;
-        let (server, http) =
-            Server::bind_with_kafka(ledger, "127.0.0.1:0", ServeOptions::new(std::sync::Arc::new(csp_ledger::auth::Authenticator::insecure())), Some(kafka))?;
+        let (server, http) = Server::bind_with_kafka(
+            ledger,
+            "127.0.0.1:0",
+            ServeOptions::new(std::sync::Arc::new(
+                csp_ledger::auth::Authenticator::insecure(),
+            )),
+            Some(kafka),
+        )?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("bench-ledger".into())
