@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use csp_ledger::app::{ServeOptions, Server};
+use csp_ledger::auth::directory::api_key_sha256;
+use csp_ledger::auth::{Authenticator, Directory, Principal};
 use csp_ledger::store::log::LogOptions;
 use csp_ledger::writer::pipeline::apply_lines;
 use csp_ledger::writer::Ledger;
@@ -25,9 +27,40 @@ use serde::Serialize;
 /// How an accepted outcome line starts (`"command_id":"…",` comes before it).
 const ACCEPTED: &[u8] = b"\"outcome\":\"accepted\"";
 
+/// How the benchmark's clients authenticate (SPEC.md section 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpAuth {
+    /// `--insecure-no-auth`: no credentials.
+    None,
+    /// An API key in `Authorization: Bearer`, looked up by its SHA-256.
+    ApiKey,
+}
+
+/// The API key of the benchmark's administrator.
+const BENCH_API_KEY: &str = "csp_bench_0123456789abcdef0123456789abcdef";
+
+fn authenticator(auth: HttpAuth) -> anyhow::Result<Authenticator> {
+    Ok(match auth {
+        HttpAuth::None => Authenticator::insecure(),
+        HttpAuth::ApiKey => {
+            let mut directory = Directory::default();
+            directory
+                .insert(
+                    Principal::administrator("bench".parse().map_err(anyhow::Error::msg)?),
+                    Some(api_key_sha256(BENCH_API_KEY)),
+                    None,
+                )
+                .map_err(anyhow::Error::msg)?;
+            Authenticator::fixed(directory, None)
+        }
+    })
+}
+
 /// What `bench-http` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpBenchReport {
+    pub auth: HttpAuth,
     pub commands: usize,
     pub clients: usize,
     pub batch: usize,
@@ -50,6 +83,7 @@ pub fn run(
     batch: usize,
     seed: u64,
     options: LogOptions,
+    auth: HttpAuth,
 ) -> anyhow::Result<HttpBenchReport> {
     let lines: Vec<String> = Generator::new(seed)
         .take(commands)
@@ -64,9 +98,7 @@ pub fn run(
     let (server, addr) = Server::bind(
         ledger,
         "127.0.0.1:0",
-        ServeOptions::new(std::sync::Arc::new(
-            csp_ledger::auth::Authenticator::insecure(),
-        )),
+        ServeOptions::new(Arc::new(authenticator(auth)?)),
     )?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = std::thread::spawn(move || {
@@ -82,6 +114,11 @@ pub fn run(
             let (bodies, next) = (Arc::clone(&bodies), Arc::clone(&next));
             std::thread::spawn(move || -> anyhow::Result<usize> {
                 let mut connection = Connection::open(addr)?;
+                let bearer = format!("Bearer {BENCH_API_KEY}");
+                let mut headers = vec![("content-type", "application/json")];
+                if auth != HttpAuth::None {
+                    headers.push(("authorization", bearer.as_str()));
+                }
                 let mut accepted = 0;
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
@@ -91,7 +128,7 @@ pub fn run(
                     let response = connection.request(
                         "POST",
                         "/v1/commands",
-                        &[("content-type", "application/json")],
+                        &headers,
                         body,
                     )?;
                     anyhow::ensure!(response.status == 200, "status {}", response.status);
@@ -128,6 +165,7 @@ pub fn run(
     let http_rate = commands as f64 / http_seconds;
     let apply_rate = stats.commands as f64 / stats.seconds;
     Ok(HttpBenchReport {
+        auth,
         commands,
         clients,
         batch,

@@ -74,6 +74,9 @@ enum Commands {
         batch: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// How the clients authenticate.
+        #[arg(long, value_enum, default_value = "api-key")]
+        auth: http_bench::HttpAuth,
     },
     /// Measure apply and replay throughput on a generated workload in a fresh directory.
     Bench {
@@ -174,12 +177,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clients,
             batch,
             seed,
+            auth,
         } => {
             let dir = cli
                 .data_dir
                 .join(format!("bench-http-{}", std::process::id()));
             anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
-            let report = http_bench::run(&dir, commands, clients, batch, seed, options)
+            let report = http_bench::run(&dir, commands, clients, batch, seed, options, auth)
                 .context("running the HTTP benchmark");
             let _ = std::fs::remove_dir_all(&dir);
             println!("{}", serde_json::to_string_pretty(&report?)?);
