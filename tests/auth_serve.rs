@@ -199,3 +199,50 @@ fn serve_refuses_a_principals_file_that_does_not_load() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("principals file"), "{stderr}");
 }
+
+#[test]
+fn new_principal_prints_an_entry_that_loads_and_a_key_that_matches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("portal.key");
+    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .args([
+            "new-principal",
+            "--id",
+            "partner-portal",
+            "--act-as",
+            "partner:*",
+        ])
+        .args(["--read", "models", "--kafka-key-file"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let entry = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let key = stderr.trim().rsplit(' ').next().unwrap();
+    assert!(!entry.contains(key), "the file never holds the key itself");
+    let file = dir.path().join("principals.toml");
+    std::fs::write(&file, &entry).unwrap();
+    let directory = csp_ledger::auth::Directory::load(&file).unwrap();
+    let principal = directory.by_api_key(key).unwrap();
+    assert_eq!(principal.id.as_str(), "partner-portal");
+    assert!(directory.kafka_publisher("partner-portal").is_some());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Bad grants are refused before anything is written.
+    let refused = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .args([
+            "new-principal",
+            "--id",
+            "ops@example.com",
+            "--act-as",
+            "operator",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

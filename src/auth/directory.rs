@@ -297,7 +297,7 @@ pub fn new_api_key() -> String {
 }
 
 /// Writes a new secret file readable by its owner only (0600 on Unix); refuses to overwrite.
-fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), DirectoryError> {
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), DirectoryError> {
     let failed = |source| DirectoryError::WriteKey {
         path: path.to_path_buf(),
         source,

@@ -94,6 +94,22 @@ enum Commands {
         #[arg(long)]
         write: bool,
     },
+    /// Make a new principal: print its entry for the principals file on stdout and its API key
+    /// (shown once) on stderr; with --kafka-key-file, also write a new Kafka signing key.
+    NewPrincipal {
+        /// Opaque id: letters, digits, '.', '_', '-'.
+        #[arg(long)]
+        id: String,
+        /// Actor claims allowed: operator, partner:*, partner:<uuid>, customer:*, customer:<uuid>.
+        #[arg(long = "act-as")]
+        act_as: Vec<String>,
+        /// Read grants: models, personal.
+        #[arg(long)]
+        read: Vec<String>,
+        /// Write a new random HMAC key for signing Kafka messages here (mode 0600).
+        #[arg(long)]
+        kafka_key_file: Option<PathBuf>,
+    },
     /// Erase the personal data (e-mail addresses) of a partner or customer; hashes stay valid.
     ErasePersonalData {
         /// Partner or customer id.
@@ -255,6 +271,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        Commands::NewPrincipal {
+            id,
+            act_as,
+            read,
+            kafka_key_file,
+        } => new_principal(&id, &act_as, &read, kafka_key_file.as_deref()),
         Commands::ErasePersonalData { subject } => {
             let log = open_log(dir, options)?;
             let erased = log.erase_subject(subject)?;
@@ -398,6 +420,54 @@ fn submit(
     for outcome in outcomes {
         writeln!(out, "{outcome}")?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `new-principal`: a principals-file entry and its new API key.
+fn new_principal(
+    id: &str,
+    act_as: &[String],
+    read: &[String],
+    kafka_key_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    use csp_ledger::auth::directory::{api_key_sha256, new_api_key, write_secret};
+    use csp_ledger::auth::{ActorGrant, PrincipalId, ReadGrants};
+    let id: PrincipalId = id.parse().map_err(anyhow::Error::msg)?;
+    for grant in act_as {
+        grant.parse::<ActorGrant>().map_err(anyhow::Error::msg)?;
+    }
+    ReadGrants::parse(read.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+    let key = new_api_key();
+    let quoted = |items: &[String]| {
+        items
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut entry = format!(
+        "[[principal]]\nid = \"{id}\"\napi_key_sha256 = \"{}\"\n",
+        hex::encode(api_key_sha256(&key))
+    );
+    if let Some(file) = kafka_key_file {
+        // 32 random bytes as 64 hex characters: printable, and 64 bytes of HMAC key.
+        let secret = new_api_key();
+        write_secret(file, secret.trim_start_matches("csp_").as_bytes())?;
+        entry.push_str(&format!(
+            "kafka_hmac_key_file = {:?}\n",
+            file.display().to_string()
+        ));
+    }
+    entry.push_str(&format!(
+        "act_as = [{}]\nread = [{}]\n",
+        quoted(act_as),
+        quoted(read)
+    ));
+    print!("{entry}");
+    std::io::stdout().flush()?;
+    eprintln!(
+        "API key of principal {id} (shown only this once; the file keeps its SHA-256): {key}"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -125,12 +125,7 @@ pub fn run(
                     let Some(body) = bodies.get(index) else {
                         return Ok(accepted);
                     };
-                    let response = connection.request(
-                        "POST",
-                        "/v1/commands",
-                        &headers,
-                        body,
-                    )?;
+                    let response = connection.request("POST", "/v1/commands", &headers, body)?;
                     anyhow::ensure!(response.status == 200, "status {}", response.status);
                     // Counted without parsing, so that the clients (on the same cores) cost the
                     // server as little as possible.
