@@ -20,6 +20,12 @@ const PORTAL_KEY: &str = "partner-portal-key-0123456789abcdef";
 const READER_KEY: &str = "downstream-reader-key-0123456789ab";
 const AUDITOR_KEY: &str = "audit-team-key-0123456789abcdef012";
 const NOBODY_KEY: &str = "health-probe-key-0123456789abcdef0";
+const CUSTOMER_KEY: &str = "contoso-tenant-key-0123456789abcdef";
+
+/// The customer the `contoso-tenant` principal may act for.
+fn own_customer() -> Uuid {
+    Uuid::from_u128(0xc0_5705_0000_4000_8000_0000_0000_0001)
+}
 
 /// A principal scoped to one partner, whose key is built per test.
 fn scoped_key(partner: Uuid) -> String {
@@ -49,6 +55,12 @@ fn principals_file(dir: &Path, own_partner: Uuid) -> std::path::PathBuf {
         entry("downstream", READER_KEY, "", r#""models""#),
         entry("audit-team", AUDITOR_KEY, "", r#""models", "personal""#),
         entry("health-probe", NOBODY_KEY, "", ""),
+        entry(
+            "contoso-tenant",
+            CUSTOMER_KEY,
+            &format!("\"customer:{}\"", own_customer()),
+            r#""models""#,
+        ),
         entry(
             "litware-admin",
             &scoped_key(own_partner),
@@ -383,4 +395,46 @@ fn the_log_says_who_submitted_each_event() {
     if first["schema_version"] == 2 {
         assert_eq!(first["submitted_by"], "partner-portal", "{first}");
     }
+}
+
+#[test]
+fn a_customer_scoped_principal_acts_for_its_own_customer_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, litware, mut kit) = served(dir.path());
+    let other = kit.id();
+    for customer in [own_customer(), other] {
+        let register = kit.register_customer(litware, customer, "DE", None);
+        assert_eq!(
+            post_as(addr, PORTAL_KEY, &register.to_json()).body["outcome"],
+            "accepted"
+        );
+    }
+    let own = kit.accept_customer_agreement(own_customer());
+    assert_eq!(
+        post_as(addr, CUSTOMER_KEY, &own.to_json()).body["outcome"],
+        "accepted"
+    );
+    let foreign = kit.accept_customer_agreement(other);
+    let answer = post_as(addr, CUSTOMER_KEY, &foreign.to_json());
+    assert_eq!(
+        answer.body["rejection"]["code"], "actor_not_permitted",
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        answer.body["rejection"]["details"]["principal"],
+        "contoso-tenant"
+    );
+    let customer = get_as(addr, READER_KEY, &format!("/v1/customers/{other}"));
+    assert_eq!(customer.body["mca_accepted"], false, "{}", customer.body);
+    // A partner claim is not a customer claim, nor the other way round.
+    let newcomer = kit.id();
+    let enroll = kit.enroll(newcomer, "DE", "ops@x.example");
+    let answer = post_as(addr, CUSTOMER_KEY, &enroll.to_json());
+    assert_eq!(answer.body["rejection"]["code"], "actor_not_permitted");
+    let answer = post_as(addr, PORTAL_KEY, &kit.verify(litware).to_json());
+    assert_eq!(
+        answer.body["rejection"]["code"], "actor_not_permitted",
+        "partner:* is not operator"
+    );
 }
