@@ -438,3 +438,28 @@ fn a_customer_scoped_principal_acts_for_its_own_customer_only() {
         "partner:* is not operator"
     );
 }
+
+#[test]
+fn the_api_document_states_who_may_call_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _, _) = served(dir.path());
+    let document = call(addr, "GET", "/openapi.json", &[], "").body;
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        document["paths"]["/healthz"]["get"]["security"],
+        serde_json::json!([])
+    );
+    let post = &document["paths"]["/v1/commands"]["post"]["responses"];
+    for status in ["401", "403", "415"] {
+        assert!(
+            post.get(status).is_some(),
+            "POST /v1/commands documents {status}"
+        );
+    }
+    assert!(document["paths"]["/v1/events"]["get"]["responses"]
+        .get("401")
+        .is_some());
+}

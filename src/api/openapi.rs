@@ -88,8 +88,42 @@ fn with(mut base: Vec<Value>, more: Vec<Value>) -> Vec<Value> {
     base
 }
 
+/// Adds SPEC.md section 10 to every operation: public paths need no credentials, the others
+/// answer 401 and 403; `POST /v1/commands` also 415.
+fn secure(mut document: Value) -> Value {
+    let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+    if let Some(paths) = document["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            let Some(operations) = item.as_object_mut() else {
+                continue;
+            };
+            for (method, operation) in operations.iter_mut() {
+                if crate::api::http::is_public_path(path) {
+                    operation["security"] = json!([]);
+                    continue;
+                }
+                let responses = &mut operation["responses"];
+                responses["401"] = json!({"description": "unauthenticated: missing, unknown, malformed or expired credentials (with WWW-Authenticate: Bearer)", "content": error});
+                responses["403"] = json!({"description": "forbidden: the principal lacks the grant this path needs (read models, or any act_as for commands)", "content": error});
+                if method == "post" {
+                    responses["415"] = json!({"description": "unsupported_media_type: the body is not Content-Type: application/json", "content": error});
+                }
+            }
+        }
+    }
+    document["components"]["securitySchemes"] = json!({"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "An API key of the principals file (stored as its SHA-256), or a JWT checked against --jwks (EdDSA, ES256, RS256; aud, exp, nbf; sub is the principal, csp_act_as and csp_read its grants)"}});
+    document["security"] = json!([{"bearer": []}]);
+    document
+}
+
 /// The document.
 pub fn document() -> Value {
+    secure(contents())
+}
+
+fn contents() -> Value {
     let relationship_row = json!({"type": "object", "properties": {
         "provider_id": {"type": "string", "format": "uuid"}, "reseller_id": {"type": "string", "format": "uuid"},
         "status": {"enum": ["invited", "active", "ended", "declined", "revoked"]}, "admin_access": {"type": "boolean"},
