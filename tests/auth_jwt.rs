@@ -344,3 +344,45 @@ fn over_http_a_token_is_a_principal_with_its_grants() {
     let challenge = response.header("www-authenticate").unwrap();
     assert!(challenge.starts_with("Bearer"), "{challenge}");
 }
+
+#[test]
+fn over_http_a_token_claims_only_the_actors_it_is_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    support::build_fixture(dir.path());
+    let addr = support::start_server_with(
+        dir.path(),
+        Authenticator::fixed(Directory::default(), Some(verifier())),
+    );
+    let post = |token: &str, body: &str| {
+        let bearer = format!("Bearer {token}");
+        let response = csp_ledger_testkit::http::request_once(
+            addr,
+            "POST",
+            "/v1/commands",
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(response.status, 200, "{}", response.text());
+        serde_json::from_slice::<Value>(&response.body).unwrap()
+    };
+    // The first fixture command enrolls a partner on its own behalf (a partner actor).
+    let enrollment = &support::fixture_commands()[0];
+    let customers_only = with(claims(), "csp_act_as", json!(["customer:*"]));
+    let outcome = post(&sign(Algorithm::EdDSA, &customers_only), enrollment);
+    assert_eq!(outcome["outcome"], "rejected", "{outcome}");
+    assert_eq!(
+        outcome["rejection"]["code"], "actor_not_permitted",
+        "{outcome}"
+    );
+    assert_eq!(
+        outcome["rejection"]["details"]["principal"], "portal-jwt",
+        "{outcome}"
+    );
+    // With the partner grant it is the duplicate of the recorded enrollment.
+    let outcome = post(&sign(Algorithm::ES256, &claims()), enrollment);
+    assert_eq!(outcome["outcome"], "duplicate", "{outcome}");
+}
