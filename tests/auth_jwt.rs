@@ -386,3 +386,21 @@ fn over_http_a_token_claims_only_the_actors_it_is_granted() {
     let outcome = post(&sign(Algorithm::ES256, &claims()), enrollment);
     assert_eq!(outcome["outcome"], "duplicate", "{outcome}");
 }
+
+#[test]
+fn serve_refuses_a_jwks_file_without_a_usable_key() {
+    let data = tempfile::tempdir().unwrap();
+    let jwks = data.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .args(["serve", "--http", "127.0.0.1:0", "--jwks"])
+        .arg(&jwks)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no usable key"), "{stderr}");
+    assert!(!stderr.contains("c2VjcmV0"), "{stderr}");
+}
