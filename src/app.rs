@@ -17,6 +17,7 @@ use tracing::{error, info};
 
 use crate::api::http::{router, HttpState};
 use crate::api::metrics::Metrics;
+use crate::api::tls::{TlsError, TlsFiles, TlsListener};
 use crate::auth::Authenticator;
 use crate::ingest::lease::LeaseStatus;
 use crate::ingest::KafkaOptions;
@@ -36,6 +37,8 @@ pub struct ServeOptions {
     pub read_wait_max: Duration,
     /// Who may call, over HTTP and Kafka (SPEC.md section 10).
     pub auth: Arc<Authenticator>,
+    /// `--tls-cert` and `--tls-key`: serve HTTPS only. Loaded and checked at bind time.
+    pub tls: Option<TlsFiles>,
 }
 
 impl ServeOptions {
@@ -44,6 +47,7 @@ impl ServeOptions {
         ServeOptions {
             read_wait_max: Duration::from_secs(2),
             auth,
+            tls: None,
         }
     }
 }
@@ -58,6 +62,8 @@ pub enum ServerError {
     InsecureNotLoopback { addr: SocketAddr },
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error(transparent)]
     Ledger(#[from] crate::writer::LedgerError),
     #[error("Kafka: {0}")]
@@ -140,6 +146,8 @@ impl CommitObserver for ServeObserver {
 /// A bound, not yet running server.
 pub struct Server {
     listener: tokio::net::TcpListener,
+    /// HTTPS when set.
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     runtime: tokio::runtime::Runtime,
     shared: Arc<Shared>,
     http: Arc<HttpState>,
@@ -163,6 +171,11 @@ impl Server {
         options: ServeOptions,
         kafka: Option<KafkaOptions>,
     ) -> Result<(Server, SocketAddr), ServerError> {
+        let tls = options
+            .tls
+            .as_ref()
+            .map(crate::api::tls::server_config)
+            .transpose()?;
         if let Some(kafka) = &kafka {
             crate::ingest::ensure_topics(kafka)?;
         }
@@ -226,6 +239,7 @@ impl Server {
         Ok((
             Server {
                 listener,
+                tls,
                 runtime,
                 shared,
                 http,
@@ -247,6 +261,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let Server {
             listener,
+            tls,
             runtime,
             shared,
             http,
@@ -285,14 +300,24 @@ impl Server {
         let app = router(http);
         let fatal_shared = Arc::clone(&shared);
         let served = runtime.block_on(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    tokio::select! {
-                        _ = shutdown => {},
-                        _ = fatal_shared.fatal_notify.notified() => {},
-                    }
-                })
-                .await
+            let stopping = async move {
+                tokio::select! {
+                    _ = shutdown => {},
+                    _ = fatal_shared.fatal_notify.notified() => {},
+                }
+            };
+            match tls {
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopping)
+                        .await
+                }
+                Some(config) => {
+                    axum::serve(TlsListener::new(listener, config)?, app)
+                        .with_graceful_shutdown(stopping)
+                        .await
+                }
+            }
         });
         drop(runtime);
         stop.store(true, Ordering::Relaxed);

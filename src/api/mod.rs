@@ -1,9 +1,10 @@
 //! The read side and the HTTP transport: the query router shared by HTTP and the CLI
 //! (`query`), event history (`history`), the axum server's routes (`http`), the OpenAPI
-//! document (`openapi`) and the Prometheus metrics (`metrics`).
+//! document (`openapi`), the Prometheus metrics (`metrics`) and HTTPS (`tls`).
 
 pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
+pub mod tls;

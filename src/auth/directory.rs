@@ -36,6 +36,9 @@ pub enum DirectoryError {
     },
     #[error("{path} is not a valid principals file: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    /// `--jwks FILE` that holds no usable key, or a key that is malformed.
+    #[error("{path} is not a usable JSON Web Key Set: {reason}")]
+    Jwks { path: PathBuf, reason: String },
     #[error("cannot write the administrator key {path}: {source}")]
     WriteKey {
         path: PathBuf,

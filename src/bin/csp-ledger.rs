@@ -72,6 +72,8 @@ enum Commands {
         topics: TopicArgs,
         #[command(flatten)]
         access: AccessArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Send command lines to the commands topic (keyed by partner id); with --wait, print the
     /// outcome of each line from the results topic.
@@ -134,6 +136,30 @@ struct AccessArgs {
     /// address is a loopback address.
     #[arg(long, conflicts_with_all = ["principals", "jwks"])]
     insecure_no_auth: bool,
+}
+
+/// HTTPS for `serve` (SPEC.md section 10): both flags or neither.
+#[derive(Debug, Clone, clap::Args)]
+struct TlsArgs {
+    /// Serve HTTPS only, with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, env = "CSP_LEDGER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert; needs --tls-cert.
+    #[arg(long, env = "CSP_LEDGER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(&self) -> Option<csp_ledger::api::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(csp_ledger::api::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            // clap refuses one without the other.
+            _ => None,
+        }
+    }
 }
 
 /// Kafka topic names and creation settings.
@@ -254,12 +280,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kafka,
             topics,
             access,
+            tls,
         } => serve(
             dir,
             options,
             &http,
             kafka.map(|brokers| kafka_options(&brokers, &topics)),
             &access,
+            tls.files(),
         ),
         Commands::Rebuild { write } => {
             let log = open_log(dir, options)?;
@@ -514,14 +542,17 @@ fn serve(
     http: &str,
     kafka: Option<csp_ledger::ingest::KafkaOptions>,
     access: &AccessArgs,
+    tls: Option<csp_ledger::api::tls::TlsFiles>,
 ) -> anyhow::Result<ExitCode> {
     let auth = std::sync::Arc::new(authenticator(dir, access)?);
     loop {
         let ledger = open_ledger(dir, options)?;
+        let mut serve_options = csp_ledger::app::ServeOptions::new(std::sync::Arc::clone(&auth));
+        serve_options.tls = tls.clone();
         let (server, addr) = csp_ledger::app::Server::bind_with_kafka(
             ledger,
             http,
-            csp_ledger::app::ServeOptions::new(std::sync::Arc::clone(&auth)),
+            serve_options,
             kafka.clone(),
         )?;
         print_line(serde_json::json!({"listening": addr.to_string()}))?;

@@ -87,8 +87,12 @@ pub fn start_server(dir: &Path) -> SocketAddr {
 
 /// Starts an in-process server for the log in `dir` that authenticates with `auth`.
 pub fn start_server_with(dir: &Path, auth: Authenticator) -> SocketAddr {
+    start_server_with_options(dir, ServeOptions::new(std::sync::Arc::new(auth)))
+}
+
+/// Starts an in-process server for the log in `dir` with `options` (reads wait at most 1.5 s).
+pub fn start_server_with_options(dir: &Path, mut options: ServeOptions) -> SocketAddr {
     let ledger = Ledger::open(dir, LogOptions { fsync: false }).unwrap();
-    let mut options = ServeOptions::new(std::sync::Arc::new(auth));
     options.read_wait_max = std::time::Duration::from_millis(1500);
     let (server, addr) = Server::bind(ledger, "127.0.0.1:0", options).unwrap();
     std::thread::spawn(move || server.run_until(std::future::pending()));
