@@ -35,6 +35,26 @@ pub enum HttpAuth {
     None,
     /// An API key in `Authorization: Bearer`, looked up by its SHA-256.
     ApiKey,
+    /// An EdDSA JWT in `Authorization: Bearer`, checked against the test fixtures' JWKS
+    /// (signature, `exp`, `aud`, claims) on every request.
+    Jwt,
+}
+
+/// The JWT fixtures of the tests (`scripts/make-test-keys.sh`).
+const JWT_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/jwt");
+
+/// An EdDSA token for an administrator, valid for an hour.
+fn bench_token() -> anyhow::Result<String> {
+    let pem = std::fs::read(format!("{JWT_FIXTURES}/ed25519.pem"))?;
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem)?;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("ed-1".into());
+    let claims = serde_json::json!({
+        "sub": "bench", "aud": csp_ledger::auth::jwt::DEFAULT_AUDIENCE,
+        "exp": chrono::Utc::now().timestamp() + 3600,
+        "csp_act_as": ["operator", "partner:*", "customer:*"], "csp_read": ["models", "personal"],
+    });
+    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
 }
 
 /// The API key of the benchmark's administrator.
@@ -53,6 +73,14 @@ fn authenticator(auth: HttpAuth) -> anyhow::Result<Authenticator> {
                 )
                 .map_err(anyhow::Error::msg)?;
             Authenticator::fixed(directory, None)
+        }
+        HttpAuth::Jwt => {
+            let jwks = std::path::PathBuf::from(format!("{JWT_FIXTURES}/jwks.json"));
+            let verifier = csp_ledger::auth::jwt::JwtVerifier::from_jwks_file(
+                &jwks,
+                csp_ledger::auth::jwt::DEFAULT_AUDIENCE,
+            )?;
+            Authenticator::fixed(Directory::default(), Some(verifier))
         }
     })
 }
@@ -106,15 +134,20 @@ pub fn run(
             let _ = stop_rx.await;
         })
     });
+    let bearer = Arc::new(match auth {
+        HttpAuth::None => String::new(),
+        HttpAuth::ApiKey => format!("Bearer {BENCH_API_KEY}"),
+        HttpAuth::Jwt => format!("Bearer {}", bench_token()?),
+    });
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..clients.max(1))
         .map(|_| {
-            let (bodies, next) = (Arc::clone(&bodies), Arc::clone(&next));
+            let (bodies, next, bearer) =
+                (Arc::clone(&bodies), Arc::clone(&next), Arc::clone(&bearer));
             std::thread::spawn(move || -> anyhow::Result<usize> {
                 let mut connection = Connection::open(addr)?;
-                let bearer = format!("Bearer {BENCH_API_KEY}");
                 let mut headers = vec![("content-type", "application/json")];
                 if auth != HttpAuth::None {
                     headers.push(("authorization", bearer.as_str()));
