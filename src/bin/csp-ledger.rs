@@ -85,6 +85,14 @@ enum Commands {
         /// Wait up to this many seconds for every outcome and print them.
         #[arg(long)]
         wait: Option<u64>,
+        /// Sign every message as this principal (with --hmac-key-file); without both, messages
+        /// go unsigned, which only an --insecure-no-auth ledger accepts.
+        #[arg(long, env = "CSP_LEDGER_PRINCIPAL", requires = "hmac_key_file")]
+        principal: Option<String>,
+        /// The principal's Kafka HMAC key: the file's bytes, one trailing newline removed, at
+        /// least 32 bytes.
+        #[arg(long, env = "CSP_LEDGER_HMAC_KEY_FILE", requires = "principal")]
+        hmac_key_file: Option<PathBuf>,
         #[command(flatten)]
         topics: TopicArgs,
     },
@@ -120,9 +128,14 @@ struct AccessArgs {
     insecure_no_auth: bool,
 }
 
-/// Kafka topic names and creation settings.
+/// Kafka client settings, topic names and creation settings.
 #[derive(Debug, Clone, clap::Args)]
 struct TopicArgs {
+    /// librdkafka settings for every Kafka client (Java-style properties: security.protocol,
+    /// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ...). Keys the ledger
+    /// sets itself (bootstrap.servers, group.id, ...) are refused.
+    #[arg(long, env = "CSP_LEDGER_KAFKA_CONFIG")]
+    kafka_config: Option<PathBuf>,
     #[arg(long, env = "CSP_LEDGER_KAFKA_GROUP", default_value = "csp-ledger")]
     kafka_group: String,
     #[arg(
@@ -162,8 +175,15 @@ struct TopicArgs {
     lease_timeout_ms: u64,
 }
 
-fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::ingest::KafkaOptions {
-    csp_ledger::ingest::KafkaOptions {
+fn kafka_options(
+    brokers: &str,
+    topics: &TopicArgs,
+) -> anyhow::Result<csp_ledger::ingest::KafkaOptions> {
+    let client_settings = match &topics.kafka_config {
+        Some(path) => csp_ledger::ingest::ClientSettings::load(path)?,
+        None => csp_ledger::ingest::ClientSettings::default(),
+    };
+    Ok(csp_ledger::ingest::KafkaOptions {
         brokers: brokers.to_string(),
         group_id: topics.kafka_group.clone(),
         commands_topic: topics.commands_topic.clone(),
@@ -177,7 +197,8 @@ fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::ingest::Kafka
             .clamp(1, csp_ledger::writer::SUBMIT_BATCH_COMMANDS_MAX),
         leader_topic: topics.leader_topic.clone(),
         lease_timeout: std::time::Duration::from_millis(topics.lease_timeout_ms.max(500)),
-    }
+        client_settings,
+    })
 }
 
 fn main() -> ExitCode {
@@ -231,8 +252,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             kafka,
             wait,
+            principal,
+            hmac_key_file,
             topics,
-        } => submit(&file, &kafka_options(&kafka, &topics), wait),
+        } => {
+            let signer = match (principal, hmac_key_file) {
+                (Some(principal), Some(key_file)) => Some(csp_ledger::ingest::Signer {
+                    principal: principal
+                        .parse()
+                        .map_err(|reason| anyhow::anyhow!("--principal: {reason}"))?,
+                    key: csp_ledger::auth::KafkaKey::read(&key_file)?,
+                }),
+                _ => None,
+            };
+            submit(
+                &file,
+                &kafka_options(&kafka, &topics)?,
+                signer.as_ref(),
+                wait,
+            )
+        }
         Commands::Serve {
             http,
             kafka,
@@ -242,7 +281,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             options,
             &http,
-            kafka.map(|brokers| kafka_options(&brokers, &topics)),
+            kafka
+                .map(|brokers| kafka_options(&brokers, &topics))
+                .transpose()?,
             &access,
         ),
         Commands::Rebuild { write } => {
@@ -374,6 +415,7 @@ fn query(dir: &Path, options: LogOptions, path: &str) -> anyhow::Result<ExitCode
 fn submit(
     file: &str,
     options: &csp_ledger::ingest::KafkaOptions,
+    signer: Option<&csp_ledger::ingest::Signer>,
     wait: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     let text = if file == "-" {
@@ -391,6 +433,7 @@ fn submit(
     let outcomes = csp_ledger::ingest::submit_lines(
         options,
         &lines,
+        signer,
         wait.map(std::time::Duration::from_secs),
     )?;
     let stdout = std::io::stdout();
@@ -408,7 +451,10 @@ fn authenticator(
 ) -> anyhow::Result<csp_ledger::auth::Authenticator> {
     use csp_ledger::auth::{jwt::JwtVerifier, Authenticator, Directory};
     if access.insecure_no_auth {
-        tracing::warn!(message = "Authentication is off (--insecure-no-auth): every caller is an administrator.");
+        tracing::warn!(
+            message =
+                "Authentication is off (--insecure-no-auth): every caller is an administrator."
+        );
         return Ok(Authenticator::insecure());
     }
     let jwt = access
