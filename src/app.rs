@@ -387,7 +387,9 @@ fn kafka_loop(shared: &Arc<Shared>, kafka: &KafkaOptions, stop: &Arc<AtomicBool>
     let on_lag = move |topic: &str, partition: i32, lag: i64| {
         lag_shared.metrics.consumer_lag(topic, partition, lag)
     };
-    if let Err(error) = crate::ingest::consume(kafka, log, &lease, &submit, &on_lag, stop) {
+    if let Err(error) =
+        crate::ingest::consume(kafka, &shared.auth, log, &lease, &submit, &on_lag, stop)
+    {
         if lease.held() {
             shared.fail(ServerError::Kafka(error));
         } else {

@@ -19,6 +19,22 @@ pub fn local_principal() -> Arc<Principal> {
     Arc::clone(&LOCAL)
 }
 
+/// The dead-letter reason of a Kafka message that was not authenticated (SPEC.md section 10).
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+
+/// The principal of an unauthenticated message: no grants at all (it is never consulted, as
+/// such a message is never parsed as a command).
+static NOBODY: LazyLock<Arc<Principal>> = LazyLock::new(|| {
+    Arc::new(Principal {
+        id: match UNAUTHENTICATED.parse() {
+            Ok(id) => id,
+            Err(reason) => unreachable!("built-in principal id: {reason}"),
+        },
+        act_as: Vec::new(),
+        read: crate::auth::ReadGrants::default(),
+    })
+});
+
 /// A command read from input: parsed (with its body hash) or malformed.
 #[derive(Debug, Clone)]
 pub struct Submission {
@@ -41,12 +57,31 @@ pub struct MessageSource {
     pub offset: i64,
     /// The message value as received.
     pub bytes: Vec<u8>,
+    /// Why the message was refused, beyond the dead letter's reason (which header was
+    /// missing, that the signature did not match): the dead letter's `detail`.
+    pub detail: Option<String>,
 }
 
 impl Submission {
     /// Parses one JSON command envelope submitted by the CLI's `local` principal.
     pub fn parse(line: Option<u64>, bytes: &[u8]) -> Submission {
         Submission::parse_as(line, bytes, local_principal())
+    }
+
+    /// A Kafka message whose `csp-principal`/`csp-signature` headers did not authenticate it
+    /// (`detail` says why): a dead letter with reason [`UNAUTHENTICATED`], never parsed, so it
+    /// takes no command id and leaves no result even when its body is a valid command.
+    pub fn unauthenticated(mut source: MessageSource, detail: String) -> Submission {
+        source.detail = Some(detail);
+        Submission {
+            line: None,
+            parsed: Err(MalformedCommand {
+                command_id: None,
+                reason: UNAUTHENTICATED.into(),
+            }),
+            source: Some(source),
+            principal: Arc::clone(&NOBODY),
+        }
     }
 
     /// Parses one JSON command envelope submitted by `principal`.
@@ -65,6 +100,7 @@ impl MessageSource {
     pub fn dead_letter<'a>(&'a self, reason: &'a str) -> DeadLetter<'a> {
         DeadLetter {
             reason: reason.into(),
+            detail: self.detail.as_deref().map(Into::into),
             topic: self.topic.as_str().into(),
             partition: self.partition,
             offset: self.offset,

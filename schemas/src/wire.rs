@@ -573,11 +573,14 @@ impl<'a> ResultMessage<'a> {
 // ---------------------------------------------------------------------------------------------
 // Dead letters
 
-/// A message that is not a command envelope at all (no command id could be read), with where
-/// it came from and why it was refused.
+/// A message that is not a command envelope at all (no command id could be read), or not
+/// authenticated, with where it came from and why it was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter<'a> {
     pub reason: Cow<'a, str>,
+    /// What exactly was wrong, when `reason` is a fixed code (`unauthenticated`: which header
+    /// was missing, or that the signature did not match). Encoded only when present.
+    pub detail: Option<Cow<'a, str>>,
     pub topic: Cow<'a, str>,
     pub partition: i32,
     pub offset: i64,
@@ -589,6 +592,8 @@ pub struct DeadLetter<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDeadLetterMeta<'a> {
+    #[serde(default)]
+    detail: Option<String>,
     offset: i64,
     partition: i32,
     #[serde(borrow)]
@@ -599,10 +604,18 @@ struct RawDeadLetterMeta<'a> {
 
 impl<'a> DeadLetter<'a> {
     /// The payload stored in the outcome log: the metadata JSON's length (u32 big-endian), the
-    /// metadata `{"offset","partition","reason","topic"}`, then the original bytes.
+    /// metadata `{"detail"?,"offset","partition","reason","topic"}` (keys sorted; `detail` only
+    /// when there is one), then the original bytes.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let mut meta = Vec::with_capacity(64 + self.reason.len() + self.topic.len());
-        meta.extend_from_slice(b"{\"offset\":");
+        let detail_len = self.detail.as_ref().map_or(0, |d| d.len() + 12);
+        let mut meta = Vec::with_capacity(64 + self.reason.len() + self.topic.len() + detail_len);
+        meta.push(b'{');
+        if let Some(detail) = &self.detail {
+            meta.extend_from_slice(b"\"detail\":");
+            write_str(&mut meta, detail);
+            meta.push(b',');
+        }
+        meta.extend_from_slice(b"\"offset\":");
         meta.extend_from_slice(self.offset.to_string().as_bytes());
         meta.extend_from_slice(b",\"partition\":");
         meta.extend_from_slice(self.partition.to_string().as_bytes());
@@ -633,6 +646,7 @@ impl<'a> DeadLetter<'a> {
         let meta: RawDeadLetterMeta<'a> = serde_json::from_slice(meta).map_err(json_error(WHAT))?;
         Ok(DeadLetter {
             reason: meta.reason,
+            detail: meta.detail.map(Cow::Owned),
             topic: meta.topic,
             partition: meta.partition,
             offset: meta.offset,
@@ -643,7 +657,7 @@ impl<'a> DeadLetter<'a> {
 
 /// A `csp.commands.dlq` message: the original bytes as the value, keyed
 /// `"<partition>/<offset>"`, with headers `reason`, `source_topic`, `source_partition` and
-/// `source_offset`.
+/// `source_offset`, and `detail` after them when the dead letter has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DlqMessage<'a>(pub DeadLetter<'a>);
 
@@ -651,15 +665,19 @@ impl<'a> DlqMessage<'a> {
     /// The message.
     pub fn encode(&self) -> TopicMessage {
         let letter = &self.0;
+        let mut headers = vec![
+            ("reason", letter.reason.to_string()),
+            ("source_topic", letter.topic.to_string()),
+            ("source_partition", letter.partition.to_string()),
+            ("source_offset", letter.offset.to_string()),
+        ];
+        if let Some(detail) = &letter.detail {
+            headers.push(("detail", detail.to_string()));
+        }
         TopicMessage {
             key: format!("{}/{}", letter.partition, letter.offset),
             value: letter.original.to_vec(),
-            headers: vec![
-                ("reason", letter.reason.to_string()),
-                ("source_topic", letter.topic.to_string()),
-                ("source_partition", letter.partition.to_string()),
-                ("source_offset", letter.offset.to_string()),
-            ],
+            headers,
         }
     }
 
@@ -689,6 +707,7 @@ impl<'a> DlqMessage<'a> {
             })?;
         Ok(DlqMessage(DeadLetter {
             reason: Cow::Borrowed(get("reason")?),
+            detail: header(headers, "detail").map(Cow::Borrowed),
             topic: Cow::Borrowed(get("source_topic")?),
             partition,
             offset: number("source_offset")?,

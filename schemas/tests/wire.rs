@@ -361,6 +361,7 @@ fn result_messages_are_pinned_and_round_trip() {
 fn dead_letter() -> DeadLetter<'static> {
     DeadLetter {
         reason: Cow::Borrowed("envelope: expected ident at line 1 column 2"),
+        detail: None,
         topic: Cow::Borrowed("csp.commands"),
         partition: 2,
         offset: 41,
@@ -400,6 +401,44 @@ fn stored_dead_letter_is_pinned_and_round_trips() {
         DeadLetter::decode(&bad),
         Err(WireError::Json { .. })
     ));
+}
+
+#[test]
+fn a_dead_letter_with_a_detail_adds_it_to_the_metadata_and_the_headers_only() {
+    let letter = DeadLetter {
+        reason: Cow::Borrowed("unauthenticated"),
+        detail: Some(Cow::Borrowed("no csp-principal header")),
+        ..dead_letter()
+    };
+    let mut out = Vec::new();
+    letter.encode(&mut out);
+    let meta = r#"{"detail":"no csp-principal header","offset":41,"partition":2,"reason":"unauthenticated","topic":"csp.commands"}"#;
+    let mut expected = (meta.len() as u32).to_be_bytes().to_vec();
+    expected.extend_from_slice(meta.as_bytes());
+    expected.extend_from_slice(b"not json\xff");
+    assert_eq!(out, expected);
+    assert_eq!(DeadLetter::decode(&out).unwrap(), letter);
+
+    let encoded = DlqMessage(letter.clone()).encode();
+    assert_eq!(
+        encoded.headers,
+        vec![
+            ("reason", "unauthenticated".to_string()),
+            ("source_topic", "csp.commands".into()),
+            ("source_partition", "2".into()),
+            ("source_offset", "41".into()),
+            ("detail", "no csp-principal header".into()),
+        ]
+    );
+    let headers: Vec<(String, String)> = encoded
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    assert_eq!(
+        DlqMessage::decode(&encoded.value, &headers).unwrap(),
+        DlqMessage(letter)
+    );
 }
 
 #[test]

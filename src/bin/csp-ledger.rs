@@ -87,6 +87,14 @@ enum Commands {
         /// Wait up to this many seconds for every outcome and print them.
         #[arg(long)]
         wait: Option<u64>,
+        /// Sign every message as this principal (with --hmac-key-file); without both, messages
+        /// go unsigned, which only an --insecure-no-auth ledger accepts.
+        #[arg(long, env = "CSP_LEDGER_PRINCIPAL", requires = "hmac_key_file")]
+        principal: Option<String>,
+        /// The principal's Kafka HMAC key: the file's bytes, one trailing newline removed, at
+        /// least 32 bytes.
+        #[arg(long, env = "CSP_LEDGER_HMAC_KEY_FILE", requires = "principal")]
+        hmac_key_file: Option<PathBuf>,
         #[command(flatten)]
         topics: TopicArgs,
     },
@@ -162,9 +170,14 @@ impl TlsArgs {
     }
 }
 
-/// Kafka topic names and creation settings.
+/// Kafka client settings, topic names and creation settings.
 #[derive(Debug, Clone, clap::Args)]
 struct TopicArgs {
+    /// librdkafka settings for every Kafka client (Java-style properties: security.protocol,
+    /// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ...). Keys the ledger
+    /// sets itself (bootstrap.servers, group.id, ...) are refused.
+    #[arg(long, env = "CSP_LEDGER_KAFKA_CONFIG")]
+    kafka_config: Option<PathBuf>,
     #[arg(long, env = "CSP_LEDGER_KAFKA_GROUP", default_value = "csp-ledger")]
     kafka_group: String,
     #[arg(
@@ -204,8 +217,15 @@ struct TopicArgs {
     lease_timeout_ms: u64,
 }
 
-fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::ingest::KafkaOptions {
-    csp_ledger::ingest::KafkaOptions {
+fn kafka_options(
+    brokers: &str,
+    topics: &TopicArgs,
+) -> anyhow::Result<csp_ledger::ingest::KafkaOptions> {
+    let client_settings = match &topics.kafka_config {
+        Some(path) => csp_ledger::ingest::ClientSettings::load(path)?,
+        None => csp_ledger::ingest::ClientSettings::default(),
+    };
+    Ok(csp_ledger::ingest::KafkaOptions {
         brokers: brokers.to_string(),
         group_id: topics.kafka_group.clone(),
         commands_topic: topics.commands_topic.clone(),
@@ -219,7 +239,8 @@ fn kafka_options(brokers: &str, topics: &TopicArgs) -> csp_ledger::ingest::Kafka
             .clamp(1, csp_ledger::writer::SUBMIT_BATCH_COMMANDS_MAX),
         leader_topic: topics.leader_topic.clone(),
         lease_timeout: std::time::Duration::from_millis(topics.lease_timeout_ms.max(500)),
-    }
+        client_settings,
+    })
 }
 
 fn main() -> ExitCode {
@@ -273,8 +294,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             kafka,
             wait,
+            principal,
+            hmac_key_file,
             topics,
-        } => submit(&file, &kafka_options(&kafka, &topics), wait),
+        } => {
+            let signer = match (principal, hmac_key_file) {
+                (Some(principal), Some(key_file)) => Some(csp_ledger::ingest::Signer {
+                    principal: principal
+                        .parse()
+                        .map_err(|reason| anyhow::anyhow!("--principal: {reason}"))?,
+                    key: csp_ledger::auth::KafkaKey::read(&key_file)?,
+                }),
+                _ => None,
+            };
+            submit(
+                &file,
+                &kafka_options(&kafka, &topics)?,
+                signer.as_ref(),
+                wait,
+            )
+        }
         Commands::Serve {
             http,
             kafka,
@@ -285,7 +324,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             options,
             &http,
-            kafka.map(|brokers| kafka_options(&brokers, &topics)),
+            kafka
+                .map(|brokers| kafka_options(&brokers, &topics))
+                .transpose()?,
             &access,
             tls.files(),
         ),
@@ -424,6 +465,7 @@ fn query(dir: &Path, options: LogOptions, path: &str) -> anyhow::Result<ExitCode
 fn submit(
     file: &str,
     options: &csp_ledger::ingest::KafkaOptions,
+    signer: Option<&csp_ledger::ingest::Signer>,
     wait: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     let text = if file == "-" {
@@ -441,6 +483,7 @@ fn submit(
     let outcomes = csp_ledger::ingest::submit_lines(
         options,
         &lines,
+        signer,
         wait.map(std::time::Duration::from_secs),
     )?;
     let stdout = std::io::stdout();

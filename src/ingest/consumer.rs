@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
+use crate::auth::signature::{PRINCIPAL_HEADER, SIGNATURE_HEADER};
+use crate::auth::Authenticator;
 use crate::ingest::lease::LeaseStatus;
 use crate::intake::{MessageSource, Submission};
 use crate::store::log::Log;
@@ -30,6 +32,11 @@ pub type SubmitFn =
 /// Consumes the commands topic until `stop` is set or the lease is lost, handing each batch
 /// to `submit` (which returns once the batch is durable).
 ///
+/// Every message is authenticated by `auth` from its `csp-principal` and `csp-signature`
+/// headers (SPEC.md section 10) before its value is parsed: an unauthenticated one becomes a
+/// dead letter (its offset still moves with the batch), a signed one a submission of its
+/// principal.
+///
 /// Each partition starts at the later of the offset stored in this log (what this instance
 /// decided itself) and the group's committed offset (everything before it was decided and
 /// published by whichever instance led; a standby that took over has replicated it). Commands
@@ -37,6 +44,7 @@ pub type SubmitFn =
 /// the idempotency index answers the rest as duplicates.
 pub fn consume(
     options: &KafkaOptions,
+    auth: &Authenticator,
     log: Arc<Log>,
     lease: &LeaseStatus,
     submit: &SubmitFn,
@@ -59,7 +67,7 @@ pub fn consume(
             lag_checked = std::time::Instant::now();
             report_lag(&consumer, &log, &partitions, on_lag)?;
         }
-        let (submissions, next_offsets) = poll_commands(&consumer, options);
+        let (submissions, next_offsets) = poll_commands(&consumer, options, auth);
         if submissions.is_empty() {
             continue;
         }
@@ -147,6 +155,7 @@ fn report_lag(
 fn poll_commands(
     consumer: &BaseConsumer,
     options: &KafkaOptions,
+    auth: &Authenticator,
 ) -> (Vec<Submission>, Vec<(String, i64)>) {
     let mut submissions = Vec::new();
     let mut next_offsets: Vec<(String, i64)> = Vec::new();
@@ -168,26 +177,58 @@ fn poll_commands(
             partition: message.partition(),
             offset: message.offset(),
             bytes: message.payload().unwrap_or_default().to_vec(),
+            detail: None,
         };
         let key = offset_key(&source.topic, source.partition);
         match next_offsets.iter_mut().find(|(k, _)| *k == key) {
             Some((_, next)) => *next = source.offset + 1,
             None => next_offsets.push((key, source.offset + 1)),
         }
-        let mut submission = match message.payload() {
-            Some(bytes) => Submission::parse(None, bytes),
-            None => Submission {
-                line: None,
-                parsed: Err(csp_ledger_schemas::MalformedCommand {
-                    command_id: None,
-                    reason: "the message has no value".into(),
-                }),
-                source: None,
-                principal: crate::intake::local_principal(),
-            },
-        };
-        submission.source = Some(source);
-        submissions.push(submission);
+        submissions.push(authenticated_submission(auth, &message, source));
     }
     (submissions, next_offsets)
+}
+
+/// The value of the first header named `name`, if any.
+fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m [u8]> {
+    message
+        .headers()?
+        .iter()
+        .find(|header| header.key == name)
+        .and_then(|header| header.value)
+}
+
+/// The submission of one message: a dead letter when its headers do not authenticate it, else
+/// its value parsed as a command of the signing principal.
+fn authenticated_submission(
+    auth: &Authenticator,
+    message: &BorrowedMessage<'_>,
+    source: MessageSource,
+) -> Submission {
+    let principal = match auth.authenticate_message(
+        header(message, PRINCIPAL_HEADER),
+        header(message, SIGNATURE_HEADER),
+        &source.bytes,
+    ) {
+        Ok(principal) => principal,
+        Err(refused) => {
+            // The detail names the header or the mismatch, never a key.
+            debug!(message = "Unauthenticated command message.", partition = source.partition, offset = source.offset, detail = %refused);
+            return Submission::unauthenticated(source, refused.to_string());
+        }
+    };
+    let mut submission = match message.payload() {
+        Some(bytes) => Submission::parse_as(None, bytes, principal),
+        None => Submission {
+            line: None,
+            parsed: Err(csp_ledger_schemas::MalformedCommand {
+                command_id: None,
+                reason: "the message has no value".into(),
+            }),
+            source: None,
+            principal,
+        },
+    };
+    submission.source = Some(source);
+    submission
 }

@@ -13,6 +13,7 @@
 pub mod consumer;
 pub mod lease;
 pub mod publisher;
+pub mod settings;
 pub mod standby;
 pub mod submit;
 pub mod topics;
@@ -28,7 +29,8 @@ use crate::writer::SUBMIT_BATCH_COMMANDS_MAX;
 
 pub use consumer::consume;
 pub use publisher::Publisher;
-pub use submit::{command_key, header_pairs, submit_lines};
+pub use settings::{ClientSettings, SettingsError};
+pub use submit::{command_key, header_pairs, submit_lines, Signer};
 pub use topics::{ensure_topics, offset_key};
 
 /// Events or outcomes published per round before the cursor moves.
@@ -81,6 +83,8 @@ pub struct KafkaOptions {
     pub leader_topic: String,
     /// How long a leader may be silent before a standby takes over.
     pub lease_timeout: Duration,
+    /// `--kafka-config`: librdkafka settings (security, TLS, SASL) for every client.
+    pub client_settings: ClientSettings,
 }
 
 impl KafkaOptions {
@@ -98,12 +102,16 @@ impl KafkaOptions {
             batch_commands_max: SUBMIT_BATCH_COMMANDS_MAX,
             leader_topic: "csp.ledger.leader".into(),
             lease_timeout: Duration::from_secs(6),
+            client_settings: ClientSettings::default(),
         }
     }
 
+    /// The base configuration of every client the ledger creates: the brokers and the
+    /// `--kafka-config` settings (which cannot name a key the ledger sets itself).
     pub fn client(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        self.client_settings.apply(&mut config);
         config
     }
 }

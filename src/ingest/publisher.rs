@@ -406,6 +406,7 @@ impl Publisher {
                 warn!(message = "Stored dead letter does not decode; published as stored.", error = %error);
                 DlqMessage(DeadLetter {
                     reason: format!("stored dead letter does not decode: {error}").into(),
+                    detail: None,
                     topic: Cow::Borrowed(""),
                     partition: -1,
                     offset: -1,

@@ -3,13 +3,16 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use uuid::Uuid;
 
 use csp_ledger_schemas::wire::OutcomeLine;
+
+use crate::auth::signature::{sign, PRINCIPAL_HEADER, SIGNATURE_HEADER};
+use crate::auth::{KafkaKey, PrincipalId};
 
 use super::publisher::enqueue;
 use super::{IngestError, KafkaOptions};
@@ -30,12 +33,39 @@ pub fn command_key(line: &str) -> String {
         .unwrap_or_else(|| Uuid::nil().to_string())
 }
 
-/// Sends command lines to the commands topic, keyed by [`command_key`]; with `wait`, reads
+/// Who signs the messages `submit` sends (`--principal ID --hmac-key-file FILE`, SPEC.md
+/// section 10). Its key is never formatted.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    pub principal: PrincipalId,
+    pub key: KafkaKey,
+}
+
+impl Signer {
+    /// The `csp-principal` and `csp-signature` headers of a message value.
+    pub fn headers(&self, value: &[u8]) -> OwnedHeaders {
+        let signature = sign(&self.key, value);
+        OwnedHeaders::new_with_capacity(2)
+            .insert(Header {
+                key: PRINCIPAL_HEADER,
+                value: Some(self.principal.as_str()),
+            })
+            .insert(Header {
+                key: SIGNATURE_HEADER,
+                value: Some(signature.as_str()),
+            })
+    }
+}
+
+/// Sends command lines to the commands topic, keyed by [`command_key`] and signed by `signer`
+/// when there is one (unsigned messages are accepted only by an `--insecure-no-auth`
+/// ledger); with `wait`, reads
 /// the results topic until every sent command has its outcome (or `wait` runs out) and returns
 /// the outcome lines in input order.
 pub fn submit_lines(
     options: &KafkaOptions,
     lines: &[String],
+    signer: Option<&Signer>,
     wait: Option<Duration>,
 ) -> Result<Vec<String>, IngestError> {
     let producer: FutureProducer = options
@@ -75,9 +105,12 @@ pub fn submit_lines(
     let mut pending = Vec::with_capacity(lines.len());
     for line in lines {
         let key = command_key(line);
-        let record = FutureRecord::to(&options.commands_topic)
+        let mut record = FutureRecord::to(&options.commands_topic)
             .key(&key)
             .payload(line.as_bytes());
+        if let Some(signer) = signer {
+            record = record.headers(signer.headers(line.as_bytes()));
+        }
         pending.push(enqueue(&producer, record)?);
     }
     runtime.block_on(async {

@@ -33,7 +33,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -43,7 +43,8 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use csp_ledger::app::{ServeOptions, Server, ServerError};
-use csp_ledger::ingest::{command_key, IngestError, KafkaOptions};
+use csp_ledger::auth::Authenticator;
+use csp_ledger::ingest::{command_key, IngestError, KafkaOptions, Signer};
 use csp_ledger::store::log::LogOptions;
 use csp_ledger::writer::{Ledger, LedgerError};
 use csp_ledger_schemas::wire::ResultMessage;
@@ -81,6 +82,53 @@ pub struct KafkaBenchOptions {
     /// The ledgers' directories are created under it and removed afterwards.
     pub data_dir: PathBuf,
     pub log: LogOptions,
+    /// `--signed`: every command (warm-up included) carries `csp-principal` and
+    /// `csp-signature`, signed in the sending thread, and every ledger authenticates them
+    /// against a principals file (else the ledgers run `--insecure-no-auth`).
+    pub signing: Option<BenchSigning>,
+}
+
+/// A principal allowed every actor and its Kafka key, written to a principals file.
+#[derive(Debug, Clone)]
+pub struct BenchSigning {
+    pub principals_file: PathBuf,
+    pub signer: Signer,
+}
+
+impl BenchSigning {
+    /// Writes `bench.key` (a random 64-character key) and `principals.toml` into `dir`.
+    pub fn create(dir: &Path) -> Result<BenchSigning, KafkaBenchError> {
+        std::fs::create_dir_all(dir)?;
+        let key_file = dir.join("bench.key");
+        std::fs::write(
+            &key_file,
+            format!("{}\n", Uuid::new_v4().simple().to_string().repeat(2)),
+        )?;
+        let principals_file = dir.join("principals.toml");
+        std::fs::write(
+            &principals_file,
+            "[[principal]]\nid = \"bench\"\nkafka_hmac_key_file = \"bench.key\"\nact_as = [\"operator\", \"partner:*\", \"customer:*\"]\nread = []\n",
+        )?;
+        let key = csp_ledger::auth::KafkaKey::read(&key_file)
+            .map_err(|e| KafkaBenchError::Stalled(e.to_string()))?;
+        let principal = "bench"
+            .parse()
+            .map_err(|e: String| KafkaBenchError::Stalled(e))?;
+        Ok(BenchSigning {
+            principals_file,
+            signer: Signer { principal, key },
+        })
+    }
+
+    fn authenticator(&self) -> Result<Authenticator, KafkaBenchError> {
+        Authenticator::from_file(self.principals_file.clone(), None)
+            .map_err(|e| KafkaBenchError::Stalled(e.to_string()))
+    }
+}
+
+/// The headers of a command sent with `signing`.
+fn headers(signing: Option<&BenchSigning>, line: &str) -> Option<OwnedHeaders> {
+    signing.map(|s| s.signer.headers(line.as_bytes()))
 }
 
 /// Failures of the benchmark. Edge: exit 1.
@@ -108,6 +156,8 @@ pub struct KafkaBenchReport {
     pub run_id: String,
     pub seed: u64,
     pub fsync: bool,
+    /// Every command signed and authenticated (`--signed`).
+    pub signed: bool,
     pub batch_commands_max: usize,
     pub command_bytes_avg: f64,
     pub timeline_columns: &'static str,
@@ -234,7 +284,7 @@ pub fn run(options: &KafkaBenchOptions) -> Result<KafkaBenchReport, KafkaBenchEr
         consume = broker.consume_messages_per_second
     );
 
-    let throughput = throughput(options, &run_id, &lines, &keys)?;
+    let throughput = throughput(options, &run_id, "throughput", &lines, &keys)?;
     info!(
         message = "Throughput phase done.",
         commands_per_second = throughput.commands_per_second
@@ -252,12 +302,115 @@ pub fn run(options: &KafkaBenchOptions) -> Result<KafkaBenchReport, KafkaBenchEr
         run_id,
         seed: options.seed,
         fsync: options.log.fsync,
+        signed: options.signing.is_some(),
         batch_commands_max: options.batch_commands_max,
         command_bytes_avg,
         timeline_columns: TIMELINE_COLUMNS,
         broker,
         throughput,
         latency,
+    })
+}
+
+/// Signed against unsigned end-to-end throughput (`--compare-signing ROUNDS`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SigningComparison {
+    pub brokers: String,
+    pub run_id: String,
+    pub seed: u64,
+    pub fsync: bool,
+    pub commands: usize,
+    pub rounds: usize,
+    /// Commands per second of each throughput phase, in round order (each round runs both,
+    /// unsigned first in even rounds and signed first in odd ones).
+    pub unsigned_commands_per_second: Vec<f64>,
+    pub signed_commands_per_second: Vec<f64>,
+    pub unsigned_median: f64,
+    pub signed_median: f64,
+    /// `signed_median / unsigned_median`.
+    pub signed_over_unsigned: f64,
+    /// Every phase: (`signed`/`unsigned`, its report without the timeline).
+    pub phases: Vec<(String, ThroughputReport)>,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Runs the throughput phase `rounds` times unsigned and `rounds` times signed, alternating
+/// (ABBA), each with a fresh ledger and fresh topics, in one process against one broker.
+pub fn compare_signing(
+    options: &KafkaBenchOptions,
+    rounds: usize,
+) -> Result<SigningComparison, KafkaBenchError> {
+    let run_id = Uuid::new_v4().simple().to_string()[..12].to_string();
+    let signing =
+        BenchSigning::create(&options.data_dir.join(format!("kafka-bench-{run_id}-keys")))?;
+    let lines: Arc<Vec<String>> = Arc::new(
+        Generator::new(options.seed)
+            .take(options.commands)
+            .map(|envelope| envelope.to_json())
+            .collect(),
+    );
+    let keys: Arc<Vec<String>> = Arc::new(lines.iter().map(|l| command_key(l)).collect());
+    let unsigned = KafkaBenchOptions {
+        signing: None,
+        ..options.clone()
+    };
+    let signed = KafkaBenchOptions {
+        signing: Some(signing),
+        ..options.clone()
+    };
+    let (mut unsigned_rates, mut signed_rates, mut phases) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [("unsigned", &unsigned), ("signed", &signed)]
+        } else {
+            [("signed", &signed), ("unsigned", &unsigned)]
+        };
+        for (label, phase_options) in order {
+            let mut report = throughput(
+                phase_options,
+                &run_id,
+                &format!("throughput-{label}-{round}"),
+                &lines,
+                &keys,
+            )?;
+            info!(
+                message = "Throughput phase done.",
+                label,
+                round,
+                commands_per_second = report.commands_per_second
+            );
+            report.timeline.clear();
+            match label {
+                "signed" => signed_rates.push(report.commands_per_second),
+                _ => unsigned_rates.push(report.commands_per_second),
+            }
+            phases.push((label.to_string(), report));
+        }
+    }
+    let _ = std::fs::remove_dir_all(options.data_dir.join(format!("kafka-bench-{run_id}-keys")));
+    let (unsigned_median, signed_median) = (median(&unsigned_rates), median(&signed_rates));
+    Ok(SigningComparison {
+        brokers: options.brokers.clone(),
+        run_id,
+        seed: options.seed,
+        fsync: options.log.fsync,
+        commands: options.commands,
+        rounds,
+        unsigned_commands_per_second: unsigned_rates,
+        signed_commands_per_second: signed_rates,
+        unsigned_median,
+        signed_median,
+        signed_over_unsigned: signed_median / unsigned_median.max(1e-9),
+        phases,
     })
 }
 
@@ -310,8 +463,12 @@ fn send(
     topic: &str,
     key: &str,
     payload: &[u8],
+    headers: Option<OwnedHeaders>,
 ) -> Result<(), KafkaError> {
     let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    if let Some(headers) = headers {
+        record = record.headers(headers);
+    }
     loop {
         match producer.send(record) {
             Ok(()) => {
@@ -421,7 +578,7 @@ fn baseline(
         .fetch_metadata(Some(&topic), Duration::from_secs(10))?;
     let started = Instant::now();
     for (line, key) in lines.iter().zip(keys) {
-        send(&producer, &topic, key, line.as_bytes())?;
+        send(&producer, &topic, key, line.as_bytes(), None)?;
     }
     producer.flush(Duration::from_secs(600))?;
     let produce_seconds = started.elapsed().as_secs_f64();
@@ -492,14 +649,17 @@ struct RunningLedger {
 }
 
 impl RunningLedger {
-    fn start(dir: &Path, kafka: KafkaOptions, log: LogOptions) -> Result<Self, KafkaBenchError> {
+    fn start(
+        dir: &Path,
+        kafka: KafkaOptions,
+        log: LogOptions,
+        auth: Authenticator,
+    ) -> Result<Self, KafkaBenchError> {
         let ledger = Ledger::open(dir, log)?;
         let (server, http) = Server::bind_with_kafka(
             ledger,
             "127.0.0.1:0",
-            ServeOptions::new(std::sync::Arc::new(
-                csp_ledger::auth::Authenticator::insecure(),
-            )),
+            ServeOptions::new(Arc::new(auth)),
             Some(kafka),
         )?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -769,6 +929,10 @@ fn start_phase(
             .join(format!("kafka-bench-{run_id}-{phase}")),
         kafka.clone(),
         options.log,
+        match &options.signing {
+            Some(signing) => signing.authenticator()?,
+            None => Authenticator::insecure(),
+        },
     )?;
     let results = consumer_from_beginning(
         &options.brokers,
@@ -779,7 +943,7 @@ fn start_phase(
     producer
         .client()
         .fetch_metadata(Some(&kafka.commands_topic), Duration::from_secs(10))?;
-    warm_up(&producer, &kafka, &results)?;
+    warm_up(&producer, &kafka, &results, options.signing.as_ref())?;
     Ok((kafka, ledger, results, producer))
 }
 
@@ -791,6 +955,7 @@ fn warm_up(
     producer: &BenchProducer,
     kafka: &KafkaOptions,
     results: &BaseConsumer,
+    signing: Option<&BenchSigning>,
 ) -> Result<(), KafkaBenchError> {
     let command_id = uuid::Uuid::new_v4().to_string();
     let line = serde_json::json!({"command_id": command_id, "type": "BenchmarkWarmUp"}).to_string();
@@ -799,6 +964,7 @@ fn warm_up(
         &kafka.commands_topic,
         &command_id,
         line.as_bytes(),
+        headers(signing, &line),
     )?;
     producer.flush(Duration::from_secs(30))?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -817,10 +983,11 @@ fn warm_up(
 fn throughput(
     options: &KafkaBenchOptions,
     run_id: &str,
+    phase: &str,
     lines: &Arc<Vec<String>>,
     keys: &Arc<Vec<String>>,
 ) -> Result<ThroughputReport, KafkaBenchError> {
-    let (kafka, ledger, results, producer) = start_phase(options, run_id, "throughput")?;
+    let (kafka, ledger, results, producer) = start_phase(options, run_id, phase)?;
     let total = lines.len() as u64;
     let received = Arc::new(AtomicU64::new(0));
 
@@ -836,11 +1003,13 @@ fn throughput(
     let publisher = {
         let (producer, topic) = (Arc::clone(&producer), kafka.commands_topic.clone());
         let (lines, keys) = (Arc::clone(lines), Arc::clone(keys));
+        let signing = options.signing.clone();
         std::thread::Builder::new()
             .name("bench-publish".into())
             .spawn(move || -> Result<Duration, KafkaError> {
                 for (line, key) in lines.iter().zip(keys.iter()) {
-                    send(&producer, &topic, key, line.as_bytes())?;
+                    let headers = headers(signing.as_ref(), line);
+                    send(&producer, &topic, key, line.as_bytes(), headers)?;
                 }
                 producer.flush(Duration::from_secs(600))?;
                 Ok(started.elapsed())
@@ -980,6 +1149,7 @@ fn latency(options: &KafkaBenchOptions, run_id: &str) -> Result<LatencyReport, K
             kafka.commands_topic.clone(),
             Arc::clone(&behind_max),
         );
+        let signing = options.signing.clone();
         std::thread::Builder::new()
             .name("bench-paced".into())
             .spawn(move || -> Result<Duration, KafkaError> {
@@ -991,7 +1161,8 @@ fn latency(options: &KafkaBenchOptions, run_id: &str) -> Result<LatencyReport, K
                     } else {
                         behind_max.fetch_max((now - due).as_micros() as u64, Ordering::Relaxed);
                     }
-                    send(&producer, &topic, key, line.as_bytes())?;
+                    let headers = headers(signing.as_ref(), line);
+                    send(&producer, &topic, key, line.as_bytes(), headers)?;
                 }
                 let sent = start.elapsed();
                 producer.flush(Duration::from_secs(600))?;

@@ -105,6 +105,14 @@ enum Commands {
         /// Most commands consumed into one group commit.
         #[arg(long, env = "CSP_LEDGER_KAFKA_BATCH_COMMANDS", default_value_t = csp_ledger::writer::SUBMIT_BATCH_COMMANDS_MAX)]
         kafka_batch_commands: usize,
+        /// Sign every command (csp-principal, csp-signature) and run the ledgers with a
+        /// principals file instead of --insecure-no-auth.
+        #[arg(long)]
+        signed: bool,
+        /// Instead of the three phases: the throughput phase ROUNDS times unsigned and ROUNDS
+        /// times signed, alternating, and the two medians.
+        #[arg(long, value_name = "ROUNDS", conflicts_with = "signed")]
+        compare_signing: Option<usize>,
     },
 }
 
@@ -207,21 +215,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seconds,
             seed,
             kafka_batch_commands,
+            signed,
+            compare_signing,
         } => {
-            let report = csp_ledger_tools::kafka_bench::run(
-                &csp_ledger_tools::kafka_bench::KafkaBenchOptions {
-                    brokers: kafka,
-                    commands,
-                    rate,
-                    seconds,
-                    seed,
-                    batch_commands_max: kafka_batch_commands
-                        .clamp(1, csp_ledger::writer::SUBMIT_BATCH_COMMANDS_MAX),
-                    data_dir: cli.data_dir.clone(),
-                    log: options,
-                },
-            )
-            .context("running the Kafka benchmark")?;
+            use csp_ledger_tools::kafka_bench::{self, BenchSigning, KafkaBenchOptions};
+            let signing = if signed {
+                Some(BenchSigning::create(
+                    &cli.data_dir
+                        .join(format!("kafka-bench-keys-{}", std::process::id())),
+                )?)
+            } else {
+                None
+            };
+            let bench = KafkaBenchOptions {
+                brokers: kafka,
+                commands,
+                rate,
+                seconds,
+                seed,
+                batch_commands_max: kafka_batch_commands
+                    .clamp(1, csp_ledger::writer::SUBMIT_BATCH_COMMANDS_MAX),
+                data_dir: cli.data_dir.clone(),
+                log: options,
+                signing,
+            };
+            if let Some(rounds) = compare_signing {
+                let report = kafka_bench::compare_signing(&bench, rounds.max(1))
+                    .context("running the Kafka signing comparison")?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let report = kafka_bench::run(&bench).context("running the Kafka benchmark")?;
+            if let Some(signing) = &bench.signing {
+                if let Some(dir) = signing.principals_file.parent() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
