@@ -4,6 +4,10 @@
 Reads event envelopes as JSON lines (the output of `csp-ledger history`) on stdin and
 recomputes every hash from the rules in CANONICAL.md. Prints "ok N HEAD_HASH" and exits 0, or
 prints the first position where the chain breaks and exits 2.
+
+Every schema_version is hashed the same way: the canonical bytes are the members the line has,
+minus hash, prev_hash and personal_data (version 1 has no submitted_by, version 2 has it), so
+a log that switches versions part-way verifies without any per-version code.
 """
 import hashlib
 import json

@@ -25,6 +25,12 @@ fn one_envelope_or_an_array_gets_outcomes() {
     let outcome = single.json();
     assert_eq!(outcome["outcome"], "accepted");
     assert_eq!(outcome["events"][0]["type"], "PartnerEnrolled");
+    // The event records who submitted it: here the insecure mode's principal.
+    assert_eq!(outcome["events"][0]["schema_version"], 2);
+    assert_eq!(
+        outcome["events"][0]["submitted_by"],
+        csp_ledger::auth::INSECURE_PRINCIPAL_ID
+    );
     assert_eq!(
         outcome["events"][0]["personal_data"]["primary_contact_email"],
         "partners@northwind-distribution.example"

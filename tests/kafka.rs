@@ -386,6 +386,9 @@ fn end_to_end_results_events_and_read_models_agree_with_apply() {
         let envelope: Value = serde_json::from_slice(value).unwrap();
         assert_eq!(key.as_deref(), envelope["stream"].as_str());
         assert!(envelope.get("personal_data").is_none());
+        // Published as stored: version 2, naming the principal the consumer submitted as.
+        assert_eq!(envelope["schema_version"], 2);
+        assert!(envelope["submitted_by"].is_string(), "{envelope}");
     }
 
     // Every outcome on csp.command-results, keyed by command_id, with the correlation header.

@@ -4,6 +4,7 @@
 //! (see `schemas/CANONICAL.md`); every data struct declares its fields alphabetically so that
 //! direct serialization already is canonical (a test checks this against a sorted map).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -15,11 +16,39 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::command::{Actor, ManagedServiceKind, RevenueCategory, SupportPlan};
+use crate::upcast::{self, Member, Upcast};
 use crate::values::{Commitment, Country, Month, UsdAmount, UsdTotal};
 
-/// Schema version written into every envelope. Raised when an event's data changes shape;
-/// old versions are then upcast on read.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Schema version written into every new envelope. Raised when the envelope or an event's data
+/// changes shape; stored envelopes of older versions keep their bytes and are upcast on decode
+/// (`crate::upcast`). Version 2 added `submitted_by`.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The longest principal id (`submitted_by`), in characters (all ASCII).
+pub const PRINCIPAL_ID_CHARS_MAX: usize = 128;
+
+/// The JSON Schema pattern of a principal id: what [`check_principal_id`] accepts.
+pub const PRINCIPAL_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
+
+/// Checks a principal id: 1 to [`PRINCIPAL_ID_CHARS_MAX`] ASCII letters, digits, `.`, `_`, `-`
+/// (opaque ids, never an e-mail address: `submitted_by` is hashed and cannot be erased).
+pub fn check_principal_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > PRINCIPAL_ID_CHARS_MAX {
+        return Err(format!(
+            "a principal id has 1 to {PRINCIPAL_ID_CHARS_MAX} characters, not {}",
+            id.len()
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "principal id {id:?} contains {bad:?}: ids are opaque (letters, digits, '.', '_', '-'), never an e-mail address"
+        ));
+    }
+    Ok(())
+}
 
 /// A stream: the history of one partner, one customer or one provider-reseller pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,7 +113,7 @@ impl Serialize for StreamId {
 
 impl<'de> Deserialize<'de> for StreamId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let raw = <Cow<'de, str>>::deserialize(deserializer)?;
         raw.parse().map_err(serde::de::Error::custom)
     }
 }
@@ -281,6 +310,11 @@ impl Event {
 
 /// An event envelope without its chain fields (`prev_hash`, `hash`): exactly what the
 /// canonical bytes encode.
+///
+/// `schema_version` is the version the envelope is stored as, and its canonical bytes are
+/// written in that version's shape, so a decoded envelope serializes to its stored bytes; the
+/// other fields are the current shape, upcast on decode (`crate::upcast`). New envelopes are
+/// [`SCHEMA_VERSION`] with `submitted_by` set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventEnvelope {
     pub event_id: Uuid,
@@ -288,6 +322,9 @@ pub struct EventEnvelope {
     pub stream: StreamId,
     pub stream_version: u64,
     pub schema_version: u32,
+    /// The authenticated principal that submitted the command (`"local"` for the CLI);
+    /// `None` for a version 1 envelope, which did not record it.
+    pub submitted_by: Option<String>,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
     pub command_id: Uuid,
@@ -298,8 +335,11 @@ pub struct EventEnvelope {
 
 impl Serialize for EventEnvelope {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Keys in sorted order: this is the canonical form.
-        let mut s = serializer.serialize_struct("EventEnvelope", 12)?;
+        // Keys in sorted order: this is the canonical form. Written in the shape of the stored
+        // version: version 1 has no `submitted_by` (its bytes stay as they were hashed).
+        let with_submitter = self.schema_version >= 2;
+        let mut s =
+            serializer.serialize_struct("EventEnvelope", 12 + usize::from(with_submitter))?;
         s.serialize_field("actor", &self.actor)?;
         s.serialize_field("command_id", &self.command_id)?;
         s.serialize_field("correlation_id", &self.correlation_id)?;
@@ -311,6 +351,9 @@ impl Serialize for EventEnvelope {
         s.serialize_field("schema_version", &self.schema_version)?;
         s.serialize_field("stream", &self.stream)?;
         s.serialize_field("stream_version", &self.stream_version)?;
+        if with_submitter {
+            s.serialize_field("submitted_by", &self.submitted_by)?;
+        }
         s.serialize_field("type", self.event.type_name())?;
         s.end()
     }
@@ -331,12 +374,15 @@ struct RawEventEnvelope<'a> {
     schema_version: u32,
     stream: StreamId,
     stream_version: u64,
+    #[serde(default, borrow)]
+    submitted_by: Member<'a>,
     #[serde(rename = "type", borrow)]
-    event_type: std::borrow::Cow<'a, str>,
+    event_type: Cow<'a, str>,
 }
 
 /// The part of an envelope a fold needs, decoded without the rest (faster than
-/// [`EventEnvelope::decode`]: ids, actor and correlation are skipped, not parsed).
+/// [`EventEnvelope::decode`]: ids, actor and correlation are skipped, not parsed). Any stored
+/// version this build reads, checked and upcast as by a full decode (`crate::upcast`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FoldEvent {
     pub position: u64,
@@ -355,8 +401,10 @@ struct RawFoldEnvelope<'a> {
     recorded_at: DateTime<Utc>,
     schema_version: u32,
     stream_version: u64,
+    #[serde(default, borrow)]
+    submitted_by: Member<'a>,
     #[serde(rename = "type", borrow)]
-    event_type: std::borrow::Cow<'a, str>,
+    event_type: Cow<'a, str>,
 }
 
 impl FoldEvent {
@@ -364,15 +412,19 @@ impl FoldEvent {
     pub fn decode(bytes: &[u8]) -> Result<FoldEvent, String> {
         let raw: RawFoldEnvelope<'_> =
             serde_json::from_slice(bytes).map_err(|e| format!("envelope: {e}"))?;
-        if raw.schema_version != SCHEMA_VERSION {
-            return Err(format!("unsupported schema_version {}", raw.schema_version));
-        }
+        let mut members = Upcast {
+            version: raw.schema_version,
+            event_type: raw.event_type,
+            data: Cow::Borrowed(raw.data.get()),
+            submitted_by: raw.submitted_by,
+        };
+        upcast::to_current(&mut members)?;
         Ok(FoldEvent {
             position: raw.position,
             stream_version: raw.stream_version,
             occurred_at: raw.occurred_at,
             recorded_at: raw.recorded_at,
-            event: Event::from_parts(&raw.event_type, raw.data.get())?,
+            event: Event::from_parts(&members.event_type, &members.data)?,
         })
     }
 }
@@ -387,20 +439,29 @@ impl EventEnvelope {
 
     /// Appends the canonical bytes to `out`.
     pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        debug_assert!(
+            (self.schema_version >= 2) == self.submitted_by.is_some(),
+            "a version 2 envelope has a submitter, a version 1 envelope none"
+        );
         // Serializing plain data into a Vec cannot fail.
         if let Err(error) = serde_json::to_writer(&mut *out, self) {
             unreachable!("serializing an event envelope failed: {error}");
         }
     }
 
-    /// Decodes canonical bytes.
+    /// Decodes canonical bytes of any version this build reads, upcast to the current shape
+    /// (`schema_version` stays the stored one).
     pub fn decode(bytes: &[u8]) -> Result<EventEnvelope, String> {
         let raw: RawEventEnvelope<'_> =
             serde_json::from_slice(bytes).map_err(|e| format!("envelope: {e}"))?;
-        if raw.schema_version != SCHEMA_VERSION {
-            return Err(format!("unsupported schema_version {}", raw.schema_version));
-        }
-        let event = Event::from_parts(&raw.event_type, raw.data.get())?;
+        let mut members = Upcast {
+            version: raw.schema_version,
+            event_type: raw.event_type,
+            data: Cow::Borrowed(raw.data.get()),
+            submitted_by: raw.submitted_by,
+        };
+        upcast::to_current(&mut members)?;
+        let event = Event::from_parts(&members.event_type, &members.data)?;
         if event.stream() != raw.stream {
             return Err(format!(
                 "stream {} does not match the event's data",
@@ -413,6 +474,7 @@ impl EventEnvelope {
             stream: raw.stream,
             stream_version: raw.stream_version,
             schema_version: raw.schema_version,
+            submitted_by: members.submitted_by.into_option().map(Cow::into_owned),
             occurred_at: raw.occurred_at,
             recorded_at: raw.recorded_at,
             command_id: raw.command_id,

@@ -3,13 +3,14 @@
 //! of outcomes, results, event lines and dead letters (`wire`).
 //!
 //! Everything here is a persistence or wire key: type names, field names and codes are never
-//! renamed, only versioned (see `event::SCHEMA_VERSION`).
+//! renamed, only versioned (see `event::SCHEMA_VERSION` and `upcast`).
 
 pub mod command;
 pub mod event;
 pub mod json_schema;
 pub mod outcome;
 pub mod regions;
+pub mod upcast;
 pub mod values;
 pub mod wire;
 

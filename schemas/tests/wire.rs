@@ -2,11 +2,13 @@
 //! before this module existed (outcome lines captured from `csp-ledger apply` on
 //! examples/onboarding.jsonl and a few rejected and duplicate commands, in
 //! tests/data/outcome_lines.jsonl; Kafka values as src/kafka.rs built them by hand), and every
-//! decoder gives back what was encoded, or an error, never a panic.
+//! decoder gives back what was encoded, or an error, never a panic. The captured lines are
+//! schema_version 1 (the pin of the old bytes, which stay as stored); a version 2 envelope is
+//! pinned beside them.
 
 use std::borrow::Cow;
 
-use csp_ledger_schemas::event::EventEnvelope;
+use csp_ledger_schemas::event::{EventEnvelope, FoldEvent, SCHEMA_VERSION};
 use csp_ledger_schemas::wire::{
     DeadLetter, DlqMessage, EventLine, OutcomeLine, PublishedEvent, ResultMessage, TopicMessage,
     WireError,
@@ -84,6 +86,118 @@ fn event_lines_decode_to_the_canonical_bytes_the_hash_chain_covers() {
         }
     }
     assert_eq!(checked, 5);
+}
+
+/// The first captured event as a version 2 envelope submitted by `partner-portal`: its
+/// canonical bytes (`submitted_by` between `stream_version` and `type`) and its hash, both
+/// computed independently with Python's `json.dumps(sort_keys=True, separators=(",", ":"),
+/// ensure_ascii=False)` and `hashlib.sha256` (schemas/CANONICAL.md).
+const V2_CANONICAL: &str = r#"{"actor":{"id":"00000000-0000-4000-8000-000000000101","kind":"partner","role":"global_admin"},"command_id":"00000000-0000-4000-8000-000000900001","correlation_id":"onboarding-northwind","data":{"country":"DE","legal_name":"Northwind Distribution GmbH","partner_id":"00000000-0000-4000-8000-000000000101","primary_contact_email":"sha256:9c3b671dca4becb9188befc432f14dca67271bd697abcf27609574fb1962be95","region":"europe","role":"indirect_reseller","tenant_id":"00000000-0000-4000-8000-000000000301","verification":"pending"},"event_id":"6ccb578e-be2b-4d7c-96c0-ddabf2dbe205","occurred_at":"2026-01-12T09:01:00Z","position":1,"recorded_at":"2026-12-01T09:10:45.563841832Z","schema_version":2,"stream":"partner-00000000-0000-4000-8000-000000000101","stream_version":1,"submitted_by":"partner-portal","type":"PartnerEnrolled"}"#;
+const V2_HASH: &str = "2a06434e529b89cac0dc17b9c28ca6f61baa51c32247f6e44236759faa3595aa";
+
+#[test]
+fn version_2_canonical_bytes_carry_submitted_by_in_sorted_position() {
+    assert_eq!(SCHEMA_VERSION, 2);
+    let line = OutcomeLine::decode(captured()[0].as_bytes()).unwrap();
+    let v1 = EventEnvelope::decode(&line.events[0].canonical).unwrap();
+    // A version 1 envelope decodes upcast (no submitter) and keeps its version and bytes.
+    assert_eq!(v1.schema_version, 1);
+    assert_eq!(v1.submitted_by, None);
+    assert_eq!(v1.canonical_bytes(), line.events[0].canonical.as_ref());
+    assert!(!String::from_utf8(v1.canonical_bytes())
+        .unwrap()
+        .contains("submitted_by"));
+
+    let v2 = EventEnvelope {
+        schema_version: 2,
+        submitted_by: Some("partner-portal".into()),
+        ..v1.clone()
+    };
+    let canonical = v2.canonical_bytes();
+    assert_eq!(std::str::from_utf8(&canonical).unwrap(), V2_CANONICAL);
+    assert!(V2_CANONICAL.contains(r#""stream_version":1,"submitted_by":"partner-portal","type":"#));
+    assert_eq!(hex(&chain_hash(&[0; 32], &canonical)), V2_HASH);
+    // It decodes to itself, the fold view sees the same event.
+    assert_eq!(EventEnvelope::decode(&canonical).unwrap(), v2);
+    assert_eq!(FoldEvent::decode(&canonical).unwrap().event, v1.event);
+    assert_eq!(
+        FoldEvent::decode(&canonical).unwrap(),
+        FoldEvent::decode(&line.events[0].canonical).unwrap()
+    );
+
+    // The event line of a v2 envelope reads back to the same canonical bytes and hash.
+    let mut out = Vec::new();
+    EventLine {
+        canonical: Cow::Borrowed(&canonical),
+        hash: chain_hash(&[0; 32], &canonical),
+        prev_hash: [0; 32],
+        personal_data: Vec::new(),
+    }
+    .encode(&mut out);
+    let read = EventLine::decode(&out).unwrap();
+    assert_eq!(read.canonical.as_ref(), canonical.as_slice());
+    assert_eq!(chain_hash(&read.prev_hash, &read.canonical), read.hash);
+}
+
+#[test]
+fn tampering_with_submitted_by_breaks_the_hash() {
+    let hash = chain_hash(&[0; 32], V2_CANONICAL.as_bytes());
+    for forged in [
+        V2_CANONICAL.replace(
+            r#""submitted_by":"partner-portal""#,
+            r#""submitted_by":"local""#,
+        ),
+        V2_CANONICAL.replace(
+            r#""submitted_by":"partner-portal""#,
+            r#""submitted_by":"partner-portaL""#,
+        ),
+    ] {
+        // Still a valid envelope, but no longer the one that was hashed.
+        assert!(EventEnvelope::decode(forged.as_bytes()).is_ok());
+        assert_ne!(chain_hash(&[0; 32], forged.as_bytes()), hash);
+    }
+    // Dropping it, or dressing the event up as version 1, is refused or changes the hash.
+    let dropped = V2_CANONICAL.replace(r#","submitted_by":"partner-portal""#, "");
+    assert!(EventEnvelope::decode(dropped.as_bytes()).is_err());
+    let as_v1 = dropped.replace(r#""schema_version":2"#, r#""schema_version":1"#);
+    assert!(EventEnvelope::decode(as_v1.as_bytes()).is_ok());
+    assert_ne!(chain_hash(&[0; 32], as_v1.as_bytes()), hash);
+}
+
+#[test]
+fn decoders_accept_versions_1_and_2_only_in_their_own_shape() {
+    let v1 = std::str::from_utf8(
+        &OutcomeLine::decode(captured()[0].as_bytes())
+            .unwrap()
+            .events[0]
+            .canonical,
+    )
+    .unwrap()
+    .to_string();
+    let refused = [
+        // A version 1 envelope carrying submitted_by (null or not).
+        v1.replace(r#","type":"#, r#","submitted_by":"local","type":"#),
+        v1.replace(r#","type":"#, r#","submitted_by":null,"type":"#),
+        // A version 2 envelope without it, with null, or with an id that is no principal id.
+        V2_CANONICAL.replace(r#","submitted_by":"partner-portal""#, ""),
+        V2_CANONICAL.replace(r#""partner-portal""#, "null"),
+        V2_CANONICAL.replace(r#""partner-portal""#, r#""""#),
+        V2_CANONICAL.replace(r#""partner-portal""#, r#""someone@example.com""#),
+        V2_CANONICAL.replace(r#""partner-portal""#, "7"),
+        // Versions this build does not read.
+        V2_CANONICAL.replace(r#""schema_version":2"#, r#""schema_version":3"#),
+        v1.replace(r#""schema_version":1"#, r#""schema_version":0"#),
+    ];
+    for bytes in &refused {
+        assert!(EventEnvelope::decode(bytes.as_bytes()).is_err(), "{bytes}");
+        assert!(FoldEvent::decode(bytes.as_bytes()).is_err(), "{bytes}");
+    }
+    let error = EventEnvelope::decode(refused[7].as_bytes()).unwrap_err();
+    assert!(error.contains("unsupported schema_version 3"), "{error}");
+    for accepted in [v1.as_str(), V2_CANONICAL] {
+        assert!(EventEnvelope::decode(accepted.as_bytes()).is_ok());
+        assert!(FoldEvent::decode(accepted.as_bytes()).is_ok());
+    }
 }
 
 #[test]

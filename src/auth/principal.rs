@@ -9,8 +9,8 @@ use std::sync::Arc;
 use csp_ledger_schemas::command::{Actor, ActorKind};
 use uuid::Uuid;
 
-/// Longest principal id accepted.
-pub const PRINCIPAL_ID_CHARS_MAX: usize = 128;
+/// Longest principal id accepted (the rule is the event envelope's, for `submitted_by`).
+pub const PRINCIPAL_ID_CHARS_MAX: usize = csp_ledger_schemas::event::PRINCIPAL_ID_CHARS_MAX;
 
 /// An opaque principal id: letters, digits, `.`, `_` and `-`, 1 to 128 characters. Never an
 /// e-mail address, so that `submitted_by` in the (unerasable) log is never personal data.
@@ -31,20 +31,9 @@ impl PrincipalId {
 impl FromStr for PrincipalId {
     type Err = String;
     fn from_str(s: &str) -> Result<PrincipalId, String> {
-        if s.is_empty() || s.len() > PRINCIPAL_ID_CHARS_MAX {
-            return Err(format!(
-                "a principal id has 1 to {PRINCIPAL_ID_CHARS_MAX} characters, not {}",
-                s.len()
-            ));
-        }
-        if let Some(bad) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return Err(format!(
-                "principal id {s:?} contains {bad:?}: ids are opaque (letters, digits, '.', '_', '-'), never an e-mail address"
-            ));
-        }
+        // The same rule as a stored envelope's `submitted_by`: an id accepted here is one
+        // the log can record.
+        csp_ledger_schemas::event::check_principal_id(s)?;
         Ok(PrincipalId(Arc::from(s)))
     }
 }

@@ -295,9 +295,13 @@ impl Ledger {
                 },
             );
             match domain::decide(&self.state, &parsed.envelope, &mut *self.entropy) {
-                Ok(decision) => {
-                    batch.accepted(&mut self.state, &mut self.entropy, &parsed, decision)
-                }
+                Ok(decision) => batch.accepted(
+                    &mut self.state,
+                    &mut self.entropy,
+                    &parsed,
+                    decision,
+                    submission.principal.id.as_str(),
+                ),
                 Err(rejection) => batch.rejected(&parsed, rejection, submission.line),
             }
         }

@@ -178,13 +178,15 @@ impl Batch {
     }
 
     /// A decided command: its events are chained, folded onto `state` at once (the next
-    /// command of the batch decides against them), and its personal values kept.
+    /// command of the batch decides against them), and its personal values kept. Every event
+    /// records `submitted_by`, the id of the principal that submitted the command.
     pub(super) fn accepted(
         &mut self,
         state: &mut LedgerState,
         entropy: &mut Entropy,
         parsed: &ParsedCommand,
         decision: Decision,
+        submitted_by: &str,
     ) {
         let envelope = &parsed.envelope;
         let mut record = self.record(parsed);
@@ -201,6 +203,7 @@ impl Batch {
                 stream,
                 stream_version,
                 schema_version: SCHEMA_VERSION,
+                submitted_by: Some(submitted_by.to_owned()),
                 occurred_at: envelope.issued_at,
                 recorded_at: self.recorded_at,
                 command_id: envelope.command_id,
