@@ -388,7 +388,7 @@ fn end_to_end_results_events_and_read_models_agree_with_apply() {
         assert!(envelope.get("personal_data").is_none());
         // Published as stored: version 2, naming the principal the consumer submitted as.
         assert_eq!(envelope["schema_version"], 2);
-        assert!(envelope["submitted_by"].is_string(), "{envelope}");
+        assert_eq!(envelope["submitted_by"], "anonymous", "--insecure-no-auth: {envelope}");
     }
 
     // Every outcome on csp.command-results, keyed by command_id, with the correlation header.
@@ -1182,6 +1182,7 @@ fn only_signed_commands_are_recorded_and_a_principal_claims_only_its_actors() {
         ],
     );
     assert_eq!(outcomes[0]["outcome"], "accepted", "{}", outcomes[0]);
+    assert_eq!(outcomes[0]["events"][0]["submitted_by"], "portal", "the log names the signer");
 
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &broker.address)
@@ -1223,6 +1224,7 @@ fn only_signed_commands_are_recorded_and_a_principal_claims_only_its_actors() {
     assert_eq!(results[2].0.as_deref(), Some(id(&lines[1]).as_str()));
     assert_eq!(accepted["outcome"], "accepted", "{accepted}");
     assert_eq!(accepted["events"].as_array().unwrap().len(), 1);
+    assert_eq!(accepted["events"][0]["submitted_by"], "portal");
 
     let dlq = read_topic(&broker.address, "csp.commands.dlq");
     assert_eq!(dlq.len(), 4);
