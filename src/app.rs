@@ -129,6 +129,12 @@ impl CommitObserver for ServeObserver {
         self.metrics.positions(head, head);
         for outcome in &result.outcomes {
             let code = match outcome {
+                // A Kafka message that did not authenticate is a dead letter, not a command.
+                Outcome::Rejected { rejection, .. }
+                    if rejection.message == crate::intake::UNAUTHENTICATED =>
+                {
+                    crate::intake::UNAUTHENTICATED
+                }
                 Outcome::Rejected { rejection, .. } => rejection.code.as_str(),
                 _ => "",
             };

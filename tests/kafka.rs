@@ -1154,7 +1154,7 @@ fn only_signed_commands_are_recorded_and_a_principal_claims_only_its_actors() {
     let data = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
     let (file, portal_key, narrow_key) = principals(keys.path());
-    let (mut server, _http) = ledger_with_args(
+    let (mut server, http) = ledger_with_args(
         data.path(),
         &broker.address,
         csp_ledger::writer::SUBMIT_BATCH_COMMANDS_MAX,
@@ -1247,6 +1247,12 @@ fn only_signed_commands_are_recorded_and_a_principal_claims_only_its_actors() {
     wait_for_events(&broker.address, 2, Duration::from_secs(30));
     let events = read_topic(&broker.address, "csp.events");
     assert_eq!(events.len(), 2);
+    // /metrics (public) counts the dead letters as unauthenticated messages, not as commands.
+    let metrics = Connection::open(http.as_str()).unwrap().get("/metrics").unwrap().text();
+    assert!(
+        metrics.contains(r#"csp_ledger_commands_total{outcome="rejected",code="unauthenticated"} 4"#),
+        "{metrics}"
+    );
     let _ = server.kill();
     let _ = server.wait();
     // In the log: two accepted, one rejected, four dead letters (none takes a command id).
