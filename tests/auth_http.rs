@@ -462,3 +462,34 @@ fn the_api_document_states_who_may_call_what() {
         .get("401")
         .is_some());
 }
+
+#[test]
+fn a_reader_cannot_inject_into_or_grow_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, partner, _) = served(dir.path());
+    for i in 0..50 {
+        get_as(addr, READER_KEY, &format!("/v1/junk{i}"));
+        get_as(addr, READER_KEY, &format!("/v1/customers/{:032x}", i));
+    }
+    get_as(addr, READER_KEY, &format!("/v1/partners/{partner}"));
+    let raw = request_once(
+        addr,
+        "GET",
+        "/v1/a\"}_injected_total{x=\"1",
+        &[("Authorization", &bearer(READER_KEY))],
+        b"",
+    )
+    .unwrap();
+    assert_ne!(raw.status, 200);
+    let metrics = request_once(addr, "GET", "/metrics", &[], b"").unwrap().text();
+    assert!(!metrics.contains("_injected_total"), "{metrics}");
+    assert!(!metrics.contains("junk") && !metrics.contains(&format!("{:032x}", 7)));
+    let routes: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.split("route=\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(routes.contains("/v1/partners/{id}"), "{routes:?}");
+    assert!(routes.contains("unmatched"), "{routes:?}");
+    assert!(routes.len() <= csp_ledger::api::query::READ_ROUTES.len() + 1, "{routes:?}");
+}

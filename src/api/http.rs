@@ -123,18 +123,22 @@ async fn metrics(State(shared): State<Arc<HttpState>>) -> Response {
         .into_response()
 }
 
-/// The metrics label of a read path: ids replaced by placeholders.
-fn route_label(path: &str) -> String {
-    path.split('/')
-        .map(|segment| {
-            if segment.len() >= 32 && segment.contains('-') {
-                "{id}"
-            } else {
-                segment
-            }
+/// The metrics label of a read path: the template of the route it matches (ids are never
+/// labels), or `unmatched`. The set of labels is bounded by the route table.
+fn route_label(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.split('/').collect();
+    crate::api::query::READ_ROUTES
+        .iter()
+        .map(|route| route.template)
+        .find(|template| {
+            let wanted: Vec<&str> = template.split('/').collect();
+            wanted.len() == segments.len()
+                && wanted
+                    .iter()
+                    .zip(&segments)
+                    .all(|(w, s)| (w.starts_with('{') && !s.is_empty()) || w == s)
         })
-        .collect::<Vec<_>>()
-        .join("/")
+        .unwrap_or("unmatched")
 }
 
 /// Authenticates every request to a non-public path and hands its principal to the handler;
@@ -240,7 +244,7 @@ async fn read(
     };
     shared
         .metrics
-        .query(&route_label(&request.path), started.elapsed().as_secs_f64());
+        .query(route_label(&request.path), started.elapsed().as_secs_f64());
     match answered {
         Ok(body) => {
             let position = body.get("position").and_then(Value::as_u64);

@@ -142,7 +142,7 @@ impl Metrics {
             write_histogram(
                 &mut out,
                 "csp_ledger_query_seconds",
-                &format!("route=\"{route}\""),
+                &format!("route=\"{}\"", escape_label(route)),
                 histogram,
             );
         }
@@ -173,12 +173,27 @@ impl Metrics {
             for ((topic, partition), lag) in lags.iter() {
                 let _ = writeln!(
                     out,
-                    "csp_ledger_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
+                    "csp_ledger_consumer_lag{{topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                    escape_label(topic)
                 );
             }
         }
         out
     }
+}
+
+/// A label value in the Prometheus text format: `\`, `"` and newlines escaped.
+pub fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn write_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
@@ -199,4 +214,12 @@ fn write_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histo
     };
     let _ = writeln!(out, "{name}_sum{braces} {}", histogram.sum);
     let _ = writeln!(out, "{name}_count{braces} {}", histogram.count);
+}
+
+#[cfg(test)]
+mod escape_tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::escape_label("a\"}x\\\nb"), "a\\\"}x\\\\\\nb");
+    }
 }
