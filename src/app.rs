@@ -60,6 +60,10 @@ pub enum ServerError {
     /// `--insecure-no-auth` on an address other machines can reach.
     #[error("--insecure-no-auth is refused on {addr}: it is allowed only on a loopback address (127.0.0.1, ::1)")]
     InsecureNotLoopback { addr: SocketAddr },
+    /// `--insecure-no-auth` with a broker other machines can write to: its unsigned commands
+    /// would all be taken as the administrator's.
+    #[error("--insecure-no-auth is refused with Kafka brokers {brokers}: unsigned commands are taken only from a broker on a loopback address")]
+    InsecureBrokerNotLoopback { brokers: String },
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -105,6 +109,23 @@ impl Shared {
         }
         self.fatal_notify.notify_one();
     }
+}
+
+/// Whether every bootstrap server resolves to loopback addresses only.
+fn all_loopback(brokers: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    brokers.split(',').map(str::trim).all(|broker| {
+        let broker = broker
+            .rsplit_once("://")
+            .map_or(broker, |(_, address)| address);
+        match broker.to_socket_addrs() {
+            Ok(addresses) => {
+                let addresses: Vec<SocketAddr> = addresses.collect();
+                !addresses.is_empty() && addresses.iter().all(|a| a.ip().is_loopback())
+            }
+            Err(_) => false,
+        }
+    })
 }
 
 /// The role reported by /healthz and the `csp_ledger_leader` metric.
@@ -183,6 +204,11 @@ impl Server {
             .map(crate::api::tls::server_config)
             .transpose()?;
         if let Some(kafka) = &kafka {
+            if options.auth.is_insecure() && !all_loopback(&kafka.brokers) {
+                return Err(ServerError::InsecureBrokerNotLoopback {
+                    brokers: kafka.brokers.clone(),
+                });
+            }
             crate::ingest::ensure_topics(kafka)?;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -481,7 +481,9 @@ fn a_reader_cannot_inject_into_or_grow_the_metrics() {
     )
     .unwrap();
     assert_ne!(raw.status, 200);
-    let metrics = request_once(addr, "GET", "/metrics", &[], b"").unwrap().text();
+    let metrics = request_once(addr, "GET", "/metrics", &[], b"")
+        .unwrap()
+        .text();
     assert!(!metrics.contains("_injected_total"), "{metrics}");
     assert!(!metrics.contains("junk") && !metrics.contains(&format!("{:032x}", 7)));
     let routes: std::collections::BTreeSet<&str> = metrics
@@ -491,5 +493,8 @@ fn a_reader_cannot_inject_into_or_grow_the_metrics() {
         .collect();
     assert!(routes.contains("/v1/partners/{id}"), "{routes:?}");
     assert!(routes.contains("unmatched"), "{routes:?}");
-    assert!(routes.len() <= csp_ledger::api::query::READ_ROUTES.len() + 1, "{routes:?}");
+    assert!(
+        routes.len() <= csp_ledger::api::query::READ_ROUTES.len() + 1,
+        "{routes:?}"
+    );
 }

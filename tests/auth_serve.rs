@@ -114,9 +114,60 @@ fn insecure_no_auth_is_refused_beyond_loopback() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--insecure-no-auth is refused"), "{stderr}");
     assert!(!dir.path().join("data/admin.key").exists());
-    // On loopback it serves without credentials.
+    // On loopback it serves without credentials, to loopback names only: a page whose name
+    // re-resolves to 127.0.0.1 (DNS rebinding) is refused by its Host header.
     let open = serve(&dir.path().join("data"), &["--insecure-no-auth"]);
     assert_eq!(status(open.addr, None), 200);
+    for (host, expected) in [
+        ("rebind.attacker.example", 403),
+        ("localhost", 200),
+        ("127.0.0.1", 200),
+    ] {
+        let host = format!("{host}:{}", open.addr.port());
+        let answer = raw_get(open.addr, &host, "/v1/events");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {expected}")),
+            "{host}: {answer}"
+        );
+        if expected == 403 {
+            assert!(answer.contains("host_not_allowed"), "{answer}");
+        }
+    }
+    drop(open);
+    // Nor with a broker others can write to: its unsigned commands would be the admin's.
+    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--kafka",
+            "192.0.2.1:9092",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unsigned commands are taken only from a broker on a loopback address"),
+        "{stderr}"
+    );
+}
+
+/// A GET with exactly this Host header (the testkit client writes its own).
+fn raw_get(addr: SocketAddr, host: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 fn principal(id: &str, key: &str) -> String {

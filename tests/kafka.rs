@@ -388,7 +388,10 @@ fn end_to_end_results_events_and_read_models_agree_with_apply() {
         assert!(envelope.get("personal_data").is_none());
         // Published as stored: version 2, naming the principal the consumer submitted as.
         assert_eq!(envelope["schema_version"], 2);
-        assert_eq!(envelope["submitted_by"], "anonymous", "--insecure-no-auth: {envelope}");
+        assert_eq!(
+            envelope["submitted_by"], "anonymous",
+            "--insecure-no-auth: {envelope}"
+        );
     }
 
     // Every outcome on csp.command-results, keyed by command_id, with the correlation header.
@@ -1182,7 +1185,10 @@ fn only_signed_commands_are_recorded_and_a_principal_claims_only_its_actors() {
         ],
     );
     assert_eq!(outcomes[0]["outcome"], "accepted", "{}", outcomes[0]);
-    assert_eq!(outcomes[0]["events"][0]["submitted_by"], "portal", "the log names the signer");
+    assert_eq!(
+        outcomes[0]["events"][0]["submitted_by"], "portal",
+        "the log names the signer"
+    );
 
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &broker.address)
@@ -1193,11 +1199,26 @@ fn only_signed_commands_are_recorded_and_a_principal_claims_only_its_actors() {
     let verify = lines[1].as_bytes();
     let mut modified = verify.to_vec();
     modified.push(b' '); // still a valid command, but not the bytes that were signed
-    // Unsigned; unknown principal; the right principal with another's key; a modified value.
+                         // Unsigned; unknown principal; the right principal with another's key; a modified value.
     produce_with_headers(&producer, verify, None, None);
-    produce_with_headers(&producer, verify, Some("ghost"), Some(&sign(&portal, verify)));
-    produce_with_headers(&producer, verify, Some("portal"), Some(&sign(&narrow, verify)));
-    produce_with_headers(&producer, &modified, Some("portal"), Some(&sign(&portal, verify)));
+    produce_with_headers(
+        &producer,
+        verify,
+        Some("ghost"),
+        Some(&sign(&portal, verify)),
+    );
+    produce_with_headers(
+        &producer,
+        verify,
+        Some("portal"),
+        Some(&sign(&narrow, verify)),
+    );
+    produce_with_headers(
+        &producer,
+        &modified,
+        Some("portal"),
+        Some(&sign(&portal, verify)),
+    );
     // `narrow` may claim customers only: a partner's command is refused as impersonation.
     produce_with_headers(
         &producer,
@@ -1206,10 +1227,25 @@ fn only_signed_commands_are_recorded_and_a_principal_claims_only_its_actors() {
         Some(&sign(&narrow, lines[2].as_bytes())),
     );
     // The command id first sent unauthenticated is free: signed, it applies.
-    produce_with_headers(&producer, verify, Some("portal"), Some(&sign(&portal, verify)));
+    produce_with_headers(
+        &producer,
+        verify,
+        Some("portal"),
+        Some(&sign(&portal, verify)),
+    );
 
-    wait_for_messages(&broker.address, "csp.command-results", 3, Duration::from_secs(60));
-    wait_for_messages(&broker.address, "csp.commands.dlq", 4, Duration::from_secs(30));
+    wait_for_messages(
+        &broker.address,
+        "csp.command-results",
+        3,
+        Duration::from_secs(60),
+    );
+    wait_for_messages(
+        &broker.address,
+        "csp.commands.dlq",
+        4,
+        Duration::from_secs(30),
+    );
     let results = read_topic(&broker.address, "csp.command-results");
     assert_eq!(results.len(), 3, "no result for an unauthenticated message");
     let result = |index: usize| serde_json::from_slice::<Value>(&results[index].1).unwrap();
@@ -1230,12 +1266,19 @@ fn only_signed_commands_are_recorded_and_a_principal_claims_only_its_actors() {
     assert_eq!(dlq.len(), 4);
     let details: Vec<String> = dlq.iter().map(|(_, _, h)| header_of(h, "detail")).collect();
     for (index, (_, value, headers)) in dlq.iter().enumerate() {
-        assert_eq!(header_of(headers, "reason"), "unauthenticated", "{headers:?}");
+        assert_eq!(
+            header_of(headers, "reason"),
+            "unauthenticated",
+            "{headers:?}"
+        );
         assert_eq!(header_of(headers, "source_offset"), (index + 1).to_string());
         let expected: &[u8] = if index == 3 { &modified } else { verify };
         assert_eq!(value.as_slice(), expected, "the original bytes");
     }
-    assert!(details[0].contains("no csp-principal header"), "{details:?}");
+    assert!(
+        details[0].contains("no csp-principal header"),
+        "{details:?}"
+    );
     assert!(details[1].contains("unknown"), "{details:?}");
     assert!(details[2].contains("does not match"), "{details:?}");
     assert!(details[3].contains("does not match"), "{details:?}");
@@ -1248,17 +1291,24 @@ fn only_signed_commands_are_recorded_and_a_principal_claims_only_its_actors() {
     let events = read_topic(&broker.address, "csp.events");
     assert_eq!(events.len(), 2);
     // /metrics (public) counts the dead letters as unauthenticated messages, not as commands.
-    let metrics = Connection::open(http.as_str()).unwrap().get("/metrics").unwrap().text();
+    let metrics = Connection::open(http.as_str())
+        .unwrap()
+        .get("/metrics")
+        .unwrap()
+        .text();
     assert!(
-        metrics.contains(r#"csp_ledger_commands_total{outcome="rejected",code="unauthenticated"} 4"#),
+        metrics
+            .contains(r#"csp_ledger_commands_total{outcome="rejected",code="unauthenticated"} 4"#),
         "{metrics}"
     );
     let _ = server.kill();
     let _ = server.wait();
     // In the log: two accepted, one rejected, four dead letters (none takes a command id).
-    let ledger =
-        csp_ledger::writer::Ledger::open(data.path(), csp_ledger::store::log::LogOptions::default())
-            .unwrap();
+    let ledger = csp_ledger::writer::Ledger::open(
+        data.path(),
+        csp_ledger::store::log::LogOptions::default(),
+    )
+    .unwrap();
     use csp_ledger::store::log::StoredOutcomeKind;
     let kinds: Vec<(StoredOutcomeKind, String)> = ledger
         .log()
@@ -1381,7 +1431,10 @@ fn a_signed_command_applies_through_a_sasl_scram_broker_and_a_wrong_password_is_
             .unwrap();
         assert!(!output.status.success(), "{args:?} was let in");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!stderr.contains("not-the-password"), "a password was logged");
+        assert!(
+            !stderr.contains("not-the-password"),
+            "a password was logged"
+        );
     }
     let _ = server.kill();
     let _ = server.wait();

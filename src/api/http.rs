@@ -148,6 +148,16 @@ async fn authenticate(
     mut request: HttpRequest,
     next: Next,
 ) -> Response {
+    if shared.auth.is_insecure() && !is_loopback_host(request.headers()) {
+        // Without authentication only a loopback caller may ask, and only by a loopback name:
+        // a page of another site whose name re-resolves to 127.0.0.1 (DNS rebinding) is
+        // same-origin with the ledger, so its Host header is all that tells it apart.
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"code": "host_not_allowed", "message": "--insecure-no-auth answers only requests for localhost, 127.0.0.1 or [::1]"}),
+            None,
+        );
+    }
     if is_public_path(request.uri().path()) {
         return next.run(request).await;
     }
@@ -166,6 +176,21 @@ async fn authenticate(
         }
         Err(error) => unauthenticated(&error),
     }
+}
+
+/// Whether the request's `Host` names a loopback address (`localhost`, `127.x.x.x`, `[::1]`).
+fn is_loopback_host(headers: &header::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn unauthenticated(error: &AuthError) -> Response {

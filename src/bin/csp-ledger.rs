@@ -592,12 +592,8 @@ fn serve(
         let ledger = open_ledger(dir, options)?;
         let mut serve_options = csp_ledger::app::ServeOptions::new(std::sync::Arc::clone(&auth));
         serve_options.tls = tls.clone();
-        let (server, addr) = csp_ledger::app::Server::bind_with_kafka(
-            ledger,
-            http,
-            serve_options,
-            kafka.clone(),
-        )?;
+        let (server, addr) =
+            csp_ledger::app::Server::bind_with_kafka(ledger, http, serve_options, kafka.clone())?;
         print_line(serde_json::json!({"listening": addr.to_string()}))?;
         match server.run() {
             Ok(()) => return Ok(ExitCode::SUCCESS),
