@@ -384,6 +384,11 @@ fn a_principal_cannot_claim_an_actor_it_was_not_granted() {
         "{}",
         answer.body
     );
+    // ... and records nothing under that id: its outcome stays the accepted one.
+    let answer = post_as(addr, PORTAL_KEY, &setup[0].to_json());
+    assert_eq!(answer.body["outcome"], "duplicate", "{}", answer.body);
+    assert!(answer.body["rejection"].is_null(), "{}", answer.body);
+    assert_eq!(answer.body["events"].as_array().map(Vec::len), Some(1));
 }
 
 #[test]

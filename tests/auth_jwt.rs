@@ -404,3 +404,38 @@ fn serve_refuses_a_jwks_file_without_a_usable_key() {
     assert!(stderr.contains("no usable key"), "{stderr}");
     assert!(!stderr.contains("c2VjcmV0"), "{stderr}");
 }
+
+#[test]
+fn a_token_cannot_speak_for_the_ledgers_own_principals_or_those_of_the_file() {
+    for reserved in csp_ledger::auth::principal::RESERVED_IDS {
+        let token = sign(Algorithm::EdDSA, &with(claims(), "sub", json!(reserved)));
+        assert!(refused(&token).contains("reserved"), "{reserved}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("principals.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[principal]]\nid = \"partner-portal\"\napi_key_sha256 = \"{}\"\nact_as = []\nread = [\"models\"]\n",
+            hex::encode(csp_ledger::auth::directory::api_key_sha256("portal-key-0123456789"))
+        ),
+    )
+    .unwrap();
+    let auth = Authenticator::from_file(file, Some(verifier())).unwrap();
+    let token = sign(
+        Algorithm::EdDSA,
+        &with(claims(), "sub", json!("partner-portal")),
+    );
+    match auth.authenticate_token(&token) {
+        Err(AuthError::Token(reason)) => assert!(reason.contains("principals file"), "{reason}"),
+        other => panic!("a token for a file principal: {other:?}"),
+    }
+    let token = sign(
+        Algorithm::EdDSA,
+        &with(claims(), "sub", json!("sso-user-17")),
+    );
+    assert_eq!(
+        auth.authenticate_token(&token).unwrap().id.as_str(),
+        "sso-user-17"
+    );
+}

@@ -23,6 +23,9 @@ pub const KAFKA_KEY_BYTES_MIN: usize = 32;
 /// Id of the administrator principal of the embedded default.
 pub const EMBEDDED_ADMIN_ID: &str = "admin";
 
+/// Shortest administrator key accepted from an existing `admin.key` (a made one has 68).
+pub const ADMIN_KEY_CHARS_MIN: usize = 32;
+
 /// File name of the embedded administrator's API key inside the data directory.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
 
@@ -149,7 +152,7 @@ impl Directory {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut directory = Directory::default();
         for entry in file.principal {
-            let id: PrincipalId = entry.id.parse().map_err(invalid)?;
+            let id = PrincipalId::parse_external(&entry.id).map_err(invalid)?;
             let act_as = entry
                 .act_as
                 .iter()
@@ -185,7 +188,7 @@ impl Directory {
     /// key was created just now, the key (for the operator to see once).
     pub fn embedded(data_dir: &Path) -> Result<(Directory, Option<String>), DirectoryError> {
         let path = data_dir.join(ADMIN_KEY_FILE);
-        let (key, created) = match std::fs::read_to_string(&path) {
+        let (key, created) = match read_secret(&path) {
             Ok(text) => (text.trim_end().to_string(), false),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let key = new_api_key();
@@ -194,10 +197,13 @@ impl Directory {
             }
             Err(source) => return Err(DirectoryError::Read { path, source }),
         };
-        if key.is_empty() {
+        if key.len() < ADMIN_KEY_CHARS_MIN {
             return Err(DirectoryError::Invalid {
                 path,
-                reason: "the administrator key file is empty".into(),
+                reason: format!(
+                    "the administrator key has {} characters, fewer than {ADMIN_KEY_CHARS_MIN}: delete the file and restart for a new one",
+                    key.len()
+                ),
             });
         }
         let mut directory = Directory::default();
@@ -240,6 +246,11 @@ impl Directory {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Whether a principal of this id is listed.
+    pub fn contains(&self, id: &PrincipalId) -> bool {
+        self.by_id.contains_key(id)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -299,6 +310,32 @@ pub fn new_api_key() -> String {
     format!("csp_{}", hex::encode(bytes))
 }
 
+/// Reads an existing secret file, refusing a symbolic link and, on Unix, a file that its
+/// group or others may read or write (someone else could know or have chosen the key).
+fn read_secret(path: &Path) -> std::io::Result<String> {
+    let metadata = std::fs::symlink_metadata(path)?;
+    let refuse = |why: &str| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{why}; the key file must be a regular file readable by its owner only (chmod 600)"
+            ),
+        ))
+    };
+    if !metadata.file_type().is_file() {
+        return refuse("it is not a regular file");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            return refuse(&format!("its mode is {:o}", mode & 0o777));
+        }
+    }
+    std::fs::read_to_string(path)
+}
+
 /// Writes a new secret file readable by its owner only (0600 on Unix); refuses to overwrite.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), DirectoryError> {
     let failed = |source| DirectoryError::WriteKey {
@@ -306,7 +343,14 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), DirectoryError> {
         source,
     };
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(failed)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(parent).map_err(failed)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -391,5 +435,30 @@ mod tests {
         let (again, shown) = Directory::embedded(dir.path()).unwrap();
         assert!(shown.is_none(), "printed only once");
         assert!(again.by_api_key(&key).is_some());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_key_that_others_could_read_or_choose_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ADMIN_KEY_FILE);
+        // World-readable.
+        std::fs::write(&path, format!("{}\n", "k".repeat(40))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = Directory::embedded(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("mode is 644"), "{error}");
+        assert!(!error.contains(&"k".repeat(40)));
+        // Owner-only but guessable.
+        std::fs::write(&path, "a\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Directory::embedded(dir.path()).is_err());
+        // A symbolic link to a key elsewhere.
+        std::fs::remove_file(&path).unwrap();
+        let elsewhere = dir.path().join("elsewhere.key");
+        std::fs::write(&elsewhere, "k".repeat(40)).unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert!(Directory::embedded(dir.path()).is_err());
     }
 }

@@ -303,9 +303,9 @@ fn principal(claims: Claims) -> Result<Principal, AuthError> {
         .sub
         .ok_or_else(|| refused("it has no sub claim".into()))?;
     // The id is not echoed: a refused one may be an e-mail address.
-    let id = sub.parse::<PrincipalId>().map_err(|_| {
+    let id = PrincipalId::parse_external(&sub).map_err(|_| {
         refused(
-            "its sub is not an opaque principal id (1 to 128 letters, digits, '.', '_', '-')"
+            "its sub is not an opaque principal id (1 to 128 letters, digits, '.', '_', '-') or is reserved for the ledger's own principals"
                 .into(),
         )
     })?;

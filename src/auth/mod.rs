@@ -149,7 +149,14 @@ impl Authenticator {
         }
         if token.contains('.') {
             if let Some(jwt) = &self.jwt {
-                return jwt.verify(token).map(Arc::new);
+                let principal = jwt.verify(token)?;
+                // A token may not speak for a principal of the file (its grants are the file's).
+                if self.current().contains(&principal.id) {
+                    return Err(AuthError::Token(
+                        "its sub names a principal of the principals file".into(),
+                    ));
+                }
+                return Ok(Arc::new(principal));
             }
         }
         self.current()

@@ -17,7 +17,24 @@ pub const PRINCIPAL_ID_CHARS_MAX: usize = csp_ledger_schemas::event::PRINCIPAL_I
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PrincipalId(Arc<str>);
 
+/// Ids the ledger gives its own principals (the CLI, the embedded administrator,
+/// `--insecure-no-auth`, unauthenticated Kafka messages): a principals file or a token may not
+/// take them, so that `submitted_by` never misattributes an event to one of them.
+pub const RESERVED_IDS: &[&str] = &["local", "admin", "anonymous", "unauthenticated"];
+
 impl PrincipalId {
+    /// Parses the id of a principal from outside (a principals file, a token's `sub`): as
+    /// [`FromStr`], and not one of [`RESERVED_IDS`].
+    pub fn parse_external(s: &str) -> Result<PrincipalId, String> {
+        if RESERVED_IDS.contains(&s) {
+            return Err(format!(
+                "principal id {s:?} is reserved for the ledger's own principals ({})",
+                RESERVED_IDS.join(", ")
+            ));
+        }
+        s.parse()
+    }
+
     /// The id of the CLI's local administrator.
     pub fn local() -> PrincipalId {
         PrincipalId(Arc::from("local"))

@@ -268,18 +268,26 @@ impl Ledger {
             };
             let command_id = parsed.envelope.command_id;
             if !submission.principal.may_act_as(&parsed.envelope.actor) {
-                // Attempted impersonation: recorded like every rejection, before the
-                // idempotency check (a replay of someone else's command is refused as well).
-                // An unused command id is taken by this rejection; a used one keeps its
-                // first outcome.
-                self.idempotency
-                    .entry(command_id)
-                    .or_insert(IdempotencyEntry {
-                        body_hash: short_hash(&parsed.body_hash),
-                        outcome_seq: batch.outcome_seq,
-                    });
+                // Attempted impersonation, refused before the idempotency check (a replay of
+                // someone else's command is refused too, not answered as a duplicate).
                 let rejection = actor_not_permitted(&submission.principal, &parsed);
-                batch.rejected(&parsed, rejection, submission.line);
+                if self.idempotency.contains_key(&command_id) {
+                    // The id belongs to an earlier outcome: recording (and publishing) a second
+                    // one under it would let anyone overwrite another's result for readers that
+                    // keep the latest per key. Answered and logged only.
+                    warn!(message = "Refused a command whose actor its principal may not claim, reusing a decided command id.", principal = %submission.principal.id, command_id = %command_id);
+                    batch.refused(&parsed, rejection, submission.line);
+                } else {
+                    // Recorded like every rejection: the id is taken, an auditor sees it.
+                    self.idempotency.insert(
+                        command_id,
+                        IdempotencyEntry {
+                            body_hash: short_hash(&parsed.body_hash),
+                            outcome_seq: batch.outcome_seq,
+                        },
+                    );
+                    batch.rejected(&parsed, rejection, submission.line);
+                }
                 continue;
             }
             if let Some(entry) = self.idempotency.get(&command_id).copied() {

@@ -281,6 +281,20 @@ impl Batch {
         self.push_record(record);
     }
 
+    /// A refusal answered but not recorded (its command id belongs to another outcome).
+    pub(super) fn refused(
+        &mut self,
+        parsed: &ParsedCommand,
+        rejection: Rejection,
+        line: Option<u64>,
+    ) {
+        self.result.outcomes.push(Outcome::Rejected {
+            command_id: Some(parsed.envelope.command_id),
+            rejection,
+            line,
+        });
+    }
+
     /// The head after everything decided so far.
     pub(super) fn head(&self) -> Head {
         Head {
