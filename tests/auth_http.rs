@@ -503,3 +503,18 @@ fn a_reader_cannot_inject_into_or_grow_the_metrics() {
         "{routes:?}"
     );
 }
+
+#[test]
+fn a_public_prefix_without_a_route_is_not_found_and_leads_nowhere_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _, _) = served(dir.path());
+    for path in [
+        "/v1/audit/proof/../events",
+        "/v1/audit/proof/%2e%2e/events",
+        "/v1/audit/proof/x",
+    ] {
+        let answer = call(addr, "GET", path, &[], "");
+        assert_eq!(answer.status, 404, "{path}: {}", answer.body);
+        assert_eq!(answer.code(), "route_not_found");
+    }
+}

@@ -220,10 +220,18 @@ fn forbidden(principal: &Principal, needs: &str) -> Response {
 
 async fn read(
     State(shared): State<Arc<HttpState>>,
-    Extension(principal): Extension<Arc<Principal>>,
+    principal: Option<Extension<Arc<Principal>>>,
     method: Method,
     uri: Uri,
 ) -> Response {
+    let Some(Extension(principal)) = principal else {
+        // A public path (not authenticated) that no route serves.
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"code": "route_not_found", "message": format!("no route for {}", uri.path())}),
+            None,
+        );
+    };
     if method != Method::GET && method != Method::HEAD {
         let mut response = json_response(
             StatusCode::METHOD_NOT_ALLOWED,
