@@ -63,7 +63,7 @@ fn framework_refusals_answer_json_and_writes_on_read_routes_are_405() {
     // DELETE and PUT on a read route: 405, not the read's 200.
     for method in ["DELETE", "PUT", "POST"] {
         let request = format!(
-            "{method} {partner} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            "{method} {partner} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
         );
         let (status, headers, body) = send(addr, request.as_bytes());
         assert_eq!(status, 405, "{method}: {body}");
@@ -73,7 +73,7 @@ fn framework_refusals_answer_json_and_writes_on_read_routes_are_405() {
     // GET on the command route (refused by axum's router).
     let (status, _, body) = send(
         addr,
-        b"GET /v1/commands HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /v1/commands HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 405);
     assert_eq!(body["code"], "method_not_allowed");
@@ -82,7 +82,7 @@ fn framework_refusals_answer_json_and_writes_on_read_routes_are_405() {
     // A body over the limit (refused by the body extractor while it streams).
     let size = csp_ledger::api::http::COMMAND_BODY_BYTES_MAX + 1;
     let mut request = format!(
-        "POST /v1/commands HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+        "POST /v1/commands HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
     )
     .into_bytes();
     request.extend(std::iter::repeat_n(b' ', size));
@@ -95,13 +95,13 @@ fn framework_refusals_answer_json_and_writes_on_read_routes_are_405() {
         "{partner}?pad={}",
         "a".repeat(csp_ledger::api::http::URI_BYTES_MAX)
     );
-    let request = format!("GET {long} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {long} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     let (status, _, body) = send(addr, request.as_bytes());
     assert_eq!(status, 414);
     assert_eq!(body["code"], "uri_too_long");
 
     // Too many headers.
-    let mut request = format!("GET {partner} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let mut request = format!("GET {partner} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for i in 0..=csp_ledger::api::http::HEADERS_MAX {
         request.push_str(&format!("x-pad-{i}: {i}\r\n"));
     }
@@ -113,7 +113,7 @@ fn framework_refusals_answer_json_and_writes_on_read_routes_are_405() {
     // A chunked body whose chunk size is not hexadecimal.
     let (status, _, body) = send(
         addr,
-        b"POST /v1/commands HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        b"POST /v1/commands HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
     );
     assert_eq!(status, 400);
     assert_eq!(body["code"], "bad_request");
@@ -121,7 +121,7 @@ fn framework_refusals_answer_json_and_writes_on_read_routes_are_405() {
     // A body that is not JSON at all.
     let (status, _, body) = send(
         addr,
-        b"POST /v1/commands HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 3\r\n\r\nnot",
+        b"POST /v1/commands HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 3\r\n\r\nnot",
     );
     assert_eq!(status, 400);
     assert_eq!(body["code"], "invalid_json");
