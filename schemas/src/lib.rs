@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod event;
+pub mod fencing;
 pub mod json_schema;
 pub mod outcome;
 pub mod regions;

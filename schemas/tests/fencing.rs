@@ -1,0 +1,341 @@
+//! The term rule of `csp.events` (schemas::fencing): a deposed leader's records are never
+//! accepted once its successor's term-start is in the partition, a reader never takes part of a
+//! round, and every reader of the same partition accepts the same log.
+
+use std::borrow::Cow;
+
+use csp_ledger_schemas::fencing::{EventsRecord, FencingError, TermReader, Verdict};
+use csp_ledger_schemas::wire::PublishedEvent;
+use uuid::Uuid;
+
+/// An event at `position` after `prev`, its hash standing for its value (`variant` makes a
+/// second value for the same position).
+fn event(position: u64, prev: [u8; 32], variant: u8) -> PublishedEvent<'static> {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&position.to_be_bytes());
+    hash[8] = variant;
+    hash[9..].copy_from_slice(&prev[..23]);
+    PublishedEvent {
+        position,
+        canonical: Cow::Owned(
+            format!(r#"{{"position":{position},"stream":"partner-00000000-0000-4000-8000-000000000001"}}"#)
+                .into_bytes(),
+        ),
+        hash,
+        prev_hash: prev,
+    }
+}
+
+fn ev(term: u64, e: &PublishedEvent<'static>) -> EventsRecord<'static> {
+    EventsRecord::Event {
+        term: Some(term),
+        event: e.clone(),
+    }
+}
+
+fn commit(term: u64, e: &PublishedEvent<'static>) -> EventsRecord<'static> {
+    EventsRecord::Commit {
+        term,
+        last_position: e.position,
+        last_hash: e.hash,
+    }
+}
+
+fn start(term: u64) -> EventsRecord<'static> {
+    EventsRecord::TermStart {
+        term,
+        instance: Uuid::from_u128(term as u128),
+    }
+}
+
+/// Applies records in order; returns the accepted events.
+fn read(records: &[EventsRecord<'static>]) -> Result<Vec<PublishedEvent<'static>>, FencingError> {
+    let mut reader = TermReader::new();
+    let mut accepted = Vec::new();
+    for record in records {
+        if let Verdict::Accepted(events) = reader.push(record.clone())? {
+            accepted.extend(events);
+        }
+    }
+    Ok(accepted)
+}
+
+fn chain(first: u64, count: u64, prev: [u8; 32], variant: u8) -> Vec<PublishedEvent<'static>> {
+    let mut out = Vec::new();
+    let mut prev = prev;
+    for position in first..first + count {
+        let e = event(position, prev, variant);
+        prev = e.hash;
+        out.push(e);
+    }
+    out
+}
+
+#[test]
+fn events_are_accepted_only_once_committed() {
+    let a = chain(1, 3, [0; 32], 1);
+    let mut reader = TermReader::new();
+    assert!(matches!(
+        reader.push(start(1)),
+        Ok(Verdict::TermStarted {
+            term: 1,
+            head: 0,
+            dropped: 0
+        })
+    ));
+    for e in &a {
+        assert_eq!(reader.push(ev(1, e)), Ok(Verdict::Held));
+    }
+    assert_eq!(
+        reader.push(commit(1, &a[1])),
+        Ok(Verdict::Accepted(a[..2].to_vec()))
+    );
+    assert_eq!(reader.head().0, 2);
+    assert_eq!(reader.held(), 1);
+    assert_eq!(
+        reader.push(commit(1, &a[2])),
+        Ok(Verdict::Accepted(a[2..].to_vec()))
+    );
+    // A retried commit or event changes nothing.
+    assert_eq!(
+        reader.push(commit(1, &a[2])),
+        Ok(Verdict::Accepted(Vec::new()))
+    );
+    assert_eq!(reader.push(ev(1, &a[2])), Ok(Verdict::Ignored));
+}
+
+/// Issue 10's fork: the leader of term 1 is paused after publishing part of a round; term 2
+/// starts; the old leader wakes up and publishes the rest of its round and its commit.
+#[test]
+fn a_paused_leader_that_wakes_up_behind_its_successors_term_start_is_ignored() {
+    let committed = chain(1, 3, [0; 32], 1);
+    let head = committed[2].hash;
+    // The old round: a command of three events, of which two reach the broker before the pause.
+    let old_round = chain(4, 3, head, 1);
+    // The successor continues from the accepted head with other values for positions 4..
+    let new_round = chain(4, 2, head, 2);
+    let records = vec![
+        start(1),
+        ev(1, &committed[0]),
+        ev(1, &committed[1]),
+        ev(1, &committed[2]),
+        commit(1, &committed[2]),
+        ev(1, &old_round[0]),
+        ev(1, &old_round[1]),
+        start(2),
+        // Woken up: the rest of its round, its commit.
+        ev(1, &old_round[2]),
+        commit(1, &old_round[2]),
+        ev(2, &new_round[0]),
+        ev(2, &new_round[1]),
+        commit(2, &new_round[1]),
+    ];
+    let accepted = read(&records).unwrap();
+    let positions: Vec<u64> = accepted.iter().map(|e| e.position).collect();
+    assert_eq!(positions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        accepted[3], new_round[0],
+        "position 4 has the successor's value only"
+    );
+    assert!(!accepted.contains(&old_round[0]) && !accepted.contains(&old_round[1]));
+    // Part of a command is never accepted: the term-start dropped the two held events.
+    let mut reader = TermReader::new();
+    let mut started = None;
+    for record in &records {
+        if let Ok(Verdict::TermStarted {
+            term: 2,
+            head,
+            dropped,
+        }) = reader.push(record.clone())
+        {
+            started = Some((head, dropped));
+        }
+    }
+    assert_eq!(started, Some((3, 2)));
+}
+
+/// A commit that the broker takes in before the term-start is final for every reader,
+/// including the successor, which reads up to its own term-start before it leads.
+#[test]
+fn a_round_committed_before_the_term_start_stands() {
+    let a = chain(1, 4, [0; 32], 1);
+    let b = chain(5, 1, a[3].hash, 2);
+    let records = vec![
+        start(1),
+        ev(1, &a[0]),
+        commit(1, &a[0]),
+        ev(1, &a[1]),
+        ev(1, &a[2]),
+        ev(1, &a[3]),
+        commit(1, &a[3]),
+        start(2),
+        ev(2, &b[0]),
+        commit(2, &b[0]),
+    ];
+    let accepted = read(&records).unwrap();
+    assert_eq!(accepted.len(), 5);
+    assert_eq!(accepted[4], b[0]);
+}
+
+#[test]
+fn records_that_break_the_rule_are_refused() {
+    let a = chain(1, 3, [0; 32], 1);
+    // A term's records before its term-start.
+    assert_eq!(
+        read(&[start(1), ev(2, &a[0])]),
+        Err(FencingError::TermNotStarted {
+            term: 2,
+            current: 1
+        })
+    );
+    assert!(matches!(
+        read(&[commit(1, &a[0])]),
+        Err(FencingError::TermNotStarted { .. })
+    ));
+    // A gap, a broken chain, a commit beyond the events, a commit naming another hash.
+    assert!(matches!(
+        read(&[start(1), ev(1, &a[1])]),
+        Err(FencingError::Gap { .. })
+    ));
+    let forged = event(2, [9; 32], 1);
+    assert!(matches!(
+        read(&[start(1), ev(1, &a[0]), ev(1, &forged)]),
+        Err(FencingError::Chain { position: 2 })
+    ));
+    assert!(matches!(
+        read(&[start(1), ev(1, &a[0]), commit(1, &a[1])]),
+        Err(FencingError::CommitBeyondEvents { .. })
+    ));
+    let other = event(1, [0; 32], 7);
+    assert!(matches!(
+        read(&[start(1), ev(1, &a[0]), commit(1, &other)]),
+        Err(FencingError::CommitHash { .. })
+    ));
+    // A second value for a held position from the same term.
+    assert!(matches!(
+        read(&[start(1), ev(1, &a[0]), ev(1, &other)]),
+        Err(FencingError::Gap { .. })
+    ));
+}
+
+#[test]
+fn records_before_the_rule_are_taken_until_the_first_term_start() {
+    let a = chain(1, 3, [0; 32], 1);
+    let legacy = |e: &PublishedEvent<'static>| EventsRecord::Event {
+        term: None,
+        event: e.clone(),
+    };
+    let accepted = read(&[legacy(&a[0]), legacy(&a[1]), start(1), legacy(&a[2])]).unwrap();
+    assert_eq!(accepted, a[..2].to_vec());
+}
+
+#[test]
+fn records_round_trip_through_their_messages() {
+    let e = event(7, [3; 32], 1);
+    for record in [ev(4, &e), commit(4, &e), start(5)] {
+        let message = record.encode();
+        let headers: Vec<(String, String)> = message
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        if !matches!(record, EventsRecord::Event { .. }) {
+            assert_eq!(message.key, csp_ledger_schemas::fencing::CONTROL_KEY);
+        }
+        assert_eq!(
+            EventsRecord::decode(&message.value, &headers).unwrap(),
+            record
+        );
+    }
+    // A control record whose term header disagrees with its value is refused.
+    let message = start(5).encode();
+    let headers = vec![
+        ("csp-record".to_string(), "term-start".to_string()),
+        ("csp-term".to_string(), "6".to_string()),
+    ];
+    assert!(EventsRecord::decode(&message.value, &headers).is_err());
+}
+
+/// A small deterministic generator (no dependency): xorshift.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Random takeovers: each term's leader starts from the head it read (the accepted head at its
+/// term-start, computed by the rule), publishes rounds, and may be deposed mid-round; a deposed
+/// leader's later records land anywhere after its successor's term-start. Every reader accepts
+/// one gap-free chain, every prefix of the partition gives a prefix of that chain, and no
+/// accepted event comes from a term whose successor had started when it was written.
+#[test]
+fn random_takeovers_never_give_two_values_for_a_position_nor_part_of_a_round() {
+    for seed in 1..300u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut partition: Vec<EventsRecord<'static>> = Vec::new();
+        // The deposed leaders' records still to come, by term.
+        let mut zombies: Vec<Vec<EventsRecord<'static>>> = Vec::new();
+        for term in 1..=1 + rng.below(6) {
+            partition.push(start(term));
+            let mut view = TermReader::new();
+            for r in &partition {
+                view.push(r.clone()).unwrap();
+            }
+            let (mut head, mut hash) = view.head();
+            let mut own = Vec::new();
+            for _ in 0..rng.below(5) {
+                let round = chain(head + 1, 1 + rng.below(4), hash, term as u8);
+                for e in &round {
+                    own.push(ev(term, e));
+                }
+                let last = round.last().unwrap();
+                own.push(commit(term, last));
+                head = last.position;
+                hash = last.hash;
+            }
+            // Deposed after `cut` of its records; the rest comes late, interleaved below.
+            let cut = rng.below(own.len() as u64 + 1) as usize;
+            let late = own.split_off(cut);
+            partition.extend(own);
+            for zombie in &mut zombies {
+                let n = rng.below(zombie.len() as u64 + 1) as usize;
+                partition.extend(zombie.drain(..n));
+            }
+            zombies.push(late);
+        }
+        for zombie in zombies {
+            partition.extend(zombie);
+        }
+        let all = read(&partition).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.position, i as u64 + 1, "seed {seed}");
+            let prev = if i == 0 { [0; 32] } else { all[i - 1].hash };
+            assert_eq!(e.prev_hash, prev, "seed {seed}");
+        }
+        for cut in 0..=partition.len() {
+            let prefix = read(&partition[..cut]).unwrap();
+            assert_eq!(prefix[..], all[..prefix.len()], "seed {seed}, prefix {cut}");
+        }
+        // No accepted event was written after a newer term-start by its (older) term.
+        let mut newest = 0;
+        for record in &partition {
+            match record {
+                EventsRecord::TermStart { term, .. } => newest = newest.max(*term),
+                EventsRecord::Event {
+                    term: Some(term),
+                    event,
+                } if *term < newest => {
+                    assert!(
+                        !all.contains(event),
+                        "seed {seed}: a fenced event of term {term} was accepted"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
