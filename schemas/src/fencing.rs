@@ -6,8 +6,10 @@
 //! [`TERM_HEADER`] (the publisher's leader term) and [`RECORD_HEADER`]:
 //!
 //! - `event`: a [`PublishedEvent`], keyed by its stream, as before.
-//! - `commit {term, last_position, last_hash}`: the leader's events up to `last_position` are
-//!   whole commands and final. A leader writes one after each publish round.
+//! - `commit {term, last_position, last_hash, last_outcome}`: the leader's events up to
+//!   `last_position` are whole commands and final, and so are its results up to outcome
+//!   sequence `last_outcome`. A leader writes one after each publish round (its events and
+//!   results first, the commit last).
 //! - `term-start {term, instance}`: written by a new leader after it won the election and before
 //!   it publishes anything; it leads only once it has read this record back.
 //!
@@ -25,6 +27,11 @@
 //!    void). The accepted log at that offset is where the new term continues; the new leader
 //!    computes it the same way, by reading up to its own term-start, and never writes below it.
 //!
+//! 5. A result on `csp.command-results` (headers [`TERM_HEADER`], [`OUTCOME_HEADER`]) is final
+//!    once a commit of its term covers its outcome sequence ([`TermReader::is_final_result`]).
+//!    The results topic has its own order, so a reader of results follows the events topic
+//!    too (as the standby does) or waits for the commit.
+//!
 //! Every reader that applies the rule to the same partition accepts the same sequence, so there
 //! is never a second value for a position, and nothing accepted is ever taken back. Records
 //! without a term header (a topic written before the rule) are accepted as term 0 until the
@@ -41,6 +48,8 @@ use crate::wire::{PublishedEvent, TopicMessage, WireError};
 pub const TERM_HEADER: &str = "csp-term";
 /// Header naming the kind of a `csp.events` record: `event`, `commit` or `term-start`.
 pub const RECORD_HEADER: &str = "csp-record";
+/// Header of a `csp.command-results` record: its outcome sequence number (decimal).
+pub const OUTCOME_HEADER: &str = "csp-outcome";
 /// Key of the control records (commit, term-start) on the events topic.
 pub const CONTROL_KEY: &str = "csp-control";
 
@@ -52,11 +61,13 @@ pub enum EventsRecord<'a> {
         term: Option<u64>,
         event: PublishedEvent<'a>,
     },
-    /// The events of `term` up to `last_position` are final.
+    /// The events of `term` up to `last_position` are final, and so are its results (on
+    /// `csp.command-results`) of outcome sequence numbers up to `last_outcome`.
     Commit {
         term: u64,
         last_position: u64,
         last_hash: [u8; 32],
+        last_outcome: u64,
     },
     /// `instance` leads from `term` on.
     TermStart { term: u64, instance: Uuid },
@@ -68,6 +79,7 @@ struct CommitBody {
     term: u64,
     last_position: u64,
     last_hash: String,
+    last_outcome: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -124,6 +136,7 @@ impl<'a> EventsRecord<'a> {
                             term: body.term,
                             last_position: body.last_position,
                             last_hash,
+                            last_outcome: body.last_outcome,
                         }
                     }
                     Control::TermStart(body) => EventsRecord::TermStart {
@@ -162,12 +175,14 @@ impl<'a> EventsRecord<'a> {
                 term,
                 last_position,
                 last_hash,
+                last_outcome,
             } => (
                 CONTROL_KEY.to_string(),
                 control_bytes(&Control::Commit(CommitBody {
                     term: *term,
                     last_position: *last_position,
                     last_hash: encode_hex(last_hash),
+                    last_outcome: *last_outcome,
                 })),
             ),
             EventsRecord::TermStart { term, instance } => (
@@ -286,6 +301,10 @@ pub struct TermReader {
     head: u64,
     head_hash: [u8; 32],
     held: Vec<PublishedEvent<'static>>,
+    /// The highest outcome sequence a commit of the current term made final.
+    last_outcome: u64,
+    /// The same for every earlier term, frozen at its successor's term-start.
+    earlier_outcomes: Vec<(u64, u64)>,
 }
 
 impl Default for TermReader {
@@ -308,6 +327,8 @@ impl TermReader {
             head,
             head_hash,
             held: Vec::new(),
+            last_outcome: 0,
+            earlier_outcomes: Vec::new(),
         }
     }
 
@@ -319,6 +340,19 @@ impl TermReader {
     /// The last accepted position (0 for none) and its hash.
     pub fn head(&self) -> (u64, [u8; 32]) {
         (self.head, self.head_hash)
+    }
+
+    /// Whether a result of `term` with outcome sequence `seq` (`csp.command-results`, headers
+    /// [`TERM_HEADER`] and [`OUTCOME_HEADER`]) is final: a commit of its term covering `seq`
+    /// was accepted. A result that is not final (its leader was deposed before committing the
+    /// round) is ignored; its command is decided again by the successor.
+    pub fn is_final_result(&self, term: u64, seq: u64) -> bool {
+        if term == self.term {
+            return seq <= self.last_outcome;
+        }
+        self.earlier_outcomes
+            .iter()
+            .any(|(t, last)| *t == term && seq <= *last)
     }
 
     /// How many events of the current term wait for their commit.
@@ -374,6 +408,7 @@ impl TermReader {
                 term,
                 last_position,
                 last_hash,
+                last_outcome,
             } => {
                 if term < self.term {
                     return Ok(Verdict::Ignored);
@@ -384,7 +419,9 @@ impl TermReader {
                         current: self.term,
                     });
                 }
-                self.commit(term, last_position, last_hash)
+                let verdict = self.commit(term, last_position, last_hash)?;
+                self.last_outcome = self.last_outcome.max(last_outcome);
+                Ok(verdict)
             }
         }
     }
@@ -395,6 +432,10 @@ impl TermReader {
         }
         let dropped = self.held.len();
         self.held.clear();
+        if self.last_outcome > 0 {
+            self.earlier_outcomes.push((self.term, self.last_outcome));
+        }
+        self.last_outcome = 0;
         self.term = term;
         Verdict::TermStarted {
             term,

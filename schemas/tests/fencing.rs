@@ -38,6 +38,7 @@ fn commit(term: u64, e: &PublishedEvent<'static>) -> EventsRecord<'static> {
         term,
         last_position: e.position,
         last_hash: e.hash,
+        last_outcome: e.position * 10,
     }
 }
 
@@ -338,4 +339,26 @@ fn random_takeovers_never_give_two_values_for_a_position_nor_part_of_a_round() {
             }
         }
     }
+}
+
+#[test]
+fn results_are_final_once_a_commit_of_their_term_covers_them() {
+    let a = chain(1, 2, [0; 32], 1);
+    let mut reader = TermReader::new();
+    for record in [start(1), ev(1, &a[0]), commit(1, &a[0]), ev(1, &a[1])] {
+        reader.push(record).unwrap();
+    }
+    // commit(1, a[0]) covers outcomes up to 10.
+    assert!(reader.is_final_result(1, 10));
+    assert!(
+        !reader.is_final_result(1, 11),
+        "its round was not committed"
+    );
+    reader.push(start(2)).unwrap();
+    // Term 1's round with a[1] (outcomes 11..20) is void; its late commit is ignored.
+    reader.push(commit(1, &a[1])).unwrap();
+    assert!(reader.is_final_result(1, 10));
+    assert!(!reader.is_final_result(1, 20));
+    assert!(!reader.is_final_result(2, 1));
+    assert!(!reader.is_final_result(3, 1));
 }
