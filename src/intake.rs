@@ -84,6 +84,22 @@ impl Submission {
         }
     }
 
+    /// An input line longer than any command (`bytes` long, skipped unread): malformed.
+    pub fn oversized(line: Option<u64>, bytes: u64) -> Submission {
+        Submission {
+            line,
+            parsed: Err(MalformedCommand {
+                command_id: None,
+                reason: format!(
+                    "command is {bytes} bytes, above the limit of {}",
+                    csp_ledger_schemas::command::COMMAND_BYTES_MAX
+                ),
+            }),
+            source: None,
+            principal: local_principal(),
+        }
+    }
+
     /// Parses one JSON command envelope submitted by `principal`.
     pub fn parse_as(line: Option<u64>, bytes: &[u8], principal: Arc<Principal>) -> Submission {
         Submission {

@@ -87,6 +87,64 @@ enum Queued {
     Refused(WriterError),
 }
 
+/// Longest input line kept in memory: a command envelope at its limit plus line ending slack.
+/// A longer line is skipped as it streams past and answered `malformed_command`.
+pub const LINE_BYTES_MAX: usize = csp_ledger_schemas::command::COMMAND_BYTES_MAX + 2;
+
+/// What [`read_line_bounded`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum LineRead {
+    /// End of input, nothing read.
+    End,
+    /// A line (with its newline, unless it ended the input) is in the buffer.
+    Line,
+    /// A line of `bytes` bytes (newline included) longer than the limit: skipped, not kept.
+    TooLong { bytes: u64 },
+}
+
+/// Reads one line into `line`, keeping at most `max` bytes of it in memory: a longer line is
+/// consumed to its end without being stored.
+fn read_line_bounded(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    let mut total: u64 = 0;
+    let mut too_long = false;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(buffer) => buffer,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            break;
+        }
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(end) => (&available[..=end], true),
+            None => (available, false),
+        };
+        let used = chunk.len();
+        total += used as u64;
+        if !too_long && line.len() + used > max {
+            too_long = true;
+            line.clear();
+        }
+        if !too_long {
+            line.extend_from_slice(chunk);
+        }
+        input.consume(used);
+        if done {
+            break;
+        }
+    }
+    Ok(match (total, too_long) {
+        (0, _) => LineRead::End,
+        (bytes, true) => LineRead::TooLong { bytes },
+        (_, false) => LineRead::Line,
+    })
+}
+
 /// Reads lines, submits them in jobs, and queues each job's pending answer for the output.
 fn spawn_reader<R: Read + Send + 'static>(
     input: R,
@@ -119,14 +177,18 @@ fn spawn_reader<R: Read + Send + 'static>(
                     return;
                 }
                 line.clear();
-                match input.read_until(b'\n', &mut line) {
-                    Ok(0) => break,
-                    Ok(_) => {
+                match read_line_bounded(&mut input, &mut line, LINE_BYTES_MAX) {
+                    Ok(LineRead::End) => break,
+                    Ok(LineRead::Line) => {
                         number += 1;
                         while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                             line.pop();
                         }
                         job.push(Submission::parse(Some(number), &line));
+                    }
+                    Ok(LineRead::TooLong { bytes }) => {
+                        number += 1;
+                        job.push(Submission::oversized(Some(number), bytes));
                     }
                     Err(error) => {
                         if flush(&mut job) {
@@ -212,4 +274,29 @@ where
     stats.output_seconds = output_seconds;
     stats.wait_seconds = wait_seconds;
     Ok((stats, ledger))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_over_the_limit_is_skipped_without_being_kept() {
+        let input = format!("short\n{}\nlast", "x".repeat(100));
+        let mut reader = std::io::BufReader::with_capacity(8, input.as_bytes());
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 16).unwrap(), LineRead::Line);
+        assert_eq!(line, b"short\n");
+        line.clear();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 16).unwrap(),
+            LineRead::TooLong { bytes: 101 }
+        );
+        assert!(line.capacity() <= 64, "the long line was not kept");
+        line.clear();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 16).unwrap(), LineRead::Line);
+        assert_eq!(line, b"last");
+        line.clear();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 16).unwrap(), LineRead::End);
+    }
 }
