@@ -39,6 +39,8 @@ pub struct ServeOptions {
     pub auth: Arc<Authenticator>,
     /// `--tls-cert` and `--tls-key`: serve HTTPS only. Loaded and checked at bind time.
     pub tls: Option<TlsFiles>,
+    /// `--max-body-bytes`: the largest request body (413 `payload_too_large`).
+    pub max_body_bytes: usize,
 }
 
 impl ServeOptions {
@@ -48,6 +50,7 @@ impl ServeOptions {
             read_wait_max: Duration::from_secs(2),
             auth,
             tls: None,
+            max_body_bytes: COMMAND_BODY_BYTES_MAX,
         }
     }
 }
@@ -256,6 +259,7 @@ impl Server {
             kafka_commands_topic: kafka.as_ref().map(|k| k.commands_topic.clone()),
             role: Box::new(move || role(&role_lease)),
             auth: Arc::clone(&options.auth),
+            max_body_bytes: options.max_body_bytes,
         });
         let shared = Arc::new(Shared {
             writer: writer.handle(),

@@ -148,19 +148,70 @@ impl ParsedCommand {
         }
     }
 }
+/// Most commands in one `POST /v1/commands` array (SPEC.md section 11).
+pub const COMMANDS_PER_REQUEST_MAX: usize = 4096;
+
+/// Why a `POST /v1/commands` body was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandsError {
+    /// Not JSON at all (400 `invalid_json`).
+    #[error("{0}")]
+    NotJson(String),
+    /// An array of more than [`COMMANDS_PER_REQUEST_MAX`] (413 `too_many_commands`).
+    #[error("more than {COMMANDS_PER_REQUEST_MAX} commands")]
+    TooMany,
+}
+
+/// The elements of a JSON array, refused at the first element over the limit (so that a huge
+/// array is not collected first).
+struct Elements<'a>(Vec<&'a RawValue>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Elements<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Elements<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of command envelopes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                    if items.len() == COMMANDS_PER_REQUEST_MAX {
+                        return Err(serde::de::Error::custom(TOO_MANY));
+                    }
+                    items.push(item);
+                }
+                Ok(Elements(items))
+            }
+        }
+        deserializer.deserialize_seq(Visit(std::marker::PhantomData))
+    }
+}
+
+const TOO_MANY: &str = "too many commands";
+
 /// The body of `POST /v1/commands`: one envelope or an array of envelopes, each parsed as a
 /// submission numbered from 1; `true` when it was a single one.
 pub fn parse_commands(
     body: &[u8],
     principal: &Arc<Principal>,
-) -> Result<(Vec<Submission>, bool), String> {
-    let raw: &RawValue =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+) -> Result<(Vec<Submission>, bool), CommandsError> {
+    let raw: &RawValue = serde_json::from_slice(body)
+        .map_err(|e| CommandsError::NotJson(format!("the body is not JSON: {e}")))?;
     if raw.get().trim_start().starts_with('[') {
-        let items: Vec<&RawValue> = serde_json::from_str(raw.get())
-            .map_err(|e| format!("the body is not a JSON array: {e}"))?;
+        let Elements(items) = serde_json::from_str(raw.get()).map_err(|e| {
+            if e.to_string().starts_with(TOO_MANY) {
+                CommandsError::TooMany
+            } else {
+                CommandsError::NotJson(format!("the body is not a JSON array: {e}"))
+            }
+        })?;
         if items.is_empty() {
-            return Err("the array holds no command".into());
+            return Err(CommandsError::NotJson("the array holds no command".into()));
         }
         Ok((
             items

@@ -126,3 +126,49 @@ fn framework_refusals_answer_json_and_writes_on_read_routes_are_405() {
     assert_eq!(status, 400);
     assert_eq!(body["code"], "invalid_json");
 }
+
+/// SPEC.md section 11: an array of more than 4,096 commands is refused whole (413
+/// `too_many_commands`, nothing decided); an element over 64 KiB is a `malformed_command`
+/// outcome of its own while the others are decided.
+#[test]
+fn command_arrays_are_bounded_in_count_and_in_element_size() {
+    let addr = server();
+    let max = csp_ledger::intake::COMMANDS_PER_REQUEST_MAX;
+    let array = |n: usize| format!("[{}]", vec!["{}"; n].join(","));
+    let refused = support::http(addr, "POST", "/v1/commands", Some(&array(max + 1)));
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    assert_eq!(refused.json()["code"], "too_many_commands");
+    let before = support::get(addr, "/v1/events?limit=1").json()["position"].clone();
+    let answered = support::http(addr, "POST", "/v1/commands", Some(&array(max)));
+    assert_eq!(answered.status, 200);
+    assert_eq!(answered.json().as_array().map(Vec::len), Some(max));
+
+    let huge = format!(
+        r#"{{"command_id":"00000000-0000-4000-8000-00000000abcd","pad":"{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
+    let valid = r#"{"command_id":"00000000-0000-4000-8000-0000000000ee","type":"VerifyPartner","issued_at":"2026-06-01T00:00:00Z","actor":{"kind":"operator"},"payload":{"partner_id":"00000000-0000-4000-8000-000000000106","outcome":"approved"}}"#;
+    let answer = support::http(
+        addr,
+        "POST",
+        "/v1/commands",
+        Some(&format!("[{huge},{valid}]")),
+    );
+    let outcomes = answer.json();
+    assert_eq!(
+        outcomes[0]["rejection"]["code"], "malformed_command",
+        "{}",
+        outcomes[0]
+    );
+    assert!(outcomes[0]["rejection"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("above the limit"));
+    assert_eq!(outcomes[1]["outcome"], "accepted", "{}", outcomes[1]);
+    let after = support::get(addr, "/v1/events?limit=1").json()["position"].clone();
+    assert_eq!(
+        after.as_u64(),
+        before.as_u64().map(|p| p + 1),
+        "only the valid element appended"
+    );
+}

@@ -47,7 +47,9 @@ fn an_oversized_line_is_answered_malformed_and_the_next_lines_still_apply() {
     assert_eq!(outcomes[1]["outcome"], "rejected");
     assert_eq!(outcomes[1]["rejection"]["code"], "malformed_command");
     assert_eq!(outcomes[1]["rejection"]["details"]["line"], 2);
-    let reason = outcomes[1]["rejection"]["details"]["reason"].as_str().unwrap();
+    let reason = outcomes[1]["rejection"]["details"]["reason"]
+        .as_str()
+        .unwrap();
     assert!(reason.contains(&format!("{} bytes", huge + 1)), "{reason}");
     assert_eq!(outcomes[2]["outcome"], "accepted", "{}", outcomes[2]);
 }

@@ -21,11 +21,12 @@ use serde_json::{json, Value};
 use crate::api::metrics::Metrics;
 use crate::api::query::{answer, ReadView, Request};
 use crate::auth::{AuthError, Authenticator, Principal};
-use crate::intake::parse_commands;
+use crate::intake::{parse_commands, CommandsError, COMMANDS_PER_REQUEST_MAX};
 use crate::writer::{ReadModel, WriterError, WriterHandle};
 
-/// Largest request body accepted by `POST /v1/commands`.
-pub const COMMAND_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest request body accepted by `POST /v1/commands` unless `--max-body-bytes` says
+/// otherwise (SPEC.md section 11).
+pub const COMMAND_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Longest request target (path and query) served; longer ones get 414 `uri_too_long`.
 pub const URI_BYTES_MAX: usize = 8 * 1024;
@@ -49,6 +50,8 @@ pub struct HttpState {
     pub role: Box<dyn Fn() -> &'static str + Send + Sync>,
     /// Who may call (SPEC.md section 10).
     pub auth: Arc<Authenticator>,
+    /// Largest request body (`--max-body-bytes`).
+    pub max_body_bytes: usize,
 }
 
 /// Paths served without credentials: they hold nothing private (SPEC.md section 10).
@@ -76,7 +79,7 @@ pub fn router(shared: Arc<HttpState>) -> Router {
         )
         .route("/v1/commands", post(commands))
         .fallback(read)
-        .layer(DefaultBodyLimit::max(COMMAND_BODY_BYTES_MAX))
+        .layer(DefaultBodyLimit::max(shared.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
             authenticate,
@@ -328,10 +331,17 @@ async fn commands(
     }
     let (submissions, single) = match parse_commands(&body, &principal) {
         Ok(parsed) => parsed,
-        Err(message) => {
+        Err(CommandsError::NotJson(message)) => {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 &json!({"code": "invalid_json", "message": message}),
+                None,
+            )
+        }
+        Err(CommandsError::TooMany) => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"code": "too_many_commands", "message": format!("an array holds at most {COMMANDS_PER_REQUEST_MAX} commands"), "details": {"limit": COMMANDS_PER_REQUEST_MAX}}),
                 None,
             )
         }

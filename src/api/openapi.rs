@@ -162,7 +162,7 @@ fn contents() -> Value {
                 "responses": {
                     "200": {"description": "One outcome per command (accepted, rejected with a code, duplicate), answered after the commit is durable", "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Outcome"}, {"type": "array", "items": {"$ref": "#/components/schemas/Outcome"}}]}}}},
                     "400": {"description": "The body is not JSON", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                    "413": {"description": "The body is larger than the limit"}}}},
+                    "413": {"description": "payload_too_large: the body is over --max-body-bytes (default 8 MiB); too_many_commands: an array of more than 4,096", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}},
             "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "The store is open and the read models have caught up with the log", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},

@@ -74,6 +74,9 @@ enum Commands {
         access: AccessArgs,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Largest request body accepted (bytes); larger ones get 413 payload_too_large.
+        #[arg(long, env = "CSP_LEDGER_MAX_BODY_BYTES", default_value_t = csp_ledger::app::COMMAND_BODY_BYTES_MAX)]
+        max_body_bytes: usize,
     },
     /// Send command lines to the commands topic (keyed by partner id); with --wait, print the
     /// outcome of each line from the results topic.
@@ -320,6 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             topics,
             access,
             tls,
+            max_body_bytes,
         } => serve(
             dir,
             options,
@@ -329,6 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .transpose()?,
             &access,
             tls.files(),
+            max_body_bytes,
         ),
         Commands::Rebuild { write } => {
             let log = open_log(dir, options)?;
@@ -586,12 +591,14 @@ fn serve(
     kafka: Option<csp_ledger::ingest::KafkaOptions>,
     access: &AccessArgs,
     tls: Option<csp_ledger::api::tls::TlsFiles>,
+    max_body_bytes: usize,
 ) -> anyhow::Result<ExitCode> {
     let auth = std::sync::Arc::new(authenticator(dir, access)?);
     loop {
         let ledger = open_ledger(dir, options)?;
         let mut serve_options = csp_ledger::app::ServeOptions::new(std::sync::Arc::clone(&auth));
         serve_options.tls = tls.clone();
+        serve_options.max_body_bytes = max_body_bytes;
         let (server, addr) =
             csp_ledger::app::Server::bind_with_kafka(ledger, http, serve_options, kafka.clone())?;
         print_line(serde_json::json!({"listening": addr.to_string()}))?;

@@ -285,7 +285,10 @@ mod tests {
         let input = format!("short\n{}\nlast", "x".repeat(100));
         let mut reader = std::io::BufReader::with_capacity(8, input.as_bytes());
         let mut line = Vec::new();
-        assert_eq!(read_line_bounded(&mut reader, &mut line, 16).unwrap(), LineRead::Line);
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 16).unwrap(),
+            LineRead::Line
+        );
         assert_eq!(line, b"short\n");
         line.clear();
         assert_eq!(
@@ -294,9 +297,15 @@ mod tests {
         );
         assert!(line.capacity() <= 64, "the long line was not kept");
         line.clear();
-        assert_eq!(read_line_bounded(&mut reader, &mut line, 16).unwrap(), LineRead::Line);
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 16).unwrap(),
+            LineRead::Line
+        );
         assert_eq!(line, b"last");
         line.clear();
-        assert_eq!(read_line_bounded(&mut reader, &mut line, 16).unwrap(), LineRead::End);
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 16).unwrap(),
+            LineRead::End
+        );
     }
 }
