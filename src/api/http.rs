@@ -278,9 +278,15 @@ async fn read(
             &request,
         )
     };
-    shared
-        .metrics
-        .query(route_label(&request.path), started.elapsed().as_secs_f64());
+    let status = match &answered {
+        Ok(_) => 200,
+        Err(error) => error.status(),
+    };
+    shared.metrics.query(
+        route_label(&request.path),
+        status,
+        started.elapsed().as_secs_f64(),
+    );
     match answered {
         Ok(body) => {
             let position = body.get("position").and_then(Value::as_u64);

@@ -39,7 +39,8 @@ pub struct Metrics {
     commands: Mutex<BTreeMap<(String, String), u64>>,
     events_appended: AtomicU64,
     apply_seconds: Mutex<Histogram>,
-    query_seconds: Mutex<BTreeMap<String, Histogram>>,
+    /// By route template (a fixed set) and status code (a handful): bounded by construction.
+    query_seconds: Mutex<BTreeMap<(&'static str, u16), Histogram>>,
     projection_position: AtomicU64,
     head_position: AtomicU64,
     /// Consumer lag by (topic, partition): high watermark minus the next offset to consume.
@@ -66,12 +67,9 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn query(&self, route: &str, seconds: f64) {
+    pub fn query(&self, route: &'static str, code: u16, seconds: f64) {
         let mut queries = self.query_seconds.lock().unwrap_or_else(|p| p.into_inner());
-        queries
-            .entry(route.to_string())
-            .or_default()
-            .observe(seconds);
+        queries.entry((route, code)).or_default().observe(seconds);
     }
 
     pub fn positions(&self, projection: u64, head: u64) {
@@ -130,10 +128,10 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP csp_ledger_query_seconds Time to answer a read, by route."
+            "# HELP csp_ledger_query_seconds Time to answer a read, by route template and status code."
         );
         let _ = writeln!(out, "# TYPE csp_ledger_query_seconds histogram");
-        for (route, histogram) in self
+        for ((route, code), histogram) in self
             .query_seconds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -142,7 +140,7 @@ impl Metrics {
             write_histogram(
                 &mut out,
                 "csp_ledger_query_seconds",
-                &format!("route=\"{}\"", escape_label(route)),
+                &format!("route=\"{}\",code=\"{code}\"", escape_label(route)),
                 histogram,
             );
         }
