@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     /// `--max-body-bytes`: the largest request body (413 `payload_too_large`).
     pub max_body_bytes: usize,
+    /// Connections served at once and their timeouts (SPEC.md section 11).
+    pub limits: crate::api::serve::ConnectionLimits,
 }
 
 impl ServeOptions {
@@ -51,6 +53,7 @@ impl ServeOptions {
             auth,
             tls: None,
             max_body_bytes: COMMAND_BODY_BYTES_MAX,
+            limits: crate::api::serve::ConnectionLimits::default(),
         }
     }
 }
@@ -178,6 +181,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     /// HTTPS when set.
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    limits: crate::api::serve::ConnectionLimits,
     runtime: tokio::runtime::Runtime,
     shared: Arc<Shared>,
     http: Arc<HttpState>,
@@ -201,6 +205,7 @@ impl Server {
         options: ServeOptions,
         kafka: Option<KafkaOptions>,
     ) -> Result<(Server, SocketAddr), ServerError> {
+        let limits = options.limits;
         let tls = options
             .tls
             .as_ref()
@@ -260,6 +265,7 @@ impl Server {
             role: Box::new(move || role(&role_lease)),
             auth: Arc::clone(&options.auth),
             max_body_bytes: options.max_body_bytes,
+            body_timeout: options.limits.body_timeout,
         });
         let shared = Arc::new(Shared {
             writer: writer.handle(),
@@ -276,6 +282,7 @@ impl Server {
             Server {
                 listener,
                 tls,
+                limits,
                 runtime,
                 shared,
                 http,
@@ -298,6 +305,7 @@ impl Server {
         let Server {
             listener,
             tls,
+            limits,
             runtime,
             shared,
             http,
@@ -343,15 +351,10 @@ impl Server {
                 }
             };
             match tls {
-                None => {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stopping)
-                        .await
-                }
+                None => crate::api::serve::serve(listener, app, limits, stopping).await,
                 Some(config) => {
-                    axum::serve(TlsListener::new(listener, config)?, app)
-                        .with_graceful_shutdown(stopping)
-                        .await
+                    let listener = TlsListener::new(listener, config)?;
+                    crate::api::serve::serve(listener, app, limits, stopping).await
                 }
             }
         });

@@ -52,6 +52,8 @@ pub struct HttpState {
     pub auth: Arc<Authenticator>,
     /// Largest request body (`--max-body-bytes`).
     pub max_body_bytes: usize,
+    /// Longest time to receive a command body once its headers are in (408 after it).
+    pub body_timeout: Duration,
 }
 
 /// Paths served without credentials: they hold nothing private (SPEC.md section 10).
@@ -313,7 +315,7 @@ async fn commands(
     State(shared): State<Arc<HttpState>>,
     Extension(principal): Extension<Arc<Principal>>,
     headers: header::HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     if principal.act_as.is_empty() {
         return forbidden(&principal, "act_as (any actor claim)");
@@ -335,6 +337,41 @@ async fn commands(
             None,
         );
     }
+    let body: Bytes = match tokio::time::timeout(
+        shared.body_timeout,
+        axum::body::to_bytes(body, shared.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => {
+            // Over the limit (the body is refused while it streams), or a broken body.
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            let (status, code) = if too_large {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            } else {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            };
+            return json_response(
+                status,
+                &json!({"code": code, "message": format!("the request body was refused: {error}")}),
+                None,
+            );
+        }
+        Err(_) => {
+            let mut response = json_response(
+                StatusCode::REQUEST_TIMEOUT,
+                &json!({"code": "request_timeout", "message": format!("the body did not arrive within {} ms of the headers", shared.body_timeout.as_millis())}),
+                None,
+            );
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
+    };
     let (submissions, single) = match parse_commands(&body, &principal) {
         Ok(parsed) => parsed,
         Err(CommandsError::NotJson(message)) => {

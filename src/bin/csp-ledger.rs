@@ -77,6 +77,8 @@ enum Commands {
         /// Largest request body accepted (bytes); larger ones get 413 payload_too_large.
         #[arg(long, env = "CSP_LEDGER_MAX_BODY_BYTES", default_value_t = csp_ledger::app::COMMAND_BODY_BYTES_MAX)]
         max_body_bytes: usize,
+        #[command(flatten)]
+        connections: ConnectionArgs,
     },
     /// Send command lines to the commands topic (keyed by partner id); with --wait, print the
     /// outcome of each line from the results topic.
@@ -147,6 +149,35 @@ struct AccessArgs {
     /// address is a loopback address.
     #[arg(long, conflicts_with_all = ["principals", "jwks"])]
     insecure_no_auth: bool,
+}
+
+/// Connection limits of `serve` (SPEC.md section 11).
+#[derive(Debug, Clone, clap::Args)]
+struct ConnectionArgs {
+    /// Connections served at once; further ones wait in the listen backlog.
+    #[arg(long, env = "CSP_LEDGER_MAX_CONNECTIONS", default_value_t = csp_ledger::api::serve::CONNECTIONS_MAX)]
+    max_connections: usize,
+    /// Time for a request's headers, from connecting or from the previous response (ms).
+    #[arg(long, env = "CSP_LEDGER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Time for a command body once its headers are in (ms); then 408 request_timeout.
+    #[arg(long, env = "CSP_LEDGER_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    body_timeout_ms: u64,
+    /// A connection that neither reads nor writes for this long is closed (ms).
+    #[arg(long, env = "CSP_LEDGER_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    idle_timeout_ms: u64,
+}
+
+impl ConnectionArgs {
+    fn limits(&self) -> csp_ledger::api::serve::ConnectionLimits {
+        use std::time::Duration;
+        csp_ledger::api::serve::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
 }
 
 /// HTTPS for `serve` (SPEC.md section 10): both flags or neither.
@@ -324,6 +355,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             access,
             tls,
             max_body_bytes,
+            connections,
         } => serve(
             dir,
             options,
@@ -334,6 +366,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &access,
             tls.files(),
             max_body_bytes,
+            connections.limits(),
         ),
         Commands::Rebuild { write } => {
             let log = open_log(dir, options)?;
@@ -592,6 +625,7 @@ fn serve(
     access: &AccessArgs,
     tls: Option<csp_ledger::api::tls::TlsFiles>,
     max_body_bytes: usize,
+    limits: csp_ledger::api::serve::ConnectionLimits,
 ) -> anyhow::Result<ExitCode> {
     let auth = std::sync::Arc::new(authenticator(dir, access)?);
     loop {
@@ -599,6 +633,7 @@ fn serve(
         let mut serve_options = csp_ledger::app::ServeOptions::new(std::sync::Arc::clone(&auth));
         serve_options.tls = tls.clone();
         serve_options.max_body_bytes = max_body_bytes;
+        serve_options.limits = limits;
         let (server, addr) =
             csp_ledger::app::Server::bind_with_kafka(ledger, http, serve_options, kafka.clone())?;
         print_line(serde_json::json!({"listening": addr.to_string()}))?;
