@@ -26,10 +26,7 @@ pub const UNAUTHENTICATED: &str = "unauthenticated";
 /// such a message is never parsed as a command).
 static NOBODY: LazyLock<Arc<Principal>> = LazyLock::new(|| {
     Arc::new(Principal {
-        id: match UNAUTHENTICATED.parse() {
-            Ok(id) => id,
-            Err(reason) => unreachable!("built-in principal id: {reason}"),
-        },
+        id: crate::auth::PrincipalId::builtin(UNAUTHENTICATED),
         act_as: Vec::new(),
         read: crate::auth::ReadGrants::default(),
     })

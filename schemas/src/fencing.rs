@@ -377,14 +377,8 @@ impl TermReader {
                 term: Some(term),
                 event,
             } => {
-                if term < self.term {
+                if self.is_stale(term)? {
                     return Ok(Verdict::Ignored);
-                }
-                if term > self.term {
-                    return Err(FencingError::TermNotStarted {
-                        term,
-                        current: self.term,
-                    });
                 }
                 let (after, after_hash) = match self.held.last() {
                     Some(last) => (last.position, last.hash),
@@ -410,20 +404,26 @@ impl TermReader {
                 last_hash,
                 last_outcome,
             } => {
-                if term < self.term {
+                if self.is_stale(term)? {
                     return Ok(Verdict::Ignored);
-                }
-                if term > self.term {
-                    return Err(FencingError::TermNotStarted {
-                        term,
-                        current: self.term,
-                    });
                 }
                 let verdict = self.commit(term, last_position, last_hash)?;
                 self.last_outcome = self.last_outcome.max(last_outcome);
                 Ok(verdict)
             }
         }
+    }
+
+    /// Whether a record of `term` is of an older term (ignored); a newer term than the
+    /// current one has not started (refused).
+    fn is_stale(&self, term: u64) -> Result<bool, FencingError> {
+        if term > self.term {
+            return Err(FencingError::TermNotStarted {
+                term,
+                current: self.term,
+            });
+        }
+        Ok(term < self.term)
     }
 
     fn term_start(&mut self, term: u64) -> Verdict {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::Request as HttpRequest;
-use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::extract::{Extension, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -81,7 +81,6 @@ pub fn router(shared: Arc<HttpState>) -> Router {
         )
         .route("/v1/commands", post(commands))
         .fallback(read)
-        .layer(DefaultBodyLimit::max(shared.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
             authenticate,

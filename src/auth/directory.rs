@@ -207,7 +207,7 @@ impl Directory {
             });
         }
         let mut directory = Directory::default();
-        let admin = Principal::administrator(PrincipalId::from_str_static(EMBEDDED_ADMIN_ID));
+        let admin = Principal::administrator(PrincipalId::builtin(EMBEDDED_ADMIN_ID));
         directory
             .insert(admin, Some(api_key_sha256(&key)), None)
             .map_err(|reason| DirectoryError::Invalid {
@@ -280,15 +280,6 @@ impl Directory {
         let id: PrincipalId = id.parse().ok()?;
         let entry = &self.entries[*self.by_id.get(&id)?];
         Some((Arc::clone(&entry.principal), entry.kafka_key.as_ref()?))
-    }
-}
-
-impl PrincipalId {
-    fn from_str_static(id: &'static str) -> PrincipalId {
-        match id.parse() {
-            Ok(id) => id,
-            Err(reason) => unreachable!("built-in principal id {id:?}: {reason}"),
-        }
     }
 }
 

@@ -89,10 +89,7 @@ impl Authenticator {
     /// `--insecure-no-auth`: no credentials asked; every caller is an administrator
     /// [`INSECURE_PRINCIPAL_ID`]. The caller checks that the address is a loopback one.
     pub fn insecure() -> Self {
-        let id = match INSECURE_PRINCIPAL_ID.parse() {
-            Ok(id) => id,
-            Err(reason) => unreachable!("built-in principal id: {reason}"),
-        };
+        let id = PrincipalId::builtin(INSECURE_PRINCIPAL_ID);
         Authenticator {
             directory: RwLock::new(Arc::new(Directory::default())),
             source: Source::Fixed,

@@ -37,7 +37,13 @@ impl PrincipalId {
 
     /// The id of the CLI's local administrator.
     pub fn local() -> PrincipalId {
-        PrincipalId(Arc::from("local"))
+        PrincipalId::builtin("local")
+    }
+
+    /// One of the ledger's own ids ([`RESERVED_IDS`]), valid by construction.
+    pub(crate) fn builtin(id: &'static str) -> PrincipalId {
+        debug_assert!(RESERVED_IDS.contains(&id) && id.parse::<PrincipalId>().is_ok());
+        PrincipalId(Arc::from(id))
     }
 
     pub fn as_str(&self) -> &str {
