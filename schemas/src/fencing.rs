@@ -38,6 +38,7 @@
 //! first term-start.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -63,11 +64,16 @@ pub enum EventsRecord<'a> {
     },
     /// The events of `term` up to `last_position` are final, and so are its results (on
     /// `csp.command-results`) of outcome sequence numbers up to `last_outcome`.
+    ///
+    /// `consumed`: per commands partition (`topic/partition`), the next offset after the
+    /// commands whose outcomes this commit made final. A successor resumes consuming there, so
+    /// a command whose outcome was replicated is never consumed again.
     Commit {
         term: u64,
         last_position: u64,
         last_hash: [u8; 32],
         last_outcome: u64,
+        consumed: BTreeMap<String, i64>,
     },
     /// `instance` leads from `term` on.
     TermStart { term: u64, instance: Uuid },
@@ -80,6 +86,8 @@ struct CommitBody {
     last_position: u64,
     last_hash: String,
     last_outcome: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    consumed: BTreeMap<String, i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,6 +145,7 @@ impl<'a> EventsRecord<'a> {
                             last_position: body.last_position,
                             last_hash,
                             last_outcome: body.last_outcome,
+                            consumed: body.consumed,
                         }
                     }
                     Control::TermStart(body) => EventsRecord::TermStart {
@@ -176,6 +185,7 @@ impl<'a> EventsRecord<'a> {
                 last_position,
                 last_hash,
                 last_outcome,
+                consumed,
             } => (
                 CONTROL_KEY.to_string(),
                 control_bytes(&Control::Commit(CommitBody {
@@ -183,6 +193,7 @@ impl<'a> EventsRecord<'a> {
                     last_position: *last_position,
                     last_hash: encode_hex(last_hash),
                     last_outcome: *last_outcome,
+                    consumed: consumed.clone(),
                 })),
             ),
             EventsRecord::TermStart { term, instance } => (
@@ -332,6 +343,61 @@ impl TermReader {
         }
     }
 
+    /// A reader that resumes with the final outcome sequences it had kept ([`TermReader::finals`]),
+    /// so that results read after a restart are judged as before it.
+    pub fn resume_with(
+        term: u64,
+        head: u64,
+        head_hash: [u8; 32],
+        finals: &[(u64, u64)],
+    ) -> TermReader {
+        let mut reader = TermReader::resume(term, head, head_hash);
+        for &(t, last) in finals {
+            if t == term {
+                reader.last_outcome = reader.last_outcome.max(last);
+            } else if t < term {
+                reader.earlier_outcomes.push((t, last));
+            }
+        }
+        reader.bound_earlier();
+        reader
+    }
+
+    /// Per term (the current one and the most recent earlier ones), the highest outcome
+    /// sequence its accepted commits made final: what [`TermReader::resume_with`] takes.
+    pub fn finals(&self) -> Vec<(u64, u64)> {
+        let mut out = self.earlier_outcomes.clone();
+        if self.last_outcome > 0 {
+            out.push((self.term, self.last_outcome));
+        }
+        out
+    }
+
+    /// The highest outcome sequence of `term` that accepted commits made final (0: none).
+    pub fn final_outcome(&self, term: u64) -> u64 {
+        if term == self.term {
+            return self.last_outcome;
+        }
+        self.earlier_outcomes
+            .iter()
+            .filter(|(t, _)| *t == term)
+            .map(|(_, last)| *last)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Earlier terms kept for [`TermReader::is_final_result`]: results trail the events topic
+    /// by moments, not by dozens of terms.
+    const EARLIER_TERMS_KEPT: usize = 64;
+
+    fn bound_earlier(&mut self) {
+        let excess = self
+            .earlier_outcomes
+            .len()
+            .saturating_sub(Self::EARLIER_TERMS_KEPT);
+        self.earlier_outcomes.drain(..excess);
+    }
+
     /// The current term.
     pub fn term(&self) -> u64 {
         self.term
@@ -403,6 +469,7 @@ impl TermReader {
                 last_position,
                 last_hash,
                 last_outcome,
+                ..
             } => {
                 if self.is_stale(term)? {
                     return Ok(Verdict::Ignored);
@@ -434,6 +501,7 @@ impl TermReader {
         self.held.clear();
         if self.last_outcome > 0 {
             self.earlier_outcomes.push((self.term, self.last_outcome));
+            self.bound_earlier();
         }
         self.last_outcome = 0;
         self.term = term;

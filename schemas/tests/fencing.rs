@@ -39,6 +39,7 @@ fn commit(term: u64, e: &PublishedEvent<'static>) -> EventsRecord<'static> {
         last_position: e.position,
         last_hash: e.hash,
         last_outcome: e.position * 10,
+        consumed: [("csp.commands/0".to_string(), e.position as i64)].into(),
     }
 }
 
@@ -361,4 +362,52 @@ fn results_are_final_once_a_commit_of_their_term_covers_them() {
     assert!(!reader.is_final_result(1, 20));
     assert!(!reader.is_final_result(2, 1));
     assert!(!reader.is_final_result(3, 1));
+}
+
+#[test]
+fn a_reader_resumed_with_its_finals_judges_results_as_before_the_restart() {
+    let a = chain(1, 3, [0; 32], 1);
+    let mut reader = TermReader::new();
+    for record in [start(1), ev(1, &a[0]), commit(1, &a[0]), start(2)] {
+        reader.push(record).unwrap();
+    }
+    for record in [ev(2, &a[1]), commit(2, &a[1])] {
+        reader.push(record).unwrap();
+    }
+    let (head, hash) = reader.head();
+    let resumed = TermReader::resume_with(reader.term(), head, hash, &reader.finals());
+    for (term, seq) in [(1, 10), (1, 11), (2, 20), (2, 21), (3, 1)] {
+        assert_eq!(
+            resumed.is_final_result(term, seq),
+            reader.is_final_result(term, seq),
+            "term {term}, outcome {seq}"
+        );
+    }
+    assert_eq!(resumed.final_outcome(1), 10);
+    assert_eq!(resumed.final_outcome(2), 20);
+    // The resumed reader goes on where the first one would.
+    let mut resumed = resumed;
+    resumed.push(ev(2, &a[2])).unwrap();
+    assert_eq!(
+        resumed.push(commit(2, &a[2])).unwrap(),
+        Verdict::Accepted(vec![a[2].clone()])
+    );
+}
+
+#[test]
+fn a_commit_carries_the_consumed_offsets_through_its_message() {
+    let a = chain(1, 1, [0; 32], 1);
+    let record = commit(4, &a[0]);
+    let message = record.encode();
+    let headers: Vec<(String, String)> = message
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let decoded = EventsRecord::decode(&message.value, &headers).unwrap();
+    assert_eq!(decoded, record);
+    let EventsRecord::Commit { consumed, .. } = decoded else {
+        panic!("not a commit")
+    };
+    assert_eq!(consumed.get("csp.commands/0"), Some(&1));
 }
