@@ -260,6 +260,7 @@ fn published_values(dir: &std::path::Path) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
                 rejection: (!accepted)
                     .then(|| Cow::Owned(Rejection::decode(&record.rejection).unwrap())),
                 correlation_id: record.correlation_id.clone().map(Cow::Owned),
+                fence: None,
             }
             .encode()
             .value

@@ -2,40 +2,51 @@
 //! topic ignores every record of a deposed leader, on a broker without Kafka transactions.
 //!
 //! The broker cannot fence a paused leader, so the single-partition events topic fences it
-//! by its own order. Three kinds of record share that partition, each with the header
-//! [`TERM_HEADER`] (the publisher's leader term) and [`RECORD_HEADER`]:
+//! by its own order. Three kinds of record share that partition:
 //!
-//! - `event`: a [`PublishedEvent`], keyed by its stream, as before.
-//! - `commit {term, last_position, last_hash, last_outcome}`: the leader's events up to
-//!   `last_position` are whole commands and final, and so are its results up to outcome
-//!   sequence `last_outcome`. A leader writes one after each publish round (its events and
-//!   results first, the commit last).
+//! - `event`: a [`PublishedEvent`], keyed by its stream, as before (no header: tansu's SQLite
+//!   engine reads every fetched record's headers with a scan of all stored headers, so a
+//!   header per event would slow every fetch as the topic grows).
+//! - `commit {term, last_position, last_hash, last_outcome, consumed}`: the leader of `term`
+//!   says that its events up to `last_position`, ending in the event whose hash is
+//!   `last_hash`, are whole commands and final, and so are its results up to outcome sequence
+//!   `last_outcome`. A leader writes one after each publish round (its events and results
+//!   first, the commit last).
 //! - `term-start {term, instance}`: written by a new leader after it won the election and before
 //!   it publishes anything; it leads only once it has read this record back.
+//!
+//! Control records (commit, term-start) are keyed [`CONTROL_KEY`]; their kind is the first
+//! member of the value (`{"commit":…}`, `{"term_start":…}`), or the [`RECORD_HEADER`] header
+//! when there is one. An event may carry its term in [`TERM_HEADER`]; readers honour it but
+//! do not need it.
 //!
 //! The rule ([`TermReader`]), applied in offset order:
 //!
 //! 1. The current term is the highest term-start read so far (0 before any).
-//! 2. Every record of an older term is ignored, wherever it comes after a newer term-start.
-//!    This is the fence: a paused leader that wakes up and publishes finds its records
-//!    behind its successor's term-start, so no reader takes them.
-//! 3. Events of the current term are held back until a commit of that term covers them; then
-//!    they are accepted, in position order, each continuing the chain (`position` = head + 1,
-//!    `prev_hash` = head hash). A reader never sees part of a command, nor a round that its
-//!    leader did not finish.
-//! 4. A term-start drops the events held back (uncommitted records of the older term are
+//! 2. Every control record of an older term is ignored, wherever it comes after a newer
+//!    term-start. This is the fence: a paused leader that wakes up and publishes finds its
+//!    commits behind its successor's term-start, so no reader takes its rounds.
+//! 3. Events after the accepted head are held back as candidates (a deposed leader's and its
+//!    successor's events may both be there for one position). A commit of the current term
+//!    selects the chain it names: the candidate at `last_position` with hash `last_hash`, the
+//!    candidate its `prev_hash` names one position below, and so on down to the accepted head.
+//!    Those are accepted, in position order; every other candidate at or below
+//!    `last_position` is void. A reader never sees part of a command, nor a round that its
+//!    leader did not finish, nor another leader's value for a position.
+//! 4. A term-start drops every held candidate (uncommitted records of the older term are
 //!    void). The accepted log at that offset is where the new term continues; the new leader
 //!    computes it the same way, by reading up to its own term-start, and never writes below it.
 //!
-//! 5. A result on `csp.command-results` (headers [`TERM_HEADER`], [`OUTCOME_HEADER`]) is final
-//!    once a commit of its term covers its outcome sequence ([`TermReader::is_final_result`]).
-//!    The results topic has its own order, so a reader of results follows the events topic
-//!    too (as the standby does) or waits for the commit.
+//! 5. A result on `csp.command-results` carries `term` and `outcome_seq` in its value
+//!    ([`crate::wire::ResultFence`]); it is final once a commit of its term covers its outcome
+//!    sequence ([`TermReader::is_final_result`]). The results topic has its own order, so a
+//!    reader of results follows the events topic too (as the standby does) or waits for the
+//!    commit.
 //!
 //! Every reader that applies the rule to the same partition accepts the same sequence, so there
-//! is never a second value for a position, and nothing accepted is ever taken back. Records
-//! without a term header (a topic written before the rule) are accepted as term 0 until the
-//! first term-start.
+//! is never a second value for a position, and nothing accepted is ever taken back. Events
+//! read before the first term-start (a topic written before the rule) are accepted as they
+//! come, as term 0.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -125,7 +136,8 @@ impl<'a> EventsRecord<'a> {
                 })
             })
             .transpose()?;
-        match header(headers, RECORD_HEADER).unwrap_or("event") {
+        let kind = header(headers, RECORD_HEADER).unwrap_or_else(|| sniff_kind(value));
+        match kind {
             "event" => Ok(EventsRecord::Event {
                 term,
                 event: PublishedEvent::decode(value)?,
@@ -153,7 +165,8 @@ impl<'a> EventsRecord<'a> {
                         instance: body.instance,
                     },
                 };
-                if record.kind() != kind || Some(record.term().unwrap_or(0)) != term {
+                let term_agrees = term.is_none_or(|t| Some(t) == record.term());
+                if record.kind() != kind || !term_agrees {
                     return Err(WireError::Invalid {
                         what: WHAT,
                         field: RECORD_HEADER,
@@ -172,7 +185,9 @@ impl<'a> EventsRecord<'a> {
         }
     }
 
-    /// The message: events keyed by stream, control records by [`CONTROL_KEY`].
+    /// The message: events keyed by stream, control records by [`CONTROL_KEY`]. No
+    /// headers (see the module documentation): the kind is the value's first member, and
+    /// only control records carry their term (in the value).
     pub fn encode(&self) -> TopicMessage {
         let (key, value) = match self {
             EventsRecord::Event { event, .. } => {
@@ -204,14 +219,10 @@ impl<'a> EventsRecord<'a> {
                 })),
             ),
         };
-        let mut headers = vec![(RECORD_HEADER, self.kind().to_string())];
-        if let Some(term) = self.term() {
-            headers.push((TERM_HEADER, term.to_string()));
-        }
         TopicMessage {
             key,
             value,
-            headers,
+            headers: Vec::new(),
         }
     }
 
@@ -228,6 +239,19 @@ impl<'a> EventsRecord<'a> {
             EventsRecord::Event { term, .. } => *term,
             EventsRecord::Commit { term, .. } | EventsRecord::TermStart { term, .. } => Some(*term),
         }
+    }
+}
+
+/// The kind of a record without a [`RECORD_HEADER`]: a control record's value starts with
+/// its kind (`{"commit":` or `{"term_start":`); an event's canonical bytes start with
+/// `{"actor":` (members in sorted order).
+fn sniff_kind(value: &[u8]) -> &'static str {
+    if value.starts_with(b"{\"commit\":") {
+        "commit"
+    } else if value.starts_with(b"{\"term_start\":") {
+        "term-start"
+    } else {
+        "event"
     }
 }
 
@@ -273,7 +297,7 @@ fn decode_hex(text: &str, out: &mut [u8; 32]) -> Result<(), WireError> {
 pub enum Verdict {
     /// These events are accepted, in order (a committed round, or a pre-rule event).
     Accepted(Vec<PublishedEvent<'static>>),
-    /// An event of the current term, held back until its commit.
+    /// An event after the accepted head, held back as a candidate until a commit selects it.
     Held,
     /// A record of an older term (or a repeated term-start): not taken.
     Ignored,
@@ -301,8 +325,12 @@ pub enum FencingError {
         last_position: u64,
         held: u64,
     },
-    #[error("the commit of term {term} up to {last_position} names another hash than its event")]
-    CommitHash { term: u64, last_position: u64 },
+    #[error("the commit of term {term} up to {last_position} names a chain whose event {missing} was not published")]
+    CommitHash {
+        term: u64,
+        last_position: u64,
+        missing: u64,
+    },
 }
 
 /// The rule's state: the current term and the accepted head.
@@ -311,7 +339,8 @@ pub struct TermReader {
     term: u64,
     head: u64,
     head_hash: [u8; 32],
-    held: Vec<PublishedEvent<'static>>,
+    /// Candidates after the head, by position (more than one when two leaders wrote there).
+    held: std::collections::BTreeMap<u64, Vec<PublishedEvent<'static>>>,
     /// The highest outcome sequence a commit of the current term made final.
     last_outcome: u64,
     /// The same for every earlier term, frozen at its successor's term-start.
@@ -337,7 +366,7 @@ impl TermReader {
             term,
             head,
             head_hash,
-            held: Vec::new(),
+            held: std::collections::BTreeMap::new(),
             last_outcome: 0,
             earlier_outcomes: Vec::new(),
         }
@@ -423,15 +452,16 @@ impl TermReader {
 
     /// How many events of the current term wait for their commit.
     pub fn held(&self) -> usize {
-        self.held.len()
+        self.held.values().map(Vec::len).sum()
     }
 
     /// Applies the rule to the next record in offset order.
     pub fn push(&mut self, record: EventsRecord<'_>) -> Result<Verdict, FencingError> {
         match record {
             EventsRecord::TermStart { term, .. } => Ok(self.term_start(term)),
-            EventsRecord::Event { term: None, event } => {
-                if self.term > 0 {
+            EventsRecord::Event { term: None, event } if self.term == 0 => {
+                // Before the first term-start: a topic written before the rule.
+                if event.position <= self.head {
                     return Ok(Verdict::Ignored);
                 }
                 let event = owned(event);
@@ -439,29 +469,23 @@ impl TermReader {
                 self.accept_one(&event);
                 Ok(Verdict::Accepted(vec![event]))
             }
-            EventsRecord::Event {
-                term: Some(term),
-                event,
-            } => {
-                if self.is_stale(term)? {
+            EventsRecord::Event { term, event } => {
+                if term.is_some_and(|t| t < self.term) || event.position <= self.head {
+                    // A deposed leader's event, or a repeat of one accepted (a retried
+                    // publish): the accepted one stands.
                     return Ok(Verdict::Ignored);
                 }
-                let (after, after_hash) = match self.held.last() {
-                    Some(last) => (last.position, last.hash),
-                    None => (self.head, self.head_hash),
-                };
-                if event.position <= after {
-                    // A repeat of a record already taken (a retried publish): the first one
-                    // stands. A different value for a held position is a broken leader.
-                    let repeat = event.position <= self.head
-                        || self.held[(event.position - self.head - 1) as usize].hash == event.hash;
-                    if repeat {
-                        return Ok(Verdict::Ignored);
-                    }
+                if let Some(t) = term.filter(|t| *t > self.term) {
+                    return Err(FencingError::TermNotStarted {
+                        term: t,
+                        current: self.term,
+                    });
                 }
-                let event = owned(event);
-                self.check_continues(term, &event, after, after_hash)?;
-                self.held.push(event);
+                let candidates = self.held.entry(event.position).or_default();
+                if candidates.iter().any(|c| c.hash == event.hash) {
+                    return Ok(Verdict::Ignored);
+                }
+                candidates.push(owned(event));
                 Ok(Verdict::Held)
             }
             EventsRecord::Commit {
@@ -497,7 +521,7 @@ impl TermReader {
         if term <= self.term {
             return Verdict::Ignored;
         }
-        let dropped = self.held.len();
+        let dropped = self.held();
         self.held.clear();
         if self.last_outcome > 0 {
             self.earlier_outcomes.push((self.term, self.last_outcome));
@@ -522,7 +546,7 @@ impl TermReader {
             // A repeated commit (the publisher retried a round): nothing new.
             return Ok(Verdict::Accepted(Vec::new()));
         }
-        let held_to = self.held.last().map_or(self.head, |e| e.position);
+        let held_to = self.held.keys().next_back().copied().unwrap_or(self.head);
         if last_position > held_to {
             return Err(FencingError::CommitBeyondEvents {
                 term,
@@ -530,18 +554,37 @@ impl TermReader {
                 held: held_to,
             });
         }
-        let count = (last_position - self.head) as usize;
-        if self.held[count - 1].hash != last_hash {
-            return Err(FencingError::CommitHash {
-                term,
-                last_position,
+        // Walk the named chain down from `last_position` to the head.
+        let mut chain: Vec<PublishedEvent<'static>> =
+            Vec::with_capacity((last_position - self.head) as usize);
+        let mut wanted = last_hash;
+        for position in (self.head + 1..=last_position).rev() {
+            let found = self
+                .held
+                .get(&position)
+                .and_then(|candidates| candidates.iter().find(|c| c.hash == wanted));
+            let Some(event) = found else {
+                return Err(FencingError::CommitHash {
+                    term,
+                    last_position,
+                    missing: position,
+                });
+            };
+            wanted = event.prev_hash;
+            chain.push(event.clone());
+        }
+        if wanted != self.head_hash {
+            return Err(FencingError::Chain {
+                position: self.head + 1,
             });
         }
-        let accepted: Vec<PublishedEvent<'static>> = self.held.drain(..count).collect();
-        for event in &accepted {
+        chain.reverse();
+        // Everything at or below the commit is decided: the chosen chain, the rest void.
+        self.held = self.held.split_off(&(last_position + 1));
+        for event in &chain {
             self.accept_one(event);
         }
-        Ok(Verdict::Accepted(accepted))
+        Ok(Verdict::Accepted(chain))
     }
 
     fn check_continues(

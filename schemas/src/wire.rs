@@ -484,6 +484,18 @@ pub struct ResultMessage<'a> {
     pub recorded_at_micros: i64,
     pub rejection: Option<Cow<'a, Rejection>>,
     pub correlation_id: Option<Cow<'a, str>>,
+    /// The publisher's term and the outcome's sequence number, for the term rule
+    /// (`crate::fencing`): the result is final once a commit of `term` covers `outcome_seq`.
+    /// `None` for results written before the rule.
+    pub fence: Option<ResultFence>,
+}
+
+/// Where a result stands under the term rule: in the value (`"term"`, `"outcome_seq"`), not
+/// in headers (tansu's SQLite storage slows down with every stored header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultFence {
+    pub term: u64,
+    pub outcome_seq: u64,
 }
 
 /// What a result value decodes from.
@@ -499,11 +511,15 @@ struct RawResult<'a> {
     recorded_at_micros: i64,
     #[serde(default, borrow)]
     rejection: Option<&'a RawValue>,
+    #[serde(default)]
+    term: Option<u64>,
+    #[serde(default)]
+    outcome_seq: Option<u64>,
 }
 
 impl<'a> ResultMessage<'a> {
     /// The message: key `command_id`, value
-    /// `{"command_id","outcome","events":[…],"body_hash","recorded_at_micros"[,"rejection"]}`,
+    /// `{"command_id","outcome","events":[…],"body_hash","recorded_at_micros"[,"rejection"][,"term","outcome_seq"]}`,
     /// header `correlation_id` when there is one.
     pub fn encode(&self) -> TopicMessage {
         let mut value = Vec::with_capacity(
@@ -533,6 +549,12 @@ impl<'a> ResultMessage<'a> {
         if let Some(rejection) = &self.rejection {
             value.extend_from_slice(b",\"rejection\":");
             rejection.encode(&mut value);
+        }
+        if let Some(fence) = &self.fence {
+            value.extend_from_slice(b",\"term\":");
+            value.extend_from_slice(fence.term.to_string().as_bytes());
+            value.extend_from_slice(b",\"outcome_seq\":");
+            value.extend_from_slice(fence.outcome_seq.to_string().as_bytes());
         }
         value.push(b'}');
         let headers = match &self.correlation_id {
@@ -566,6 +588,17 @@ impl<'a> ResultMessage<'a> {
             recorded_at_micros: raw.recorded_at_micros,
             rejection: decode_rejection(raw.rejection)?,
             correlation_id: header(headers, "correlation_id").map(Cow::Borrowed),
+            fence: match (raw.term, raw.outcome_seq) {
+                (Some(term), Some(outcome_seq)) => Some(ResultFence { term, outcome_seq }),
+                (None, None) => None,
+                _ => {
+                    return Err(WireError::Invalid {
+                        what: WHAT,
+                        field: "term",
+                        reason: "term and outcome_seq come together".into(),
+                    })
+                }
+            },
         })
     }
 }

@@ -194,15 +194,20 @@ fn records_that_break_the_rule_are_refused() {
         read(&[commit(1, &a[0])]),
         Err(FencingError::TermNotStarted { .. })
     ));
-    // A gap, a broken chain, a commit beyond the events, a commit naming another hash.
-    assert!(matches!(
-        read(&[start(1), ev(1, &a[1])]),
-        Err(FencingError::Gap { .. })
-    ));
+    // A commit whose chain has a gap, a broken chain, a commit beyond the events, a commit
+    // naming another hash.
+    assert_eq!(
+        read(&[start(1), ev(1, &a[1]), commit(1, &a[1])]),
+        Err(FencingError::CommitHash {
+            term: 1,
+            last_position: 2,
+            missing: 1
+        })
+    );
     let forged = event(2, [9; 32], 1);
     assert!(matches!(
-        read(&[start(1), ev(1, &a[0]), ev(1, &forged)]),
-        Err(FencingError::Chain { position: 2 })
+        read(&[start(1), ev(1, &a[0]), ev(1, &forged), commit(1, &forged)]),
+        Err(FencingError::CommitHash { missing: 1, .. })
     ));
     assert!(matches!(
         read(&[start(1), ev(1, &a[0]), commit(1, &a[1])]),
@@ -213,11 +218,32 @@ fn records_that_break_the_rule_are_refused() {
         read(&[start(1), ev(1, &a[0]), commit(1, &other)]),
         Err(FencingError::CommitHash { .. })
     ));
-    // A second value for a held position from the same term.
-    assert!(matches!(
-        read(&[start(1), ev(1, &a[0]), ev(1, &other)]),
-        Err(FencingError::Gap { .. })
-    ));
+}
+
+#[test]
+fn a_commit_selects_its_chain_among_two_leaders_values_for_a_position() {
+    // Untagged events, as the publisher writes them: a deposed leader's event and its
+    // successor's at the same positions, interleaved after the successor's term-start.
+    let old = chain(1, 2, [0; 32], 1);
+    let new = chain(1, 2, [0; 32], 2);
+    let untagged = |e: &PublishedEvent<'static>| EventsRecord::Event {
+        term: None,
+        event: e.clone(),
+    };
+    let mut records = vec![start(1), start(2)];
+    records.extend([untagged(&old[0]), untagged(&new[0]), untagged(&old[1])]);
+    records.extend([untagged(&new[1]), commit(1, &old[1]), commit(2, &new[1])]);
+    assert_eq!(read(&records).unwrap(), new);
+    // The deposed leader's commit alone selects nothing.
+    let mut reader = TermReader::new();
+    for record in &records[..7] {
+        assert!(!matches!(
+            reader.push(record.clone()).unwrap(),
+            Verdict::Accepted(ref events) if !events.is_empty()
+        ));
+    }
+    assert_eq!(reader.head().0, 0);
+    assert_eq!(reader.held(), 4);
 }
 
 #[test]
@@ -234,7 +260,11 @@ fn records_before_the_rule_are_taken_until_the_first_term_start() {
 #[test]
 fn records_round_trip_through_their_messages() {
     let e = event(7, [3; 32], 1);
-    for record in [ev(4, &e), commit(4, &e), start(5)] {
+    let untagged = EventsRecord::Event {
+        term: None,
+        event: e.clone(),
+    };
+    for record in [untagged, commit(4, &e), start(5)] {
         let message = record.encode();
         let headers: Vec<(String, String)> = message
             .headers
@@ -292,7 +322,16 @@ fn random_takeovers_never_give_two_values_for_a_position_nor_part_of_a_round() {
             for _ in 0..rng.below(5) {
                 let round = chain(head + 1, 1 + rng.below(4), hash, term as u8);
                 for e in &round {
-                    own.push(ev(term, e));
+                    // Odd seeds: untagged events, as the publisher writes them (the commits
+                    // select the chain); even seeds: events tagged with their term.
+                    own.push(if seed % 2 == 1 {
+                        EventsRecord::Event {
+                            term: None,
+                            event: e.clone(),
+                        }
+                    } else {
+                        ev(term, e)
+                    });
                 }
                 let last = round.last().unwrap();
                 own.push(commit(term, last));

@@ -411,6 +411,7 @@ fn result_messages_are_pinned_and_round_trip() {
         recorded_at_micros: 1_795_943_445_563_841,
         rejection: None,
         correlation_id: Some(Cow::Borrowed("onboarding-contoso")),
+        fence: None,
     };
     let message = result.encode();
     let lines: Vec<String> = outcome.events.iter().map(published_line).collect();
@@ -451,6 +452,7 @@ fn result_messages_are_pinned_and_round_trip() {
         recorded_at_micros: -5,
         rejection: Some(Cow::Borrowed(&rejection)),
         correlation_id: None,
+        fence: None,
     };
     let message = result.encode();
     assert_eq!(
@@ -618,6 +620,7 @@ fn decoders_refuse_every_truncation_without_panicking() {
         recorded_at_micros: 3,
         rejection: None,
         correlation_id: None,
+        fence: None,
     }
     .encode();
     for cut in 0..line.len() {

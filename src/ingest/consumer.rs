@@ -37,11 +37,11 @@ pub type SubmitFn =
 /// dead letter (its offset still moves with the batch), a signed one a submission of its
 /// principal.
 ///
-/// Each partition starts at the later of the offset stored in this log (what this instance
-/// decided itself) and the group's committed offset (everything before it was decided and
-/// published by whichever instance led; a standby that took over has replicated it). Commands
-/// between the two are decided again only if neither log nor results topic knew them, and
-/// the idempotency index answers the rest as duplicates.
+/// Each partition starts at the offset stored in this log: what this instance decided itself,
+/// or, for a standby that took over, the `consumed` offsets of the last commit record it
+/// accepted (every command before it has a final outcome, replicated; every command after it
+/// has none, and is decided now). Only a log with no offset starts at the group's committed
+/// offset (or the beginning).
 pub fn consume(
     options: &KafkaOptions,
     auth: &Authenticator,
@@ -116,9 +116,11 @@ fn assign_commands(
                 Offset::Offset(offset) => Some(offset),
                 _ => None,
             });
+        // The log's offset wins: it is what this instance decided, or what the commit
+        // records it accepted as a standby consumed (term rule). The group's offset (for
+        // monitoring) may have been moved by a deposed leader whose records no reader took.
         let start = match (stored, group) {
-            (Some(a), Some(b)) => Offset::Offset(a.max(b)),
-            (Some(a), None) | (None, Some(a)) => Offset::Offset(a),
+            (Some(a), _) | (None, Some(a)) => Offset::Offset(a),
             (None, None) => Offset::Beginning,
         };
         info!(message = "Assigned partition.", topic, partition, stored = ?stored, committed = ?group, start = ?start);

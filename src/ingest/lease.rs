@@ -29,7 +29,7 @@
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ pub struct LeaseStatus {
     pub instance: Uuid,
     leader: AtomicBool,
     deposed: AtomicBool,
+    /// The term this instance won last (0: none yet).
+    term: AtomicU64,
     /// The lease holds until then (leader only).
     valid_until: Mutex<Option<Instant>>,
 }
@@ -62,6 +64,7 @@ impl LeaseStatus {
             instance,
             leader: AtomicBool::new(false),
             deposed: AtomicBool::new(false),
+            term: AtomicU64::new(0),
             valid_until: Mutex::new(None),
         }
     }
@@ -85,6 +88,12 @@ impl LeaseStatus {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The term this instance won last (0 before it led): what its publisher writes in the
+    /// `csp-term` header of every record (the term rule, `schemas::fencing`).
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::SeqCst)
     }
 
     /// Another instance claimed a later term: this one must not write again.
@@ -272,6 +281,7 @@ impl Lease<'_> {
         self.leader_offset = offset;
         self.last_heard = Instant::now();
         if m.instance == status.instance {
+            status.term.store(m.term, Ordering::SeqCst);
             if let Some((_, sent)) = self.claimed {
                 status.extend(sent, self.timeout);
             }

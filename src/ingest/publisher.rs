@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use csp_ledger_schemas::fencing::EventsRecord;
 use csp_ledger_schemas::wire::{
-    DeadLetter, DlqMessage, PublishedEvent, ResultMessage, TopicMessage,
+    DeadLetter, DlqMessage, PublishedEvent, ResultFence, ResultMessage, TopicMessage,
 };
 use csp_ledger_schemas::{OutcomeKind, Rejection};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -19,7 +20,8 @@ use tracing::{debug, warn};
 
 use crate::ingest::lease::LeaseStatus;
 use crate::store::log::{
-    Log, LogError, OutcomeRecord, StoredOutcomeKind, DLQ_CURSOR, EVENTS_CURSOR, RESULTS_CURSOR,
+    Log, LogError, OutcomeRecord, StoredOutcomeKind, COMMITTED_CURSOR, DLQ_CURSOR, EVENTS_CURSOR,
+    RESULTS_CURSOR,
 };
 use crate::store::read::events_with_prev;
 
@@ -27,10 +29,16 @@ use super::{offset_key, PUBLISH_BATCH_MAX};
 use super::{IngestError, KafkaOptions};
 
 /// Publishes the log's events, outcomes and dead letters from their cursors until `stop`,
-/// and commits the consumed offsets of commands whose outcomes are all published to the
-/// consumer group (where a standby that takes over resumes).
+/// each round closed by a commit record on the events topic (the term rule,
+/// `schemas::fencing`), and commits the consumed offsets of committed commands to the
+/// consumer group (for lag monitoring; a successor resumes from the commit records).
 pub struct Publisher {
     options: KafkaOptions,
+    /// The leader term every record is tagged with (`csp-term`).
+    term: u64,
+    /// Per commands partition, the group's committed offset as last seen: never committed
+    /// backwards.
+    group_floor: std::sync::Mutex<Option<std::collections::HashMap<String, i64>>>,
     log: Arc<Log>,
     /// Replaced by a new one when librdkafka declares it failed for good (see `send_all`).
     producer: std::sync::Mutex<FutureProducer>,
@@ -176,6 +184,8 @@ impl Publisher {
             .build()?;
         Ok(Publisher {
             options: options.clone(),
+            term: lease.term(),
+            group_floor: std::sync::Mutex::new(None),
             log,
             producer: std::sync::Mutex::new(producer),
             committer,
@@ -202,9 +212,11 @@ impl Publisher {
         }
     }
 
-    /// One round over the three outboxes; returns how many messages were published.
+    /// One round over the three outboxes, closed by a commit record; returns how many
+    /// messages were published.
     pub fn publish_pending(&self) -> Result<usize, IngestError> {
         let published = self.publish_events()? + self.publish_outcomes()?;
+        let published = published + self.commit_round()?;
         // The offset commit waits for the broker: under load once per `COMMIT_INTERVAL`, not
         // once per round, so that it does not delay the next round's results.
         let due = {
@@ -315,8 +327,9 @@ impl Publisher {
         for OutgoingEvent { stream, event } in events {
             let mut line = Vec::with_capacity(event.canonical.len() + 160);
             event.encode(&mut line);
-            // No `position` header: the position is in the value, and tansu's SQLite storage
-            // slows down with every stored header (docs/BENCHMARKS.md).
+            // No headers: the position is in the value, and tansu's SQLite storage slows
+            // down with every stored header (docs/BENCHMARKS.md). Untagged events are
+            // selected by the commit record that names their chain (`schemas::fencing`).
             records.push((
                 self.options.events_topic.clone(),
                 stream,
@@ -326,9 +339,10 @@ impl Publisher {
             last = event.position;
         }
         let count = records.len();
-        let delivered = self.send_all(records)?;
-        self.log
-            .set_cursor_with_offsets(EVENTS_CURSOR, last + 1, &delivered)?;
+        // The offsets delivered are not stored: where this instance reads the topic as a
+        // standby again is decided by the term rule (its own term-start), not by its sends.
+        self.send_all(records)?;
+        self.log.set_cursor(EVENTS_CURSOR, last + 1)?;
         Ok(count)
     }
 
@@ -355,9 +369,11 @@ impl Publisher {
                     break;
                 }
                 match (dead_letters, record.kind) {
-                    (true, StoredOutcomeKind::DeadLetter) => records.push(self.dead_letter(record)),
+                    (true, StoredOutcomeKind::DeadLetter) => {
+                        records.push(self.dead_letter(record))
+                    }
                     (false, StoredOutcomeKind::DeadLetter) | (true, _) => {}
-                    (false, _) => records.push(self.result(record)?),
+                    (false, _) => records.push(self.result(record, *seq)?),
                 }
                 end = seq + 1;
             }
@@ -365,36 +381,124 @@ impl Publisher {
                 continue;
             }
             published += records.len();
-            let delivered = self.send_all(records)?;
-            self.log.set_cursor_with_offsets(cursor, end, &delivered)?;
+            self.send_all(records)?;
+            self.log.set_cursor(cursor, end)?;
         }
         Ok(published)
     }
 
-    /// Commits to the consumer group the offsets of every batch whose outcomes are all
-    /// published: a standby that takes over starts there (or later, from its own log).
-    fn commit_consumed(&self) -> Result<(), IngestError> {
+    /// Closes the round: a commit record of this term up to the last whole batch whose
+    /// outcomes are all published (its events went out before its results). Readers take
+    /// the round's events and results only once it is in; a successor resumes consuming at
+    /// its `consumed` offsets. Returns 1 when a commit was published.
+    fn commit_round(&self) -> Result<usize, IngestError> {
         let published = self
             .log
             .cursor(RESULTS_CURSOR)?
-            .min(self.log.cursor(DLQ_CURSOR)?);
-        let (offsets, marks) = self.log.offset_marks(published)?;
+            .max(1)
+            .min(self.log.cursor(DLQ_CURSOR)?.max(1));
+        let committed = self.log.cursor(COMMITTED_CURSOR)?.max(1);
+        let Some((end, last_position, last_hash)) = self.log.round_cut(published)? else {
+            return Ok(0);
+        };
+        if end <= committed {
+            return Ok(0);
+        }
+        let (offsets, _) = self.log.offset_marks(end)?;
+        let commands = format!("{}/", self.options.commands_topic);
+        let consumed = offsets
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(&commands))
+            .collect();
+        let message = EventsRecord::Commit {
+            term: self.term,
+            last_position,
+            last_hash,
+            last_outcome: end - 1,
+            consumed,
+        }
+        .encode();
+        self.send_all(vec![to_record(&self.options.events_topic, message)])?;
+        self.log.set_cursor(COMMITTED_CURSOR, end)?;
+        self.log.remove_round_marks_before(end)?;
+        Ok(1)
+    }
+
+    /// Commits to the consumer group the offsets of every batch a commit record covers, never
+    /// below what the group holds (a takeover never moves it backwards). The group offsets
+    /// serve lag monitoring and consumers that do not read the commit records; a successor
+    /// resumes from the `consumed` offsets of the commit records it accepted.
+    fn commit_consumed(&self) -> Result<(), IngestError> {
+        if !self.lease.held() {
+            return Ok(());
+        }
+        let committed = self.log.cursor(COMMITTED_CURSOR)?;
+        let (offsets, marks) = self.log.offset_marks(committed)?;
         if marks.is_empty() {
             return Ok(());
         }
+        let commands = format!("{}/", self.options.commands_topic);
+        let offsets: Vec<(String, i64)> = offsets
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(&commands))
+            .collect();
+        let mut floor = self.group_floor.lock().unwrap_or_else(|p| p.into_inner());
+        if floor.is_none() {
+            *floor = Some(self.group_offsets(&offsets)?);
+        }
+        let known = floor.get_or_insert_with(Default::default);
         let mut list = TopicPartitionList::new();
         for (key, next) in &offsets {
+            if known.get(key).is_some_and(|held| held >= next) {
+                continue;
+            }
             if let Some((topic, partition)) = key.rsplit_once('/') {
                 if let Ok(partition) = partition.parse() {
                     list.add_partition_offset(topic, partition, Offset::Offset(*next))?;
                 }
             }
         }
+        if list.count() == 0 {
+            self.log.remove_offset_marks(marks)?;
+            return Ok(());
+        }
         match self.committer.commit(&list, CommitMode::Sync) {
-            Ok(()) => self.log.remove_offset_marks(marks)?,
+            Ok(()) => {
+                for (key, next) in offsets {
+                    let held = known.entry(key).or_insert(next);
+                    *held = (*held).max(next);
+                }
+                self.log.remove_offset_marks(marks)?
+            }
             Err(error) => debug!(message = "Offset commit failed; retrying later.", error = %error),
         }
         Ok(())
+    }
+
+    /// The group's committed offsets of the partitions named in `offsets`.
+    fn group_offsets(
+        &self,
+        offsets: &[(String, i64)],
+    ) -> Result<std::collections::HashMap<String, i64>, IngestError> {
+        let mut wanted = TopicPartitionList::new();
+        for (key, _) in offsets {
+            if let Some((topic, partition)) = key.rsplit_once('/') {
+                if let Ok(partition) = partition.parse() {
+                    wanted.add_partition(topic, partition);
+                }
+            }
+        }
+        let committed = self
+            .committer
+            .committed_offsets(wanted, Duration::from_secs(10))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(next) => Some((offset_key(e.topic(), e.partition()), next)),
+                _ => None,
+            })
+            .collect())
     }
 
     fn dead_letter(&self, record: &OutcomeRecord) -> Record {
@@ -421,7 +525,7 @@ impl Publisher {
     /// The result of a stored outcome (`schemas::wire::ResultMessage`): the outcome line as
     /// `apply` prints it (without personal data), plus what a standby needs to answer a retry
     /// of the command as the original did (`body_hash`, `recorded_at_micros`).
-    fn result(&self, record: &OutcomeRecord) -> Result<Record, IngestError> {
+    fn result(&self, record: &OutcomeRecord, seq: u64) -> Result<Record, IngestError> {
         let original = match record.kind {
             StoredOutcomeKind::Duplicate => self
                 .log
@@ -447,6 +551,10 @@ impl Publisher {
                 recorded_at_micros: record.recorded_at_micros,
                 rejection: rejection.as_ref().map(Cow::Borrowed),
                 correlation_id: record.correlation_id.as_deref().map(Cow::Borrowed),
+                fence: Some(ResultFence {
+                    term: self.term,
+                    outcome_seq: seq,
+                }),
             }
             .encode()
         };

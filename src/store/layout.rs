@@ -14,6 +14,7 @@
 //! | `I` | instance id (16 bytes): this log's name in the leader election |
 //! | `C` + publisher name | outbox cursor (u64 BE), written without fsync |
 //! | `Q` + next outcome sequence (u64 BE) | consumer offsets of the batch that ends before it, until published |
+//! | `R` + next outcome sequence (u64 BE) | round mark: head position (u64 BE) and hash (32) after the batch that ends before it, until a commit record covers it |
 //!
 
 use csp_ledger_schemas::values::Commitment;
@@ -201,6 +202,10 @@ pub const EVENTS_CURSOR: &str = "events";
 pub const RESULTS_CURSOR: &str = "results";
 /// Publisher cursor of the dead-letter topic: the next outcome sequence to look at.
 pub const DLQ_CURSOR: &str = "dlq";
+/// The next outcome sequence not yet final: every outcome before it was covered by a commit
+/// record this instance published (or was replicated from another leader's). Outcomes from
+/// here on are void if another instance starts a newer term (docs/RELIABILITY.md).
+pub const COMMITTED_CURSOR: &str = "committed";
 
 /// Chunk value tag: the records follow as they are.
 const CHUNK_RAW: u8 = 0;
@@ -315,6 +320,12 @@ pub(super) fn event_key(position: u64) -> [u8; 9] {
 
 pub(super) fn outcome_key(seq: u64) -> [u8; 9] {
     let mut key = [b'O'; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub(super) fn round_mark_key(seq: u64) -> [u8; 9] {
+    let mut key = [b'R'; 9];
     key[1..].copy_from_slice(&seq.to_be_bytes());
     key
 }

@@ -19,7 +19,7 @@ pub use super::error::LogError;
 pub use super::layout::*;
 use super::layout::{
     decode_offsets, decode_outcome_chunk, encode_offsets, event_key, key_position, offset_mark_key,
-    outcome_key, personal_key,
+    outcome_key, personal_key, round_mark_key,
 };
 
 /// Format marker stored under `M`; a store with another marker is refused.
@@ -283,6 +283,13 @@ impl Log {
                 ..*current
             },
         };
+        if seq > current.next_outcome_seq {
+            // A boundary a commit record may cut at: whole batches, never part of one.
+            let mut mark = Vec::with_capacity(40);
+            mark.extend_from_slice(&head.position.to_be_bytes());
+            mark.extend_from_slice(&head.hash);
+            batch.insert(&round_mark_key(seq), mark);
+        }
         batch.insert(b"H", &head.encode()[..]);
         self.db.apply_batch(batch)?;
         self.sync()?;
@@ -592,6 +599,40 @@ impl Log {
             keys.push(key);
         }
         Ok((merged, keys))
+    }
+
+    /// The last batch boundary at or before outcome sequence `published`: the next outcome
+    /// sequence after that batch, and the head (position, hash) after it. A commit record
+    /// cuts there, so that it covers whole batches (their events, outcomes and offsets).
+    pub fn round_cut(&self, published: u64) -> Result<Option<(u64, u64, [u8; 32])>, LogError> {
+        let Some((key, value)) = self
+            .db
+            .range(round_mark_key(0)..=round_mark_key(published))
+            .next_back()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let seq = key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed round mark key"))?;
+        if value.len() != 40 {
+            return Err(LogError::corrupt(None, "malformed round mark"));
+        }
+        let mut position = [0u8; 8];
+        position.copy_from_slice(&value[..8]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&value[8..]);
+        Ok(Some((seq, u64::from_be_bytes(position), hash)))
+    }
+
+    /// Forgets the round marks before `seq` (a commit record covers them).
+    pub fn remove_round_marks_before(&self, seq: u64) -> Result<(), LogError> {
+        let mut batch = sled::Batch::default();
+        for item in self.db.range(round_mark_key(0)..round_mark_key(seq)) {
+            let (key, _) = item?;
+            batch.remove(key);
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Removes offset marks once their offsets were committed to the consumer group.

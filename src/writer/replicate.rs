@@ -9,8 +9,8 @@ use super::ledger::{Ledger, LedgerError};
 
 use crate::store::audit::chain_hash;
 use crate::store::log::{
-    Commit, Head, LogError, OutcomeRecord, StoredEvent, StoredOutcomeKind, DLQ_CURSOR,
-    EVENTS_CURSOR, RESULTS_CURSOR,
+    Commit, Head, LogError, OutcomeRecord, StoredEvent, StoredOutcomeKind, COMMITTED_CURSOR,
+    DLQ_CURSOR, EVENTS_CURSOR, RESULTS_CURSOR,
 };
 
 use super::idempotency::{short_hash, IdempotencyEntry, UNKNOWN_BODY};
@@ -231,7 +231,7 @@ impl Ledger {
         if self.log.cursor(EVENTS_CURSOR)?.max(1) == head.position + 1 {
             cursors.push((EVENTS_CURSOR, new_position + 1));
         }
-        for name in [RESULTS_CURSOR, DLQ_CURSOR] {
+        for name in [RESULTS_CURSOR, DLQ_CURSOR, COMMITTED_CURSOR] {
             if self.log.cursor(name)?.max(1) == head.next_outcome_seq {
                 cursors.push((name, batch.seq));
             }
