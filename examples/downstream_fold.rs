@@ -1,14 +1,17 @@
-//! A downstream service's fold of `csp.events`: decode, check the chain, dedupe, fold, answer.
+//! A downstream service's fold of `csp.events`: decode, apply the term rule, check the chain,
+//! dedupe, fold, answer.
 //!
 //! This is what a Rust service outside the ledger would write. It uses only the contract crate
-//! (`csp_ledger_schemas`: the wire decoders) and the pure folds (`csp_ledger_projections`),
-//! plus `sha2` and `hex` for the hash chain (schemas/CANONICAL.md), never the `csp_ledger`
-//! service crate.
+//! (`csp_ledger_schemas`: the wire decoders and the term rule, `fencing::TermReader`) and the
+//! pure folds (`csp_ledger_projections`), plus `sha2` and `hex` for the hash chain
+//! (schemas/CANONICAL.md), never the `csp_ledger` service crate.
 //!
 //! Input: `csp.events` message values on stdin, one per line, exactly the bytes the publisher
-//! puts on the topic, in position order; delivery is at least once, so values repeat.
-//! With `--results FILE`, also `csp.command-results` values, one per line: each accepted
-//! result's events must be the ones folded at their positions.
+//! puts on the topic, in offset order: events, and the commit and term-start records that say
+//! which events are final (a deposed leader's late events never are); delivery is at least
+//! once, so values repeat. With `--results FILE`, also `csp.command-results` values, one per
+//! line: each final accepted result's events must be the ones folded at their positions
+//! (results whose round was never committed are skipped).
 //! Output: one JSON line: events folded, duplicates skipped, head, partners and eligibility.
 //!
 //! ```text
@@ -19,6 +22,7 @@ use std::io::BufRead;
 
 use csp_ledger_projections::{views, EventMeta, LedgerState};
 use csp_ledger_schemas::event::FoldEvent;
+use csp_ledger_schemas::fencing::{EventsRecord, TermReader, Verdict};
 use csp_ledger_schemas::wire::{PublishedEvent, ResultMessage};
 use sha2::{Digest, Sha256};
 
@@ -60,44 +64,37 @@ fn run() -> Result<serde_json::Value, String> {
     // Every folded hash, by position: a redelivered value is checked against it.
     let mut hashes: Vec<[u8; 32]> = Vec::new();
     let mut duplicates = 0u64;
+    let mut reader = TermReader::new();
     for (number, line) in std::io::stdin().lock().lines().enumerate() {
         let at = format!("stdin line {}", number + 1);
         let line = line.map_err(|e| format!("{at}: {e}"))?;
-        let event = PublishedEvent::decode(line.as_bytes()).map_err(|e| format!("{at}: {e}"))?;
-        let head_hash = hashes.last().copied().unwrap_or([0; 32]);
-        let head = hashes.len() as u64;
-        if event.position <= head {
-            // At least once: a value seen before must be the same event.
-            if folded(&hashes, event.position) != Some(&event.hash) {
-                return Err(format!("{at}: not the event folded at {}", event.position));
+        // The kind of a record is in its value: no headers needed.
+        let record = EventsRecord::decode(line.as_bytes(), &[]).map_err(|e| format!("{at}: {e}"))?;
+        let repeat = match &record {
+            EventsRecord::Event { event, .. } => {
+                folded(&hashes, event.position).map(|hash| (*hash, event.hash))
             }
-            duplicates += 1;
-            continue;
-        }
-        if event.position != head + 1 {
-            return Err(format!(
-                "{at}: position {} after {head}: a gap",
-                event.position
-            ));
-        }
-        if event.prev_hash != head_hash {
-            return Err(format!("{at}: prev_hash does not link to position {head}"));
-        }
-        if chain_hash(&event.prev_hash, &event.canonical) != event.hash {
-            return Err(format!("{at}: hash does not match the canonical bytes"));
-        }
-        let fold = FoldEvent::decode(&event.canonical).map_err(|e| format!("{at}: {e}"))?;
-        let meta = EventMeta {
-            position: fold.position,
-            stream_version: fold.stream_version,
-            occurred_at: fold.occurred_at,
-            recorded_at: fold.recorded_at,
+            _ => None,
         };
-        // try_apply, not apply: these events come from outside, a refusal is an error here.
-        state
-            .try_apply(&meta, &fold.event)
-            .map_err(|e| format!("{at}: {e}"))?;
-        hashes.push(event.hash);
+        match reader.push(record).map_err(|e| format!("{at}: {e}"))? {
+            Verdict::Accepted(events) => {
+                for event in &events {
+                    fold_one(&mut state, &mut hashes, event).map_err(|e| format!("{at}: {e}"))?;
+                }
+            }
+            Verdict::Ignored => {
+                // At least once: a value seen before is the same event, or (under the rule,
+                // after a term-start) a deposed leader's value for that position, void.
+                if let Some((folded_hash, hash)) = repeat {
+                    if folded_hash == hash {
+                        duplicates += 1;
+                    } else if reader.term() == 0 {
+                        return Err(format!("{at}: not the event folded at its position"));
+                    }
+                }
+            }
+            Verdict::Held | Verdict::TermStarted { .. } => {}
+        }
     }
 
     let mut summary = serde_json::json!({
@@ -125,6 +122,11 @@ fn run() -> Result<serde_json::Value, String> {
             // The correlation_id header is not in a value-only file: no headers.
             let result =
                 ResultMessage::decode(line.as_bytes(), &[]).map_err(|e| format!("{at}: {e}"))?;
+            if let Some(fence) = result.fence {
+                if !reader.is_final_result(fence.term, fence.outcome_seq) {
+                    continue;
+                }
+            }
             for event in &result.events {
                 if folded(&hashes, event.position) != Some(&event.hash) {
                     return Err(format!(
@@ -138,4 +140,39 @@ fn run() -> Result<serde_json::Value, String> {
         summary["results"] = serde_json::to_value(outcomes).map_err(|e| e.to_string())?;
     }
     Ok(summary)
+}
+
+/// Checks that `event` continues the folded chain and folds it.
+fn fold_one(
+    state: &mut LedgerState,
+    hashes: &mut Vec<[u8; 32]>,
+    event: &PublishedEvent<'_>,
+) -> Result<(), String> {
+    let head = hashes.len() as u64;
+    let head_hash = hashes.last().copied().unwrap_or([0; 32]);
+    if event.position != head + 1 {
+        return Err(format!("position {} after {head}: a gap", event.position));
+    }
+    if event.prev_hash != head_hash {
+        return Err(format!("prev_hash does not link to position {head}"));
+    }
+    if chain_hash(&event.prev_hash, &event.canonical) != event.hash {
+        return Err(format!(
+            "event {}: hash does not match the canonical bytes",
+            event.position
+        ));
+    }
+    let fold = FoldEvent::decode(&event.canonical).map_err(|e| e.to_string())?;
+    let meta = EventMeta {
+        position: fold.position,
+        stream_version: fold.stream_version,
+        occurred_at: fold.occurred_at,
+        recorded_at: fold.recorded_at,
+    };
+    // try_apply, not apply: these events come from outside, a refusal is an error here.
+    state
+        .try_apply(&meta, &fold.event)
+        .map_err(|e| e.to_string())?;
+    hashes.push(event.hash);
+    Ok(())
 }

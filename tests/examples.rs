@@ -380,3 +380,106 @@ fn example_binary(name: &str) -> PathBuf {
     assert!(path.exists(), "{}", path.display());
     path
 }
+
+/// The downstream example on a topic written under the term rule (`schemas::fencing`): a
+/// deposed leader's late event and commit after its successor's term-start are void, and a
+/// round that no commit covers is not folded.
+#[test]
+fn downstream_example_ignores_a_deposed_leaders_records_under_the_term_rule() {
+    use csp_ledger_schemas::fencing::EventsRecord;
+    use csp_ledger_schemas::wire::PublishedEvent;
+    use std::borrow::Cow;
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["apply", "examples/onboarding.jsonl"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let (events, _) = published_values(dir.path());
+    let decoded: Vec<PublishedEvent<'_>> = events
+        .iter()
+        .map(|v| PublishedEvent::decode(v).unwrap())
+        .collect();
+    let n = decoded.len();
+    assert!(n >= 4, "{n} events");
+    let h = n / 2;
+    let control = |record: EventsRecord<'_>| record.encode().value;
+    let commit = |term: u64, event: &PublishedEvent<'_>| {
+        control(EventsRecord::Commit {
+            term,
+            last_position: event.position,
+            last_hash: event.hash,
+            last_outcome: 0,
+            consumed: Default::default(),
+        })
+    };
+    let start = |term: u64| {
+        control(EventsRecord::TermStart {
+            term,
+            instance: uuid::Uuid::from_u128(u128::from(term)),
+        })
+    };
+    // The deposed leader's value for position h + 1: other bytes, another hash.
+    let zombie = PublishedEvent {
+        position: decoded[h].position,
+        canonical: Cow::Owned(
+            String::from_utf8(decoded[h].canonical.to_vec())
+                .unwrap()
+                .replacen("\"recorded_at\":\"", "\"recorded_at\":\"1", 1)
+                .into_bytes(),
+        ),
+        hash: [7; 32],
+        prev_hash: decoded[h].prev_hash,
+    };
+    let mut zombie_value = Vec::new();
+    zombie.encode(&mut zombie_value);
+
+    let mut topic: Vec<Vec<u8>> = vec![start(1)];
+    topic.extend(events[..h].iter().cloned());
+    topic.push(commit(1, &decoded[h - 1]));
+    topic.push(start(2));
+    topic.push(zombie_value.clone());
+    topic.push(commit(1, &zombie));
+    topic.extend(events[h..].iter().cloned());
+    // Without the successor's commit, its round is not final yet.
+    let partial = run_downstream(&topic);
+    assert_eq!(partial["events_folded"], h as u64, "{partial}");
+    topic.push(commit(2, &decoded[n - 1]));
+    topic.push(zombie_value);
+    let whole = run_downstream(&topic);
+    let verify = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("verify")
+        .output()
+        .unwrap();
+    let verify: Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(whole["events_folded"], n as u64, "{whole}");
+    assert_eq!(whole["head"]["hash"], verify["head_hash"]);
+}
+
+/// Runs the downstream example on `values` (one per line); its summary.
+fn run_downstream(values: &[Vec<u8>]) -> Value {
+    let example = example_binary("downstream_fold");
+    let mut stdin = Vec::new();
+    for value in values {
+        stdin.extend_from_slice(value);
+        stdin.push(b'\n');
+    }
+    let mut child = Command::new(&example)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut input, &stdin));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}

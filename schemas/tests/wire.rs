@@ -461,6 +461,28 @@ fn result_messages_are_pinned_and_round_trip() {
     );
     assert!(message.headers.is_empty());
     assert_eq!(ResultMessage::decode(&message.value, &[]).unwrap(), result);
+    // Under the term rule: the term and outcome sequence close the value, no header.
+    let fenced = ResultMessage {
+        fence: Some(csp_ledger_schemas::wire::ResultFence {
+            term: 3,
+            outcome_seq: 41,
+        }),
+        ..result.clone()
+    };
+    let fenced_message = fenced.encode();
+    assert!(std::str::from_utf8(&fenced_message.value)
+        .unwrap()
+        .ends_with(r#""message":"partner x is not enrolled"},"term":3,"outcome_seq":41}"#));
+    assert!(fenced_message.headers.is_empty());
+    assert_eq!(
+        ResultMessage::decode(&fenced_message.value, &[]).unwrap(),
+        fenced
+    );
+    // One of the two alone is refused.
+    let half = std::str::from_utf8(&fenced_message.value)
+        .unwrap()
+        .replace(r#","outcome_seq":41"#, "");
+    assert!(ResultMessage::decode(half.as_bytes(), &[]).is_err());
     // A body hash that is not 32 hex digits is refused.
     let bad = std::str::from_utf8(&message.value)
         .unwrap()
