@@ -194,6 +194,10 @@ pub struct Commit<'a> {
     /// Publisher cursors to move with these events (replication: what was replicated is
     /// already published).
     pub cursors: &'a [(&'a str, u64)],
+    /// Store a round mark (`R`) after this commit: a boundary where a publisher's commit
+    /// record may cut. Set for consumed Kafka batches only (nothing else is published from
+    /// this log, and marks are removed only by the publisher).
+    pub round_mark: bool,
 }
 
 /// Publisher cursor of the events topic: the next position to publish.

@@ -283,7 +283,7 @@ impl Log {
                 ..*current
             },
         };
-        if seq > current.next_outcome_seq {
+        if commit.round_mark && seq > current.next_outcome_seq {
             // A boundary a commit record may cut at: whole batches, never part of one.
             let mut mark = Vec::with_capacity(40);
             mark.extend_from_slice(&head.position.to_be_bytes());

@@ -51,6 +51,8 @@ impl Prepared {
             personal: &self.personal,
             offsets: &self.offsets,
             cursors: &[],
+            // A consumed Kafka batch (it carries its offsets): the publisher may cut after it.
+            round_mark: !self.offsets.is_empty(),
         };
         let head = log.append(commit)?;
         self.result.append_micros = started.elapsed().as_micros() as u64;

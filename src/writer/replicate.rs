@@ -70,6 +70,8 @@ impl Ledger {
             personal: &[],
             offsets: &offsets,
             cursors: &cursors,
+            // Replicated rounds were committed by their own leader.
+            round_mark: false,
         });
         // On any error `replicate` poisons the ledger (it reopens from the log).
         let committed = committed?;
