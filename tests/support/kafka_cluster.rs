@@ -295,6 +295,11 @@ struct Slot {
     child: Option<Running>,
     /// Not started again before then (after an exit).
     next_start: Instant,
+    /// When the current run started, and the delay before the next start: doubled after a
+    /// run shorter than [`CRASH_LOOP_RUN`] (an instance that fails at once), up to
+    /// [`RESTART_DELAY_MAX`].
+    started_at: Instant,
+    delay: Duration,
     starts: u32,
     /// How each run ended (`exit 3`, `signal 9`, ...), in order.
     exits: Vec<String>,
@@ -318,6 +323,9 @@ pub struct Cluster {
 
 /// How long the supervisor waits after an exit before starting the instance again.
 const RESTART_DELAY: Duration = Duration::from_millis(300);
+/// A run shorter than this that ends counts as failing at once: the next delay doubles.
+const CRASH_LOOP_RUN: Duration = Duration::from_secs(5);
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(5);
 
 fn spawn(spec: &InstanceSpec, brokers: &str, env: &[(String, String)]) -> std::io::Result<Running> {
     let log = OpenOptions::new()
@@ -364,7 +372,12 @@ fn supervise(shared: &Shared, brokers: &str, env: &[(String, String)]) {
                     if let Ok(Some(status)) = running.0.try_wait() {
                         slot.exits.push(describe(status));
                         slot.child = None;
-                        slot.next_start = Instant::now() + RESTART_DELAY;
+                        slot.delay = if slot.started_at.elapsed() < CRASH_LOOP_RUN {
+                            (slot.delay * 2).clamp(RESTART_DELAY, RESTART_DELAY_MAX)
+                        } else {
+                            RESTART_DELAY
+                        };
+                        slot.next_start = Instant::now() + slot.delay;
                     }
                 }
                 if slot.child.is_none()
@@ -376,6 +389,7 @@ fn supervise(shared: &Shared, brokers: &str, env: &[(String, String)]) {
                         Ok(child) => {
                             slot.child = Some(child);
                             slot.starts += 1;
+                            slot.started_at = Instant::now();
                         }
                         Err(error) => {
                             slot.exits.push(format!("spawn failed: {error}"));
@@ -409,6 +423,8 @@ impl Cluster {
                     },
                     child: None,
                     next_start: Instant::now(),
+                    started_at: Instant::now(),
+                    delay: Duration::ZERO,
                     starts: 0,
                     exits: Vec::new(),
                     held: i > 0,
@@ -555,6 +571,21 @@ impl Cluster {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The distinct lines of instance `i`'s output that start with `prefix`, with how often
+    /// each came (most frequent first).
+    pub fn distinct_lines(&self, i: usize, prefix: &str) -> Vec<(usize, String)> {
+        let path = lock(&self.shared.slots)[i].spec.log.clone();
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+            if line.starts_with(prefix) {
+                *counts.entry(line.to_string()).or_default() += 1;
+            }
+        }
+        let mut out: Vec<(usize, String)> = counts.into_iter().map(|(l, n)| (n, l)).collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out
     }
 
     /// Every line of every instance's output that contains `needle`, counted.
