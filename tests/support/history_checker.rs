@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 use super::kafka_cluster::{read_all, Record, Tail};
 
+pub const COMMANDS_TOPIC: &str = "csp.commands";
 pub const EVENTS_TOPIC: &str = "csp.events";
 pub const RESULTS_TOPIC: &str = "csp.command-results";
 
@@ -462,9 +463,13 @@ fn decode_results(records: &[Record], reader: &TermReader, report: &mut Report) 
 }
 
 /// The result checks, with `is_final` deciding which results count.
+/// `stored_twice`: commands the broker holds more than once on `csp.commands` (a producer
+/// retry the broker did not deduplicate): for them a `duplicate` after the decision is the
+/// right answer to the second copy, not a second outcome.
 fn check_results(
     produced: &HashSet<Uuid>,
     uncertain: &HashSet<Uuid>,
+    stored_twice: &HashSet<Uuid>,
     results: &[Result_],
     is_final: impl Fn(&Result_) -> bool,
     log: &[PublishedEvent<'static>],
@@ -500,7 +505,13 @@ fn check_results(
     for id in ids {
         let results = &finals[id];
         let shapes: BTreeSet<&Shape> = results.iter().map(|r| &r.shape).collect();
-        if shapes.len() > 1 {
+        let decisions = shapes.iter().filter(|s| s.kind != "duplicate").count();
+        let distinct = if stored_twice.contains(id) && decisions > 0 {
+            decisions
+        } else {
+            shapes.len()
+        };
+        if distinct > 1 {
             add(
                 MULTIPLE_FINAL_OUTCOMES,
                 format!(
@@ -695,6 +706,8 @@ fn check_instances(
 
 /// Everything the checker judges.
 pub struct History {
+    /// `csp.commands` from its beginning (to tell which commands the broker holds twice).
+    pub commands: Vec<Record>,
     /// `csp.events` from its beginning, in offset order.
     pub events: Vec<Record>,
     /// `csp.command-results` from its beginning, in offset order.
@@ -709,6 +722,7 @@ pub struct History {
 /// have stopped).
 pub fn read_history(brokers: &str, data_dirs: &[PathBuf], forked_dirs: &[PathBuf]) -> History {
     History {
+        commands: read_all(brokers, COMMANDS_TOPIC, Duration::from_secs(180)),
         events: read_all(brokers, EVENTS_TOPIC, Duration::from_secs(180)),
         results: read_all(brokers, RESULTS_TOPIC, Duration::from_secs(180)),
         instances: data_dirs
@@ -754,6 +768,27 @@ pub fn judge(history: &History, produced: &HashSet<Uuid>, uncertain: &HashSet<Uu
         by_command.len() as u64,
     );
 
+    let mut copies: HashMap<Uuid, usize> = HashMap::new();
+    for record in &history.commands {
+        if let Some(id) = command_id_of(&record.value) {
+            *copies.entry(id).or_default() += 1;
+        }
+    }
+    let stored_twice: HashSet<Uuid> = copies
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    report.note("commands.on_topic", history.commands.len() as u64);
+    report.note("commands.stored_twice_on_topic", stored_twice.len() as u64);
+    report.note(
+        "commands.acknowledged_but_not_on_topic",
+        produced
+            .iter()
+            .filter(|id| !copies.contains_key(id))
+            .count() as u64,
+    );
+
     let results = decode_results(&history.results, &reader, &mut report);
     let answered: HashSet<Uuid> = results.iter().map(|r| r.command_id).collect();
     report.note(
@@ -770,6 +805,7 @@ pub fn judge(history: &History, produced: &HashSet<Uuid>, uncertain: &HashSet<Uu
     for (kind, found) in check_results(
         produced,
         uncertain,
+        &stored_twice,
         &results,
         |r| r.is_final,
         &log,
@@ -781,6 +817,7 @@ pub fn judge(history: &History, produced: &HashSet<Uuid>, uncertain: &HashSet<Uu
         report.legacy_view = Some(check_results(
             produced,
             uncertain,
+            &stored_twice,
             &results,
             |r| r.is_final || r.tag.is_none(),
             &log,
