@@ -551,6 +551,14 @@ fn a_paused_leader_during_a_3000_command_burst_cannot_fork_the_log() {
     workload.wait_burst_sent(Duration::from_secs(60));
     let recovery = Instant::now();
     let leader_after = cluster.leader(Duration::from_secs(60));
+    // The premise of the test: the pause handed the lease to the standby (else nothing could
+    // fork and the check below would pass for nothing).
+    let deposed = leader_after.is_some_and(|l| l != leader)
+        || cluster.history()[leader].2.iter().any(|e| e == "exit 3");
+    assert!(
+        deposed,
+        "pausing i{leader} for 1.1x the lease did not hand the lease over (leader afterwards {leader_after:?})"
+    );
     let notes = vec![format!(
         "paused i{leader} at position {at:?} for {:?}; leader afterwards {leader_after:?} (after {:.1?}); seed {seed}",
         lease() * 11 / 10,

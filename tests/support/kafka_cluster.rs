@@ -584,7 +584,7 @@ impl Cluster {
             }
         }
         let mut out: Vec<(usize, String)> = counts.into_iter().map(|(l, n)| (n, l)).collect();
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|line| std::cmp::Reverse(line.0));
         out
     }
 
@@ -843,12 +843,12 @@ impl Tail {
         let mut out = Vec::new();
         while Instant::now() < deadline {
             match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) => {
-                    if message.offset() >= self.next {
-                        self.next = message.offset() + 1;
-                        out.push(record_of(&message));
-                    }
+                Some(Ok(message)) if message.offset() >= self.next => {
+                    self.next = message.offset() + 1;
+                    out.push(record_of(&message));
                 }
+                // A record handed out before (a seek back after a reconnect).
+                Some(Ok(_)) => {}
                 Some(Err(_)) => std::thread::sleep(Duration::from_millis(50)),
                 None if !out.is_empty() => break,
                 None => {}
