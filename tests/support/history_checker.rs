@@ -9,8 +9,8 @@
 //! - `csp.events`, in offset order through a [`TermReader`]: no [`FencingError`], no record
 //!   that does not decode, and an accepted log that is a gap-free hash chain from position 1
 //!   (hash recomputed from the canonical bytes).
-//! - `csp.command-results`: a result is final iff its `csp-term`/`csp-outcome` headers name
-//!   an outcome a commit of that term covers (after the whole events topic is read). Every
+//! - `csp.command-results`: a result is final iff its fence (`term`, `outcome_seq` in the
+//!   value, `wire::ResultFence`) names an outcome a commit of that term covers (after the whole events topic is read). Every
 //!   produced command has a final result; at most one distinct final outcome per command
 //!   (exact repeats allowed); a final accepted result's events are exactly that command's
 //!   events in the accepted log; the log holds no events of a command whose final result is
@@ -24,9 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use csp_ledger_schemas::fencing::{
-    EventsRecord, FencingError, TermReader, Verdict, OUTCOME_HEADER, TERM_HEADER,
-};
+use csp_ledger_schemas::fencing::{EventsRecord, FencingError, TermReader, Verdict};
 use csp_ledger_schemas::wire::{PublishedEvent, ResultMessage};
 use csp_ledger_schemas::OutcomeKind;
 use sha2::{Digest, Sha256};
@@ -113,7 +111,7 @@ impl Report {
             eprintln!("   {name}: {value}");
         }
         if let Some(legacy) = &self.legacy_view {
-            eprintln!("-- legacy view (results without csp-term/csp-outcome counted as final; not asserted)");
+            eprintln!("-- legacy view (results without a fence counted as final; not asserted)");
             print_violations(legacy, 3);
         }
     }
@@ -146,28 +144,10 @@ fn print_violations(violations: &Violations, examples: usize) {
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
-fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// The fencing tag of a result: Ok(None) without both headers, Err when they do not parse.
-fn result_tag(headers: &[(String, String)]) -> Result<Option<(u64, u64)>, String> {
-    match (
-        header(headers, TERM_HEADER),
-        header(headers, OUTCOME_HEADER),
-    ) {
-        (None, None) => Ok(None),
-        (Some(term), Some(seq)) => match (term.parse::<u64>(), seq.parse::<u64>()) {
-            (Ok(term), Ok(seq)) => Ok(Some((term, seq))),
-            _ => Err(format!("{TERM_HEADER}={term:?} {OUTCOME_HEADER}={seq:?}")),
-        },
-        (term, seq) => Err(format!(
-            "only one of the headers: {TERM_HEADER}={term:?} {OUTCOME_HEADER}={seq:?}"
-        )),
-    }
+/// The fencing tag of a result: its term and outcome sequence (`None`: written before the
+/// rule, so never final here).
+fn result_tag(message: &ResultMessage<'_>) -> Option<(u64, u64)> {
+    message.fence.map(|fence| (fence.term, fence.outcome_seq))
 }
 
 fn command_id_of(canonical: &[u8]) -> Option<Uuid> {
@@ -410,16 +390,6 @@ fn events_by_command(
 fn decode_results(records: &[Record], reader: &TermReader, report: &mut Report) -> Vec<Result_> {
     let mut out = Vec::with_capacity(records.len());
     for record in records {
-        let tag = match result_tag(&record.headers) {
-            Ok(tag) => tag,
-            Err(reason) => {
-                report.add(
-                    UNDECODABLE_RECORD,
-                    format!("{RESULTS_TOPIC} offset {}: {reason}", record.offset),
-                );
-                continue;
-            }
-        };
         let message = match ResultMessage::decode(&record.value, &record.headers) {
             Ok(message) => message,
             Err(error) => {
@@ -430,6 +400,7 @@ fn decode_results(records: &[Record], reader: &TermReader, report: &mut Report) 
                 continue;
             }
         };
+        let tag = result_tag(&message);
         let rejection = message.rejection.as_ref().map(|r| {
             let mut bytes = Vec::new();
             r.encode(&mut bytes);
@@ -437,7 +408,7 @@ fn decode_results(records: &[Record], reader: &TermReader, report: &mut Report) 
         });
         let is_final = tag.is_some_and(|(term, seq)| reader.is_final_result(term, seq));
         match (tag, is_final) {
-            (None, _) => report.note("results.without_fencing_headers (legacy, not final)", 1),
+            (None, _) => report.note("results.without_fence (legacy, not final)", 1),
             (Some(_), true) => report.note("results.final", 1),
             (Some(_), false) => report.note("results.tagged_not_final", 1),
         }
@@ -883,7 +854,7 @@ impl Progress {
                 continue;
             };
             self.answered.insert(message.command_id);
-            if let Ok(Some((term, seq))) = result_tag(&record.headers) {
+            if let Some((term, seq)) = result_tag(&message) {
                 self.pending.push((message.command_id, term, seq));
             }
         }
