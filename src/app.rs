@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// Connections served at once and their timeouts (SPEC.md section 11).
     pub limits: crate::api::serve::ConnectionLimits,
+    /// `--expensive-reads-max`: expensive reads run at once (429 `busy` beyond).
+    pub expensive_reads_max: usize,
 }
 
 impl ServeOptions {
@@ -54,6 +56,7 @@ impl ServeOptions {
             tls: None,
             max_body_bytes: COMMAND_BODY_BYTES_MAX,
             limits: crate::api::serve::ConnectionLimits::default(),
+            expensive_reads_max: usize::from(crate::api::http::EXPENSIVE_READS_MAX),
         }
     }
 }
@@ -266,6 +269,9 @@ impl Server {
             auth: Arc::clone(&options.auth),
             max_body_bytes: options.max_body_bytes,
             body_timeout: options.limits.body_timeout,
+            expensive: Arc::new(tokio::sync::Semaphore::new(options.expensive_reads_max.max(1))),
+            expensive_max: options.expensive_reads_max.max(1),
+            verified: Default::default(),
         });
         let shared = Arc::new(Shared {
             writer: writer.handle(),

@@ -352,7 +352,65 @@ fn wait_for_catch_up(cluster: &Cluster, within: Duration) -> Vec<Option<u64>> {
 
 /// What both tests hand to [`finish`]. Fields drop in order: the producer stops first, the
 /// broker goes last.
+/// Watches the group's committed offset of `csp.commands` partition 0 during a run (what a
+/// consumer without the ledger's log would resume from): it must never move backwards.
+struct OffsetWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl OffsetWatch {
+    fn start(brokers: &str) -> OffsetWatch {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, brokers) = (Arc::clone(&stop), brokers.to_string());
+        let thread = std::thread::spawn(move || {
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", "csp-ledger")
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("offset watcher");
+            let mut wanted = rdkafka::TopicPartitionList::new();
+            wanted.add_partition(history_checker::COMMANDS_TOPIC, 0);
+            let (mut samples, mut backwards, mut highest) = (0usize, Vec::new(), -1i64);
+            while !flag.load(Ordering::SeqCst) {
+                // A broker restart makes some reads fail: those are skipped, not judged.
+                if let Ok(list) = consumer.committed_offsets(wanted.clone(), Duration::from_secs(2))
+                {
+                    if let Some(rdkafka::Offset::Offset(offset)) = list
+                        .find_partition(history_checker::COMMANDS_TOPIC, 0)
+                        .map(|e| e.offset())
+                    {
+                        samples += 1;
+                        if offset < highest {
+                            backwards.push(format!("from {highest} to {offset}"));
+                        }
+                        highest = highest.max(offset);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (samples, backwards)
+        });
+        OffsetWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops watching: how many readings, and every backward move.
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
 struct Run {
+    offsets: OffsetWatch,
     producing: Producing,
     workload: Arc<Workload>,
     cluster: Cluster,
@@ -365,6 +423,7 @@ struct Run {
 fn finish(title: &str, run: Run, tail: usize, notes: &[String]) {
     // Bound in this order so that they drop in the reverse: the broker last.
     let Run {
+        offsets,
         started,
         broker,
         mut cluster,
@@ -395,8 +454,12 @@ fn finish(title: &str, run: Run, tail: usize, notes: &[String]) {
     let forked = cluster.forked_dirs();
     let data_dirs = cluster.data_dirs();
 
-    let report =
+    let (offset_samples, backwards) = offsets.finish();
+    let mut report =
         history_checker::check(&broker.address, &produced, &uncertain, &data_dirs, &forked);
+    for detail in backwards {
+        report.add_violation(history_checker::COMMITTED_OFFSET_BACKWARDS, detail);
+    }
 
     eprintln!("==================== {title} ====================");
     for note in notes {
@@ -429,6 +492,7 @@ fn finish(title: &str, run: Run, tail: usize, notes: &[String]) {
         broker.deaths().len()
     );
     report.print(title);
+    eprintln!("committed offset of the group: {offset_samples} readings");
     eprintln!("runtime: {:.1?}", started.elapsed());
     if settled != Settled::AllFinal {
         eprintln!(
@@ -456,6 +520,7 @@ fn nemesis_pauses_kills_and_broker_restarts_leave_one_history() {
 
     let mut broker = Broker::start();
     let cluster = start_cluster(&broker.address, 3);
+    let offsets = OffsetWatch::start(&broker.address);
     let workload = Workload::new(unique_commands(seed, budget), STEADY_PER_SECOND);
     let producing = workload.run(&broker.address);
     // Some history before the first fault.
@@ -516,6 +581,7 @@ fn nemesis_pauses_kills_and_broker_restarts_leave_one_history() {
         ));
     }
     let run = Run {
+        offsets,
         producing,
         workload,
         cluster,
@@ -532,6 +598,7 @@ fn a_paused_leader_during_a_3000_command_burst_cannot_fork_the_log() {
     let seed = env_number("CSP_LEDGER_FAULT_SEED", 3_000);
     let broker = Broker::start();
     let cluster = start_cluster(&broker.address, 2);
+    let offsets = OffsetWatch::start(&broker.address);
     let workload = Workload::new(unique_commands(seed, 3_000 + 200), 0);
     let producing = workload.run(&broker.address);
 
@@ -565,6 +632,7 @@ fn a_paused_leader_during_a_3000_command_burst_cannot_fork_the_log() {
         recovery.elapsed()
     )];
     let run = Run {
+        offsets,
         producing,
         workload,
         cluster,

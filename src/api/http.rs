@@ -19,7 +19,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::api::metrics::Metrics;
-use crate::api::query::{answer, ReadView, Request};
+use crate::api::query::{answer, QueryError, ReadView, Request, VerifiedPrefix, CHEAP_READ_EVENTS_MAX};
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::intake::{parse_commands, CommandsError, COMMANDS_PER_REQUEST_MAX};
 use crate::writer::{ReadModel, WriterError, WriterHandle};
@@ -54,6 +54,27 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// Longest time to receive a command body once its headers are in (408 after it).
     pub body_timeout: Duration,
+    /// Permits of the expensive-read pool (`--expensive-reads-max`), and how many there are.
+    pub expensive: Arc<tokio::sync::Semaphore>,
+    pub expensive_max: usize,
+    /// What `/v1/audit/verify` verified already.
+    pub verified: VerifiedPrefix,
+}
+
+/// Default of `--expensive-reads-max` (SPEC.md section 11).
+pub const EXPENSIVE_READS_MAX: u16 = 2;
+
+/// 429 `busy`: the expensive-read pool is full; `Retry-After` in seconds.
+fn busy(path: &str, max: usize) -> Response {
+    let mut response = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &json!({"code": "busy", "message": format!("{path} is an expensive read and all {max} places of the expensive-read pool are taken; retry later"), "details": {"expensive_reads_max": max}}),
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
 }
 
 /// Paths served without credentials: they hold nothing private (SPEC.md section 10).
@@ -268,17 +289,51 @@ async fn read(
             tokio::time::timeout(shared.read_wait_max, position.wait_for(|p| *p >= wanted)).await;
     }
     let started = Instant::now();
-    let answered = {
+    let personal = principal.read.personal;
+    let mut answered = {
         let state = shared.reads.state();
         answer(
             ReadView {
                 state: &state,
                 log: shared.reads.log(),
-                personal: principal.read.personal,
+                personal,
+                budget: Some(CHEAP_READ_EVENTS_MAX),
+                verified: Some(&shared.verified),
             },
             &request,
         )
     };
+    if let Err(QueryError::Expensive { .. }) = answered {
+        // An expensive read: on the bounded pool, off the runtime threads that serve the
+        // cheap ones, or 429 `busy` when the pool is full.
+        let Ok(permit) = Arc::clone(&shared.expensive).try_acquire_owned() else {
+            shared
+                .metrics
+                .query(route_label(&request.path), 429, started.elapsed().as_secs_f64());
+            return busy(&request.path, shared.expensive_max);
+        };
+        let (pool, pooled_request) = (Arc::clone(&shared), request.clone());
+        let pooled = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let state = pool.reads.state();
+            answer(
+                ReadView {
+                    state: &state,
+                    log: pool.reads.log(),
+                    personal,
+                    budget: None,
+                    verified: Some(&pool.verified),
+                },
+                &pooled_request,
+            )
+        })
+        .await;
+        answered = pooled.unwrap_or_else(|_| {
+            Err(QueryError::Log(crate::store::log::LogError::Contract(
+                "an expensive read panicked".into(),
+            )))
+        });
+    }
     let status = match &answered {
         Ok(_) => 200,
         Err(error) => error.status(),

@@ -101,6 +101,33 @@ pub enum QueryError {
     /// Reading the log failed. Edge: 500.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The answer would read more events than the view's budget: an expensive read (SPEC.md
+    /// section 11). Edge: the server runs it again on the bounded pool; 429 `busy` when
+    /// that is full.
+    #[error("this read must read more than {budget} events from the log")]
+    Expensive { budget: usize },
+}
+
+/// Most events a cheap read may read from the log (SPEC.md section 11); a read that needs more
+/// (and every `/v1/audit/verify`) is expensive and runs on the bounded pool.
+pub const CHEAP_READ_EVENTS_MAX: usize = 10_000;
+
+/// The longest prefix of the log this server has verified intact, and the hash it ends in:
+/// `/v1/audit/verify` checks only the tail after it (`?full=true` walks from position 1).
+#[derive(Debug, Default)]
+pub struct VerifiedPrefix(std::sync::Mutex<(u64, [u8; 32])>);
+
+impl VerifiedPrefix {
+    fn get(&self) -> (u64, [u8; 32]) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn extend(&self, position: u64, hash: [u8; 32]) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if position > kept.0 {
+            *kept = (position, hash);
+        }
+    }
 }
 
 impl QueryError {
@@ -110,6 +137,7 @@ impl QueryError {
             QueryError::BadRequest { .. } => 400,
             QueryError::NotYet { .. } => 503,
             QueryError::Log(_) => 500,
+            QueryError::Expensive { .. } => 429,
         }
     }
 
@@ -118,6 +146,7 @@ impl QueryError {
             QueryError::NotFound { code, .. } | QueryError::BadRequest { code, .. } => code,
             QueryError::NotYet { .. } => "not_yet_at_position",
             QueryError::Log(_) => "internal_error",
+            QueryError::Expensive { .. } => "busy",
         }
     }
 
@@ -220,6 +249,21 @@ pub struct ReadView<'a> {
     /// Whether event answers carry clear personal data (the caller's `personal` grant);
     /// without it they carry commitments only.
     pub personal: bool,
+    /// Most events the answer may read from the log (`None`: no limit); more is
+    /// [`QueryError::Expensive`], before anything is read.
+    pub budget: Option<usize>,
+    /// The prefix already verified, for an incremental `/v1/audit/verify` (`None`: walk all).
+    pub verified: Option<&'a VerifiedPrefix>,
+}
+
+impl ReadView<'_> {
+    /// Refuses a read of `events` events beyond the budget.
+    fn charge(&self, events: usize) -> Result<(), QueryError> {
+        match self.budget {
+            Some(budget) if events > budget => Err(QueryError::Expensive { budget }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Resolves `as_of`: a position, or an RFC 3339 time matched against `recorded_at`.
@@ -307,6 +351,7 @@ fn state_as_of<'a>(
         .collect();
     positions.sort_unstable();
     positions.dedup();
+    view.charge(positions.len())?;
     let mut scratch = LedgerState::new();
     for stored in view.log.read_positions(&positions)? {
         let event = FoldEvent::decode(&stored.canonical).map_err(|reason| LogError::Corrupt {
@@ -385,7 +430,7 @@ pub fn answer(view: ReadView<'_>, request: &Request) -> Result<Value, QueryError
         }
         ["v1", "streams", stream, "events"] => stream_events(view, request, position, stream)?,
         ["v1", "events"] => events(view, request, position)?,
-        ["v1", "audit", "verify"] => audit_verify(view, position)?,
+        ["v1", "audit", "verify"] => audit_verify(view, request, position)?,
         ["v1", "verifications", "overdue"] => overdue_verifications(view, request, position)?,
         _ => {
             return Err(not_found(
@@ -598,26 +643,57 @@ fn events(view: ReadView<'_>, request: &Request, position: u64) -> Result<Value,
     })
 }
 
-/// `["v1", "audit", "verify"]`
-fn audit_verify(view: ReadView<'_>, position: u64) -> Result<Value, QueryError> {
-    Ok({
-        let mut intact = 0u64;
-        let walked = crate::store::audit::walk(
-            view.log,
-            crate::store::audit::WalkStart::GENESIS,
-            position,
-            crate::store::audit::decode_full,
-            |_, _| intact += 1,
-        );
-        match walked {
-            Ok((events, hash)) => {
-                json!({"ok": events == position, "events": events, "head_hash": hex::encode(hash), "first_bad_position": if events == position { Value::Null } else { json!(events + 1) }})
-            }
-            Err(crate::store::audit::WalkError::Broken(broken)) => {
-                json!({"ok": false, "events": intact, "head_hash": Value::Null, "first_bad_position": broken.position, "reason": broken.reason})
-            }
-            Err(crate::store::audit::WalkError::Log(error)) => return Err(error.into()),
+/// `["v1", "audit", "verify"]`: the chain up to `position`, from the prefix this server
+/// verified before (`verified_from` says where the walk started), or from position 1 with
+/// `full=true` or without a kept prefix. Always expensive.
+fn audit_verify(view: ReadView<'_>, request: &Request, position: u64) -> Result<Value, QueryError> {
+    let full = match request.param("full") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(bad(
+                "invalid_full",
+                format!("full must be true or false, not {other:?}"),
+            ))
         }
+    };
+    view.charge(usize::MAX)?;
+    let kept = view.verified.filter(|_| !full).map(VerifiedPrefix::get);
+    let start = match kept {
+        // The prefix up to `position` was verified already: nothing to walk.
+        Some((verified, _)) if verified >= position => {
+            let hash = view.log.hash_at(position)?.unwrap_or([0; 32]);
+            return Ok(json!({"ok": true, "events": position, "head_hash": hex::encode(hash), "first_bad_position": Value::Null, "verified_from": position + 1}));
+        }
+        Some((verified, hash)) if verified > 0 => crate::store::audit::WalkStart {
+            position: verified + 1,
+            prev_hash: hash,
+        },
+        _ => crate::store::audit::WalkStart::GENESIS,
+    };
+    let from = start.position;
+    let mut intact = from - 1;
+    let walked = crate::store::audit::walk(
+        view.log,
+        start,
+        position,
+        crate::store::audit::decode_full,
+        |_, _| intact += 1,
+    );
+    Ok(match walked {
+        Ok((events, hash)) => {
+            let ok = events == position;
+            if ok {
+                if let Some(verified) = view.verified {
+                    verified.extend(events, hash);
+                }
+            }
+            json!({"ok": ok, "events": events, "head_hash": hex::encode(hash), "first_bad_position": if ok { Value::Null } else { json!(events + 1) }, "verified_from": from})
+        }
+        Err(crate::store::audit::WalkError::Broken(broken)) => {
+            json!({"ok": false, "events": intact, "head_hash": Value::Null, "first_bad_position": broken.position, "reason": broken.reason, "verified_from": from})
+        }
+        Err(crate::store::audit::WalkError::Log(error)) => return Err(error.into()),
     })
 }
 
@@ -637,6 +713,8 @@ fn overdue_verifications(
         let state = if position == view.state.position {
             Cow::Borrowed(view.state)
         } else {
+            // A refold up to `position`: every event before it is read.
+            view.charge(usize::try_from(position).unwrap_or(usize::MAX))?;
             Cow::Owned(
                 crate::store::read::replay(view.log, position)
                     .map_err(|e| QueryError::Log(LogError::Contract(e.to_string())))?,

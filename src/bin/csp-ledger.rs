@@ -77,6 +77,10 @@ enum Commands {
         /// Largest request body accepted (bytes); larger ones get 413 payload_too_large.
         #[arg(long, env = "CSP_LEDGER_MAX_BODY_BYTES", default_value_t = csp_ledger::app::COMMAND_BODY_BYTES_MAX)]
         max_body_bytes: usize,
+        /// Most expensive reads (/v1/audit/verify, answers that read over 10,000 events) run at
+        /// once, off the threads that serve the cheap reads; more get 429 busy.
+        #[arg(long, env = "CSP_LEDGER_EXPENSIVE_READS_MAX", default_value_t = csp_ledger::api::http::EXPENSIVE_READS_MAX, value_parser = clap::value_parser!(u16).range(1..))]
+        expensive_reads_max: u16,
         #[command(flatten)]
         connections: ConnectionArgs,
     },
@@ -355,6 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             access,
             tls,
             max_body_bytes,
+            expensive_reads_max,
             connections,
         } => serve(
             dir,
@@ -365,7 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .transpose()?,
             &access,
             tls.files(),
-            max_body_bytes,
+            (max_body_bytes, usize::from(expensive_reads_max)),
             connections.limits(),
         ),
         Commands::Rebuild { write } => {
@@ -485,6 +490,8 @@ fn query(dir: &Path, options: LogOptions, path: &str) -> anyhow::Result<ExitCode
         personal: true,
         state: ledger.state(),
         log: ledger.log(),
+        budget: None,
+        verified: None,
     };
     match csp_ledger::api::query::answer(view, &request) {
         Ok(body) => {
@@ -624,7 +631,7 @@ fn serve(
     kafka: Option<csp_ledger::ingest::KafkaOptions>,
     access: &AccessArgs,
     tls: Option<csp_ledger::api::tls::TlsFiles>,
-    max_body_bytes: usize,
+    (max_body_bytes, expensive_reads_max): (usize, usize),
     limits: csp_ledger::api::serve::ConnectionLimits,
 ) -> anyhow::Result<ExitCode> {
     let auth = std::sync::Arc::new(authenticator(dir, access)?);
@@ -633,6 +640,7 @@ fn serve(
         let mut serve_options = csp_ledger::app::ServeOptions::new(std::sync::Arc::clone(&auth));
         serve_options.tls = tls.clone();
         serve_options.max_body_bytes = max_body_bytes;
+        serve_options.expensive_reads_max = expensive_reads_max;
         serve_options.limits = limits;
         let (server, addr) =
             csp_ledger::app::Server::bind_with_kafka(ledger, http, serve_options, kafka.clone())?;

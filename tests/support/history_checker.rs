@@ -51,6 +51,7 @@ pub const EVENTS_OF_UNPRODUCED_COMMAND: &str = "events_of_unproduced_command";
 pub const INSTANCE_NOT_PREFIX: &str = "instance_log_not_prefix_of_accepted_log";
 pub const INSTANCES_DIVERGE: &str = "instance_logs_diverge";
 pub const INSTANCE_LOG_UNREADABLE: &str = "instance_log_unreadable";
+pub const COMMITTED_OFFSET_BACKWARDS: &str = "committed_offset_backwards";
 
 pub const KINDS: &[&str] = &[
     FENCING_ERROR,
@@ -67,6 +68,7 @@ pub const KINDS: &[&str] = &[
     INSTANCE_NOT_PREFIX,
     INSTANCES_DIVERGE,
     INSTANCE_LOG_UNREADABLE,
+    COMMITTED_OFFSET_BACKWARDS,
 ];
 
 /// Violations by kind, each with a one-line description.
@@ -92,6 +94,11 @@ impl Report {
 
     pub fn total(&self) -> usize {
         self.violations.values().map(Vec::len).sum()
+    }
+
+    /// A violation found outside the topics and logs (e.g. by a watcher during the run).
+    pub fn add_violation(&mut self, kind: &'static str, detail: String) {
+        self.add(kind, detail);
     }
 
     fn add(&mut self, kind: &'static str, detail: String) {
