@@ -71,14 +71,14 @@ fn a_full_pool_answers_busy_with_retry_after_and_cheap_reads_go_on() {
         assert_eq!(answer.json()["events"], head);
     }
 
-    // An as_of overdue list below the head refolds the log: expensive, on the pool, so eight
-    // at once against a pool of one are partly refused. The same list at the head is cheap:
-    // never refused.
-    let concurrently = |path: String| -> Vec<support::Response> {
-        let barrier = Arc::new(Barrier::new(clients));
-        (0..clients)
-            .map(|_| {
-                let (barrier, path) = (Arc::clone(&barrier), path.clone());
+    // An as_of overdue list reads no event (the state's verification index answers it): it
+    // is cheap, never refused, even while the pool is taken.
+    let concurrently = |paths: Vec<String>| -> Vec<support::Response> {
+        let barrier = Arc::new(Barrier::new(paths.len()));
+        paths
+            .into_iter()
+            .map(|path| {
+                let barrier = Arc::clone(&barrier);
                 std::thread::spawn(move || {
                     barrier.wait();
                     get(addr, &path)
@@ -89,16 +89,103 @@ fn a_full_pool_answers_busy_with_retry_after_and_cheap_reads_go_on() {
             .map(|t| t.join().unwrap())
             .collect()
     };
-    let past = concurrently(format!(
-        "/v1/verifications/overdue?date=2026-03-20&as_of={}",
-        head - 1
+    let mut paths = vec!["/v1/audit/verify?full=true".to_string(); clients];
+    paths.extend((0..clients).map(|i| {
+        format!(
+            "/v1/verifications/overdue?date=2026-03-20&as_of={}",
+            head - 1 - i as u64
+        )
+    }));
+    let answers = concurrently(paths);
+    let (walks, lists) = answers.split_at(clients);
+    assert!(walks.iter().any(|r| r.status == 429));
+    for (i, list) in lists.iter().enumerate() {
+        assert_eq!(list.status, 200, "{}", list.body);
+        assert_eq!(list.json()["position"], head - 1 - i as u64);
+    }
+}
+
+/// A read whose streams hold more events than the budget is refused as expensive before it
+/// reads anything; the HTTP server then runs it on the pool (the CLI has no budget).
+#[test]
+fn an_as_of_answer_over_the_budget_is_expensive() {
+    use csp_ledger::api::query::{answer, QueryError, ReadView, Request};
+    let dir = tempfile::tempdir().unwrap();
+    big_store(dir.path(), 12_000);
+    let ledger = Ledger::open(dir.path(), LogOptions { fsync: false }).unwrap();
+    let state = ledger.state();
+    // The partner with the longest stream.
+    let (partner, events) = state
+        .partners
+        .keys()
+        .map(|id| {
+            let stream = csp_ledger_schemas::event::StreamId::Partner(*id);
+            (*id, state.streams.get(&stream).map_or(0, Vec::len))
+        })
+        .max_by_key(|(_, n)| *n)
+        .unwrap();
+    assert!(events >= 3, "{events}");
+    let path = format!("/v1/partners/{partner}?as_of={}", state.position - 1);
+    let view = |budget| ReadView {
+        state,
+        log: ledger.log(),
+        personal: false,
+        budget,
+        verified: None,
+    };
+    let request = Request::parse(&path);
+    assert!(matches!(
+        answer(view(Some(events - 1)), &request),
+        Err(QueryError::Expensive { .. })
     ));
-    assert!(past.iter().any(|r| r.status == 200));
-    assert!(past.iter().any(|r| r.status == 429), "an as_of refold is an expensive read");
-    assert!(past.iter().all(|r| matches!(r.status, 200 | 429)));
-    let at_head = concurrently("/v1/verifications/overdue?date=2026-03-20".to_string());
-    assert!(at_head.iter().all(|r| r.status == 200), "cheap reads are never refused");
-    assert_eq!(past.iter().find(|r| r.status == 200).unwrap().json()["position"], head - 1);
+    let within = answer(view(Some(events)), &request).unwrap();
+    assert_eq!(answer(view(None), &request).unwrap(), within);
+    // Verify is always expensive.
+    assert!(matches!(
+        answer(view(Some(usize::MAX - 1)), &Request::parse("/v1/audit/verify")),
+        Err(QueryError::Expensive { .. })
+    ));
+}
+
+/// The overdue list as of every position, from the state's index, equals the list of a refold
+/// up to that position.
+#[test]
+fn the_overdue_index_answers_as_a_refold_would() {
+    use csp_ledger_projections::views;
+    let dir = tempfile::tempdir().unwrap();
+    let head = big_store(dir.path(), 12_000);
+    let ledger = Ledger::open(dir.path(), LogOptions { fsync: false }).unwrap();
+    let live = ledger.state();
+    let last_enrolled = live
+        .partners
+        .values()
+        .map(|p| p.enrolled_at.date_naive())
+        .max()
+        .unwrap();
+    let mut compared = 0;
+    let mut nonempty = 0;
+    for position in (1..=head).step_by(401).chain([head - 1, head]) {
+        let refold = csp_ledger::store::read::replay(ledger.log(), position).unwrap();
+        for today in [
+            last_enrolled,
+            last_enrolled + chrono::Duration::days(9),
+            last_enrolled + chrono::Duration::days(400),
+        ] {
+            let by_index = views::overdue_verifications_at(live, position, today, None, 1_000);
+            let by_refold = views::overdue_verifications(&refold, today, None, 1_000);
+            let ids = |rows: &[views::OverdueVerification]| {
+                rows.iter().map(|r| r.partner_id).collect::<Vec<_>>()
+            };
+            assert_eq!(ids(&by_index), ids(&by_refold), "as of {position}, {today}");
+            assert_eq!(
+                serde_json::to_value(&by_index).unwrap(),
+                serde_json::to_value(&by_refold).unwrap()
+            );
+            compared += 1;
+            nonempty += usize::from(!by_index.is_empty());
+        }
+    }
+    assert!(compared > 60 && nonempty > 10, "{compared} compared, {nonempty} non-empty");
 }
 
 #[test]

@@ -229,6 +229,11 @@ pub struct LedgerState {
     /// (first position, recorded_at) each time the ledger clock value changes: maps a time to
     /// the last position recorded at or before it (`as_of` by time).
     pub recorded: Vec<(u64, DateTime<Utc>)>,
+    /// Per partner, the position of the first event that decided its verification
+    /// (`PartnerVerified`, `PartnerVerificationRejected`): with the enrollment position (the
+    /// first of its stream) this says whether it was pending at any position, so an `as_of`
+    /// overdue list needs no refold (`views::overdue_verifications_at`).
+    pub verification_decided_at: HashMap<Uuid, u64>,
 }
 
 impl LedgerState {
@@ -373,10 +378,16 @@ impl LedgerState {
                     .insert(e.tenant_id, TenantOwner::Partner(e.partner_id));
             }
             Event::PartnerVerified(e) => {
-                self.partner_mut(e.partner_id).verification = VerificationStatus::Approved
+                self.partner_mut(e.partner_id).verification = VerificationStatus::Approved;
+                self.verification_decided_at
+                    .entry(e.partner_id)
+                    .or_insert(self.position);
             }
             Event::PartnerVerificationRejected(e) => {
-                self.partner_mut(e.partner_id).verification = VerificationStatus::Rejected
+                self.partner_mut(e.partner_id).verification = VerificationStatus::Rejected;
+                self.verification_decided_at
+                    .entry(e.partner_id)
+                    .or_insert(self.position);
             }
             Event::MpnIdAssociated(e) => {
                 if let Some(old) = &e.replaced_mpn_id {

@@ -347,6 +347,50 @@ pub fn overdue_verifications(
     rows
 }
 
+/// As [`overdue_verifications`], for the state as it was at `position` (at most the state's
+/// own), from the state's indexes alone: a partner was enrolled by then if its stream's first
+/// event is at or before `position`, and pending then if its verification was pending at
+/// enrollment and not decided at or before `position` (`verification_decided_at`). Legal
+/// name and enrollment time never change after enrollment. Equal to the list of a refold up to
+/// `position` (tests/api.rs checks every position of its fixture).
+pub fn overdue_verifications_at(
+    state: &LedgerState,
+    position: u64,
+    today: NaiveDate,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Vec<OverdueVerification> {
+    let mut rows: Vec<OverdueVerification> = state
+        .partners
+        .values()
+        .filter(|p| after.is_none_or(|a| p.partner_id > a))
+        .filter(|p| {
+            let enrolled = state
+                .streams
+                .get(&StreamId::Partner(p.partner_id))
+                .and_then(|positions| positions.first())
+                .is_some_and(|first| *first <= position);
+            let pending_then = match state.verification_decided_at.get(&p.partner_id) {
+                Some(decided) => *decided > position,
+                None => p.verification == VerificationStatus::Pending,
+            };
+            enrolled
+                && pending_then
+                && business_days_between(p.enrolled_at.date_naive(), today)
+                    > eligibility::VERIFICATION_OVERDUE_BUSINESS_DAYS
+        })
+        .map(|p| OverdueVerification {
+            partner_id: p.partner_id,
+            legal_name: p.legal_name.clone(),
+            enrolled_at: p.enrolled_at,
+            business_days_pending: business_days_between(p.enrolled_at.date_naive(), today),
+        })
+        .collect();
+    rows.sort_by_key(|r| r.partner_id);
+    rows.truncate(limit);
+    rows
+}
+
 /// The streams an answer about these entities depends on: what an as-of query must fold.
 pub fn streams_for_partner(id: Uuid) -> Vec<StreamId> {
     vec![StreamId::Partner(id)]

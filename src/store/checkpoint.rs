@@ -16,7 +16,9 @@ use crate::store::log::{Log, LogError};
 pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
 
 /// Format marker at the start of the file.
-const MAGIC: &[u8; 8] = b"CSPCKPT1";
+/// Version 2: `LedgerState` gained `verification_decided_at`; a version 1 checkpoint is
+/// ignored (the state is refolded from the log once, then saved as version 2).
+const MAGIC: &[u8; 8] = b"CSPCKPT2";
 
 /// Largest checkpoint read back, in bytes (a bound on a damaged length field).
 pub const CHECKPOINT_BYTES_MAX: u64 = 16 * 1024 * 1024 * 1024;
