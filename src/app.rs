@@ -269,8 +269,7 @@ impl Server {
             auth: Arc::clone(&options.auth),
             max_body_bytes: options.max_body_bytes,
             body_timeout: options.limits.body_timeout,
-            expensive: Arc::new(tokio::sync::Semaphore::new(options.expensive_reads_max.max(1))),
-            expensive_max: options.expensive_reads_max.max(1),
+            expensive: crate::api::expensive::ExpensivePool::start(options.expensive_reads_max)?,
             verified: Default::default(),
         });
         let shared = Arc::new(Shared {

@@ -54,9 +54,8 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// Longest time to receive a command body once its headers are in (408 after it).
     pub body_timeout: Duration,
-    /// Permits of the expensive-read pool (`--expensive-reads-max`), and how many there are.
-    pub expensive: Arc<tokio::sync::Semaphore>,
-    pub expensive_max: usize,
+    /// The expensive-read pool (`--expensive-reads-max`).
+    pub expensive: crate::api::expensive::ExpensivePool,
     /// What `/v1/audit/verify` verified already.
     pub verified: VerifiedPrefix,
 }
@@ -306,29 +305,30 @@ async fn read(
     if let Err(QueryError::Expensive { .. }) = answered {
         // An expensive read: on the bounded pool, off the runtime threads that serve the
         // cheap ones, or 429 `busy` when the pool is full.
-        let Ok(permit) = Arc::clone(&shared.expensive).try_acquire_owned() else {
+        let (pool, pooled_request) = (Arc::clone(&shared), request.clone());
+        let pooled = shared
+            .expensive
+            .run(move || {
+                let state = pool.reads.state();
+                answer(
+                    ReadView {
+                        state: &state,
+                        log: pool.reads.log(),
+                        personal,
+                        budget: None,
+                        verified: Some(&pool.verified),
+                    },
+                    &pooled_request,
+                )
+            })
+            .await;
+        let Some(pooled) = pooled else {
             shared
                 .metrics
                 .query(route_label(&request.path), 429, started.elapsed().as_secs_f64());
-            return busy(&request.path, shared.expensive_max);
+            return busy(&request.path, shared.expensive.max());
         };
-        let (pool, pooled_request) = (Arc::clone(&shared), request.clone());
-        let pooled = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let state = pool.reads.state();
-            answer(
-                ReadView {
-                    state: &state,
-                    log: pool.reads.log(),
-                    personal,
-                    budget: None,
-                    verified: Some(&pool.verified),
-                },
-                &pooled_request,
-            )
-        })
-        .await;
-        answered = pooled.unwrap_or_else(|_| {
+        answered = pooled.unwrap_or_else(|| {
             Err(QueryError::Log(crate::store::log::LogError::Contract(
                 "an expensive read panicked".into(),
             )))

@@ -1,7 +1,9 @@
 //! The read side and the HTTP transport: the query router shared by HTTP and the CLI
 //! (`query`), event history (`history`), the axum server's routes (`http`), the OpenAPI
-//! document (`openapi`), the Prometheus metrics (`metrics`) and HTTPS (`tls`).
+//! document (`openapi`), the Prometheus metrics (`metrics`), HTTPS (`tls`) and the pool of
+//! expensive reads (`expensive`).
 
+pub mod expensive;
 pub mod history;
 pub mod http;
 pub mod metrics;
