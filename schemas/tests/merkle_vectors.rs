@@ -98,7 +98,9 @@ fn inclusion_vectors() -> Vec<(u64, u64, Vec<Hash>)> {
         (
             3,
             3,
-            vec![h("fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125")],
+            vec![h(
+                "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+            )],
         ),
         (
             2,
@@ -156,7 +158,10 @@ fn consistency_vectors() -> Vec<(u64, u64, Vec<Hash>)> {
 
 #[test]
 fn empty_tree_root_is_sha256_of_nothing() {
-    assert_eq!(EMPTY_ROOT, h("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    assert_eq!(
+        EMPTY_ROOT,
+        h("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    );
     assert_eq!(root(&[]), EMPTY_ROOT);
 }
 
@@ -208,8 +213,20 @@ fn inclusion_proofs_match_and_verify() {
             (index, size / 2, leaf_hash, proof.clone(), root),
             (index, size, [7; 32], proof.clone(), root),
             (index, size, leaf_hash, proof.clone(), EMPTY_ROOT),
-            (index, size, leaf_hash, [proof.clone(), vec![root]].concat(), root),
-            (index, size, leaf_hash, [vec![root], proof.clone()].concat(), root),
+            (
+                index,
+                size,
+                leaf_hash,
+                [proof.clone(), vec![root]].concat(),
+                root,
+            ),
+            (
+                index,
+                size,
+                leaf_hash,
+                [vec![root], proof.clone()].concat(),
+                root,
+            ),
         ];
         for i in 0..proof.len() {
             let mut wrong = proof.clone();
@@ -217,7 +234,13 @@ fn inclusion_proofs_match_and_verify() {
             probes.push((index, size, leaf_hash, wrong, root));
         }
         if !proof.is_empty() {
-            probes.push((index, size, leaf_hash, proof[..proof.len() - 1].to_vec(), root));
+            probes.push((
+                index,
+                size,
+                leaf_hash,
+                proof[..proof.len() - 1].to_vec(),
+                root,
+            ));
         }
         for (i, (index, size, leaf, proof, root)) in probes.iter().enumerate() {
             assert!(
@@ -278,7 +301,10 @@ fn bad_ranges_are_named() {
     assert_eq!(tree_root(&source, 0), Err(RangeError::EmptyTree));
     assert_eq!(
         tree_root(&source, 9),
-        Err(RangeError::BeyondSize { size: 9, available: 8 })
+        Err(RangeError::BeyondSize {
+            size: 9,
+            available: 8
+        })
     );
     assert_eq!(
         prove_inclusion(&source, 5, 5),
@@ -294,7 +320,10 @@ fn bad_ranges_are_named() {
     );
     assert_eq!(
         verify_consistency(0, 1, &[], &EMPTY_ROOT, &EMPTY_ROOT),
-        Err(VerifyError::Range(RangeError::InvalidConsistencyRange { old: 0, new: 1 }))
+        Err(VerifyError::Range(RangeError::InvalidConsistencyRange {
+            old: 0,
+            new: 1
+        }))
     );
 }
 
