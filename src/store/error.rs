@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use csp_ledger_schemas::merkle::RangeError;
 use thiserror::Error;
 
 /// Failures of the log. None of them is a business answer; each one stops the writer.
@@ -73,4 +74,18 @@ impl LogError {
             reason: reason.into(),
         }
     }
+}
+
+/// Why a Merkle root or proof of the log cannot be given.
+#[derive(Debug, Error)]
+pub enum ProofError {
+    /// The size, index or range lies outside the log's tree: size 0, a size beyond the head,
+    /// a leaf index not below the size, or a consistency range that is not `0 < old <= new`.
+    /// Edge: HTTP 400 `invalid_range`; the caller's mistake, the log is fine.
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    /// Reading the stored nodes or events failed, or a node is missing. Edge: as
+    /// [`LogError`].
+    #[error(transparent)]
+    Log(#[from] LogError),
 }

@@ -15,6 +15,7 @@
 //! | `C` + publisher name | outbox cursor (u64 BE), written without fsync |
 //! | `Q` + next outcome sequence (u64 BE) | consumer offsets of the batch that ends before it, until published |
 //! | `R` + next outcome sequence (u64 BE) | round mark: head position (u64 BE) and hash (32) after the batch that ends before it, until a commit record covers it |
+//! | `T` + level (u8) + index (u64 BE) | Merkle tree node (32 bytes): the complete subtree of leaves `[index·2^level, (index+1)·2^level)`, for levels ≥ [`TREE_STORED_LEVEL_MIN`]; written in the batch whose events complete it |
 //!
 
 use csp_ledger_schemas::values::Commitment;
@@ -26,6 +27,12 @@ use super::error::LogError;
 /// Largest event chunk value in bytes before a new chunk starts; keeps sled values well under
 /// its blob threshold (segment size / 4 = 128 KiB).
 pub const EVENT_CHUNK_BYTES_MAX: usize = 64 * 1024;
+
+/// Lowest Merkle tree level stored under `T`. A node below it (at most 2^8 − 1 = 255 leaves)
+/// is hashed from the event hashes of its chunk(s) when a proof needs it: storing every level
+/// would add about one sled key per event (sled's cost is per key; a chunk holds ~100 events),
+/// while from this level up the tree adds one key per 128 events.
+pub const TREE_STORED_LEVEL_MIN: u8 = 8;
 
 /// Largest outcome chunk value in bytes.
 pub const OUTCOME_CHUNK_BYTES_MAX: usize = 32 * 1024;
@@ -319,6 +326,15 @@ pub fn for_each_event_record(
 pub(super) fn event_key(position: u64) -> [u8; 9] {
     let mut key = [b'E'; 9];
     key[1..].copy_from_slice(&position.to_be_bytes());
+    key
+}
+
+/// The key of the stored Merkle node at `level`, `index`.
+pub(super) fn tree_key(level: u8, index: u64) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[0] = b'T';
+    key[1] = level;
+    key[2..].copy_from_slice(&index.to_be_bytes());
     key
 }
 

@@ -7,19 +7,28 @@
 //! Events are packed into chunks of up to [`EVENT_CHUNK_BYTES_MAX`] so that one sled key
 //! carries many events (sled's cost is per key). A commit is one `apply_batch` (atomic), then
 //! `flush`, then an fdatasync of sled's data file (see ARCHITECTURE.md, Durability).
+//!
+//! The RFC 6962 Merkle tree over the event hashes (SPEC.md section 12) grows with the log: the
+//! nodes an append completes (from level [`TREE_STORED_LEVEL_MIN`] up) go into the same batch
+//! as its events, so the stored tree always covers exactly the head. Roots and proofs of any
+//! size up to the head read O(log n) stored nodes and the event hashes of at most one block of
+//! 2^[`TREE_STORED_LEVEL_MIN`] leaves.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use std::cell::RefCell;
+
+use csp_ledger_schemas::merkle::{self, Frontier, Hash, NodeSource};
 use csp_ledger_schemas::values::Commitment;
 use sled::IVec;
 use uuid::Uuid;
 
-pub use super::error::LogError;
+pub use super::error::{LogError, ProofError};
 pub use super::layout::*;
 use super::layout::{
     decode_offsets, decode_outcome_chunk, encode_offsets, event_key, key_position, offset_mark_key,
-    outcome_key, personal_key, round_mark_key,
+    outcome_key, personal_key, round_mark_key, tree_key,
 };
 
 /// Format marker stored under `M`; a store with another marker is refused.
@@ -49,6 +58,10 @@ impl Default for LogOptions {
     }
 }
 
+/// How many events the one-time tree build of an older store hashes per sled batch: bounds
+/// its memory (about one node per 128 events) and shows progress in the log.
+const TREE_BUILD_BATCH_EVENTS: u64 = 1 << 16;
+
 /// How long `Log::open` waits for a lock left by a store this process closed a moment ago.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -70,6 +83,10 @@ pub struct Log {
     data_path: PathBuf,
     /// The durable head; the lock also serialises appends (one writer).
     head: std::sync::Mutex<Head>,
+    /// The Merkle tree's right edge at the durable head (taken after `head` when both are
+    /// locked). Invariant: `tree.size() == head.position`, and every node at level ≥
+    /// [`TREE_STORED_LEVEL_MIN`] of the tree of that size is stored.
+    tree: std::sync::Mutex<Frontier>,
     options: LogOptions,
 }
 
@@ -155,10 +172,151 @@ impl Log {
             data_file,
             data_path,
             head: std::sync::Mutex::new(head),
+            tree: std::sync::Mutex::new(Frontier::default()),
             options,
         };
         log.check_tail()?;
+        log.open_tree(head.position)?;
         Ok(log)
+    }
+
+    /// Loads the tree's right edge at `size` (the head) from the stored nodes, first building
+    /// the nodes once if the store predates the tree (its last complete stored node is
+    /// missing).
+    fn open_tree(&self, size: u64) -> Result<(), LogError> {
+        let width = 1u64 << TREE_STORED_LEVEL_MIN;
+        if size >= width
+            && self
+                .db
+                .get(tree_key(TREE_STORED_LEVEL_MIN, size / width - 1))?
+                .is_none()
+        {
+            self.build_tree(size)?;
+        }
+        let frontier =
+            Frontier::load(&self.stored_tree(size), size).map_err(|error| match error {
+                ProofError::Log(error) => error,
+                ProofError::Range(error) => {
+                    LogError::corrupt(None, format!("Merkle tree: {error}"))
+                }
+            })?;
+        *self
+            .tree
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = frontier;
+        Ok(())
+    }
+
+    /// Hashes the tree of the first `size` events and stores its nodes, in batches of
+    /// [`TREE_BUILD_BATCH_EVENTS`] events (a crash part way leaves the last node missing, so
+    /// the next open builds again; the writes are idempotent).
+    fn build_tree(&self, size: u64) -> Result<(), LogError> {
+        tracing::info!(
+            message = "Building the Merkle tree of a store that predates it.",
+            events = size
+        );
+        let started = std::time::Instant::now();
+        let mut frontier = Frontier::default();
+        let mut batch = sled::Batch::default();
+        for event in self.events_from(1) {
+            let event = event?;
+            if event.position > size {
+                break;
+            }
+            if event.position != frontier.size() + 1 {
+                return Err(LogError::corrupt(
+                    Some(event.position),
+                    "event positions are not contiguous",
+                ));
+            }
+            for (level, index, hash) in frontier.push(merkle::leaf_hash(&event.hash)) {
+                if level >= TREE_STORED_LEVEL_MIN {
+                    batch.insert(&tree_key(level, index), &hash[..]);
+                }
+            }
+            if frontier.size() % TREE_BUILD_BATCH_EVENTS == 0 {
+                self.db.apply_batch(std::mem::take(&mut batch))?;
+                tracing::info!(
+                    message = "Merkle tree build progress.",
+                    events = frontier.size(),
+                    of = size
+                );
+            }
+        }
+        if frontier.size() != size {
+            return Err(LogError::corrupt(
+                Some(frontier.size() + 1),
+                format!(
+                    "head says {size} events, the store holds {}",
+                    frontier.size()
+                ),
+            ));
+        }
+        self.db.apply_batch(batch)?;
+        self.sync()?;
+        tracing::info!(
+            message = "Merkle tree built.",
+            events = size,
+            elapsed_ms = started.elapsed().as_millis() as u64
+        );
+        Ok(())
+    }
+
+    /// A node source over the stored tree of the first `size` events.
+    fn stored_tree(&self, size: u64) -> StoredTree<'_> {
+        StoredTree {
+            log: self,
+            size,
+            block: RefCell::new(None),
+        }
+    }
+
+    /// The Merkle root of the tree of the first `size` events (`0 < size <= head`).
+    pub fn tree_root(&self, size: u64) -> Result<Hash, ProofError> {
+        {
+            let tree = self
+                .tree
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if size != 0 && size == tree.size() {
+                return Ok(tree.root());
+            }
+        }
+        merkle::tree_root(&self.stored_tree(self.head().position), size)
+    }
+
+    /// The inclusion proof of leaf `index` (the event at position `index + 1`) in the tree of
+    /// size `size` (`index < size <= head`), leaf's sibling first.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        merkle::prove_inclusion(&self.stored_tree(self.head().position), index, size)
+    }
+
+    /// The consistency proof from the tree of size `old` to that of size `new`
+    /// (`0 < old <= new <= head`; empty when equal).
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ProofError> {
+        merkle::prove_consistency(&self.stored_tree(self.head().position), old, new)
+    }
+
+    /// Removes every stored tree node: a store as it was before the tree, for the upgrade
+    /// test. The next open builds the nodes again.
+    #[doc(hidden)]
+    pub fn remove_tree_nodes_for_test(&self) -> Result<usize, LogError> {
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for item in self.db.scan_prefix(b"T") {
+            let (key, _) = item?;
+            batch.remove(key);
+            count += 1;
+        }
+        self.db.apply_batch(batch)?;
+        self.sync()?;
+        Ok(count)
+    }
+
+    /// How many tree nodes are stored (for tests).
+    #[doc(hidden)]
+    pub fn tree_node_count(&self) -> usize {
+        self.db.scan_prefix(b"T").count()
     }
 
     /// The head agrees with the last chunk: same last position, same hash.
@@ -229,9 +387,21 @@ impl Log {
                 )));
             }
         }
+        let mut tree_guard = self
+            .tree
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tree = tree_guard.clone();
         let mut batch = sled::Batch::default();
         for (first, value) in encode_event_chunks(commit.events) {
             batch.insert(&event_key(first), value);
+        }
+        for event in commit.events {
+            for (level, index, hash) in tree.push(merkle::leaf_hash(&event.hash)) {
+                if level >= TREE_STORED_LEVEL_MIN {
+                    batch.insert(&tree_key(level, index), &hash[..]);
+                }
+            }
         }
         let mut seq = current.next_outcome_seq;
         let mut chunk: Vec<u8> = Vec::new();
@@ -294,6 +464,7 @@ impl Log {
         self.db.apply_batch(batch)?;
         self.sync()?;
         *current = head;
+        *tree_guard = tree;
         Ok(head)
     }
 
@@ -613,7 +784,8 @@ impl Log {
         else {
             return Ok(None);
         };
-        let seq = key_position(&key).ok_or_else(|| LogError::corrupt(None, "malformed round mark key"))?;
+        let seq = key_position(&key)
+            .ok_or_else(|| LogError::corrupt(None, "malformed round mark key"))?;
         if value.len() != 40 {
             return Err(LogError::corrupt(None, "malformed round mark"));
         }
@@ -696,6 +868,90 @@ impl Log {
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, LogError> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// The stored tree of a log's first `size` events as a [`NodeSource`]: nodes from level
+/// [`TREE_STORED_LEVEL_MIN`] up from their `T` keys; lower ones hashed from the event hashes of
+/// their block of 2^[`TREE_STORED_LEVEL_MIN`] leaves, read once per source and kept.
+struct StoredTree<'a> {
+    log: &'a Log,
+    size: u64,
+    /// The last block read: (block number, its leaf hashes up to `size`).
+    block: RefCell<Option<(u64, Vec<Hash>)>>,
+}
+
+impl StoredTree<'_> {
+    /// The leaf hashes of block `block` (leaves `[block·2^L, (block+1)·2^L)`, cut at `size`).
+    fn read_block(&self, block: u64) -> Result<Vec<Hash>, LogError> {
+        let first = block << TREE_STORED_LEVEL_MIN;
+        let end = (first + (1u64 << TREE_STORED_LEVEL_MIN)).min(self.size);
+        let mut leaves = Vec::with_capacity((end - first) as usize);
+        // Leaf i is the event at position i + 1.
+        for chunk in self.log.event_chunks_from(first + 1) {
+            let (chunk_first, value) = chunk?;
+            if chunk_first > end {
+                break;
+            }
+            for_each_event_record(chunk_first, &value, |position, hash, _| {
+                if position > first && position <= end {
+                    leaves.push(merkle::leaf_hash(hash));
+                }
+                position < end
+            })?;
+            if leaves.len() as u64 == end - first {
+                break;
+            }
+        }
+        if leaves.len() as u64 != end - first {
+            return Err(LogError::corrupt(
+                Some(first + leaves.len() as u64 + 1),
+                "an event the Merkle tree needs is missing",
+            ));
+        }
+        Ok(leaves)
+    }
+}
+
+impl NodeSource for StoredTree<'_> {
+    type Error = ProofError;
+
+    fn leaf_count(&self) -> u64 {
+        self.size
+    }
+
+    fn node(&self, level: u8, index: u64) -> Result<Hash, ProofError> {
+        if level >= TREE_STORED_LEVEL_MIN {
+            let raw = self
+                .log
+                .db
+                .get(tree_key(level, index))
+                .map_err(LogError::from)?
+                .ok_or_else(|| {
+                    LogError::corrupt(None, format!("Merkle node {level}/{index} is missing"))
+                })?;
+            return Hash::try_from(raw.as_ref()).map_err(|_| {
+                LogError::corrupt(None, format!("Merkle node {level}/{index} is malformed")).into()
+            });
+        }
+        let first = index << level;
+        let block = first >> TREE_STORED_LEVEL_MIN;
+        let mut cached = self.block.borrow_mut();
+        if cached.as_ref().is_none_or(|(held, _)| *held != block) {
+            *cached = Some((block, self.read_block(block)?));
+        }
+        let Some((_, leaves)) = cached.as_ref() else {
+            return Err(LogError::corrupt(None, "Merkle block cache").into());
+        };
+        let offset = (first - (block << TREE_STORED_LEVEL_MIN)) as usize;
+        let width = 1usize << level;
+        let slice = leaves
+            .get(offset..offset + width)
+            .ok_or(merkle::RangeError::BeyondSize {
+                size: first + width as u64,
+                available: self.size,
+            })?;
+        Ok(merkle::root(slice))
     }
 }
 
