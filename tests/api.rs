@@ -356,7 +356,10 @@ fn audit_verify() {
     assert_eq!(full["ok"], true);
     assert_eq!(full["head_hash"], report["head_hash"]);
     let (_, cli) = cli_query(&fixture.cli_dir, "/v1/audit/verify");
-    assert_eq!(cli["verified_from"], 1, "the CLI always walks from position 1");
+    assert_eq!(
+        cli["verified_from"], 1,
+        "the CLI always walks from position 1"
+    );
     error("/v1/audit/verify?full=yes", 400, "invalid_full");
 }
 
@@ -404,11 +407,13 @@ fn errors_are_json_with_a_code() {
         400,
         "invalid_as_of",
     );
+    // A position beyond the head is valid but not there yet (issue 11 item 7).
     error(
         &format!("/v1/partners/{TAIL}?as_of=999999"),
-        400,
-        "invalid_as_of",
+        503,
+        "not_yet_at_position",
     );
+    error(&format!("/v1/partners/{TAIL}?as_of="), 400, "invalid_as_of");
     error("/v1/events?limit=5000", 400, "invalid_limit");
     error("/v1/nothing/here", 404, "route_not_found");
     error(

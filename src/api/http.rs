@@ -19,7 +19,10 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::api::metrics::Metrics;
-use crate::api::query::{answer, QueryError, ReadView, Request, VerifiedPrefix, CHEAP_READ_EVENTS_MAX};
+use crate::api::query::{
+    answer, parse_position, validate, QueryError, ReadView, Request, VerifiedPrefix,
+    CHEAP_READ_EVENTS_MAX,
+};
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::intake::{parse_commands, CommandsError, COMMANDS_PER_REQUEST_MAX};
 use crate::writer::{ReadModel, WriterError, WriterHandle};
@@ -278,10 +281,25 @@ async fn read(
     if !principal.read.models {
         return forbidden(&principal, "read \"models\"");
     }
+    // Every parameter is checked before the `min_position` wait: a malformed request is 400
+    // (an unknown route 404) at once, not a 503 after the wait (issue 11 item 7).
+    let checked = Instant::now();
+    if let Err(error) = validate(&request) {
+        shared.metrics.query(
+            route_label(&request.path),
+            error.status(),
+            checked.elapsed().as_secs_f64(),
+        );
+        return json_response(
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            &error.body(),
+            None,
+        );
+    }
     if let Some(wanted) = request
         .params
         .get("min_position")
-        .and_then(|m| m.parse::<u64>().ok())
+        .and_then(|m| parse_position(m))
     {
         let mut position = shared.reads.subscribe();
         let _ =

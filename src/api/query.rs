@@ -95,9 +95,15 @@ pub enum QueryError {
     /// A malformed parameter (`as_of`, `date`, `limit`, an id). Edge: 400.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
-    /// `min_position` not reached within the wait. Edge: 503 with the current position.
-    #[error("the read model is at position {position}, below min_position {wanted}")]
-    NotYet { position: u64, wanted: u64 },
+    /// `min_position` not reached within the wait, or an `as_of` position beyond the head.
+    /// Edge: 503 with the current position.
+    #[error("the read model is at position {position}, below {param} {wanted}")]
+    NotYet {
+        position: u64,
+        wanted: u64,
+        /// The parameter that asked for `wanted` (`min_position` or `as_of`).
+        param: &'static str,
+    },
     /// Reading the log failed. Edge: 500.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -266,42 +272,158 @@ impl ReadView<'_> {
     }
 }
 
-/// Resolves `as_of`: a position, or an RFC 3339 time matched against `recorded_at`.
-pub fn resolve_as_of(state: &LedgerState, raw: Option<&str>) -> Result<u64, QueryError> {
-    let Some(raw) = raw else {
-        return Ok(state.position);
-    };
-    if let Ok(position) = raw.parse::<u64>() {
-        if position > state.position {
-            return Err(bad(
-                "invalid_as_of",
-                format!(
-                    "as_of position {position} is beyond the head ({})",
-                    state.position
-                ),
-            ));
+/// A position parameter (`as_of`, `min_position`, `from`, a position `cursor`): ASCII digits
+/// only, no sign, no blanks, at least one (the OpenAPI pattern `^[0-9]+$`, or an integer with
+/// minimum 0). Digits beyond `u64::MAX` read as `u64::MAX`: such a position is beyond every
+/// head, so the document needs no maximum and the server refuses no digit string (issue 11
+/// item 7: the document and the parser accept exactly the same strings).
+pub fn parse_position(raw: &str) -> Option<u64> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(raw.parse().unwrap_or(u64::MAX))
+}
+
+/// A parsed `as_of`.
+enum AsOf {
+    Head,
+    Position(u64),
+    Time(DateTime<Utc>),
+}
+
+/// Whether `s` has the shape of an RFC 3339 `date-time` (section 5.6: `full-date "T"
+/// full-time`, `T` and `Z` in either case, any number of fraction digits); chrono then
+/// checks the ranges. chrono alone is more lenient than the grammar the document names.
+fn is_rfc3339_date_time(s: &[u8]) -> bool {
+    let digits =
+        |r: std::ops::Range<usize>| s.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    if s.len() < 20
+        || !is_full_date(&s[..10])
+        || !matches!(s[10], b'T' | b't')
+        || !(digits(11..13) && s[13] == b':' && digits(14..16) && s[16] == b':' && digits(17..19))
+    {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let n = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 {
+            return false;
         }
-        return Ok(position);
+        rest = &fraction[n..];
+    }
+    match rest {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()),
+        _ => false,
+    }
+}
+
+/// Whether `s` has the shape of an RFC 3339 `full-date` (`YYYY-MM-DD`, four-digit year).
+fn is_full_date(s: &[u8]) -> bool {
+    s.len() == 10
+        && s.iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+}
+
+/// Parses `as_of` (SPEC.md section 7): a position (digits, see [`parse_position`]) or an RFC
+/// 3339 date-time matched against `recorded_at`; the document's `anyOf` of the pattern
+/// `^[0-9]+$` and `format: date-time`. An empty `as_of` is neither, and 400: the document
+/// forbids it (both branches need at least one character) rather than the server reading it
+/// as "the head", which is what leaving `as_of` out says.
+fn parse_as_of(raw: Option<&str>) -> Result<AsOf, QueryError> {
+    let Some(raw) = raw else {
+        return Ok(AsOf::Head);
+    };
+    if let Some(position) = parse_position(raw) {
+        return Ok(AsOf::Position(position));
     }
     // A `+` of a time zone offset arrives as a space when the client did not encode it.
-    let time = DateTime::parse_from_rfc3339(&raw.replace(' ', "+")).map_err(|_| {
-        bad(
-            "invalid_as_of",
-            format!("as_of {raw:?} is neither a position nor an RFC 3339 time"),
-        )
-    })?;
-    Ok(state.position_at(time.with_timezone(&Utc)))
+    let time = raw.replace(' ', "+");
+    is_rfc3339_date_time(time.as_bytes())
+        .then(|| DateTime::parse_from_rfc3339(&time).ok())
+        .flatten()
+        .map(|time| AsOf::Time(time.with_timezone(&Utc)))
+        .ok_or_else(|| {
+            bad(
+                "invalid_as_of",
+                format!("as_of {raw:?} is neither a position nor an RFC 3339 date-time"),
+            )
+        })
 }
 
+/// Resolves `as_of`: a position, or an RFC 3339 time matched against `recorded_at`.
+///
+/// A position beyond the head is 503 `not_yet_at_position`, as a `min_position` beyond it
+/// is: the document cannot bound it (the head moves), so it is a valid request this ledger
+/// cannot answer yet (on a standby, the leader may already hold it), not a malformed one
+/// (it used to be 400 `invalid_as_of`: issue 11 item 7). `min_position` with the same
+/// value waits for it.
+pub fn resolve_as_of(state: &LedgerState, raw: Option<&str>) -> Result<u64, QueryError> {
+    match parse_as_of(raw)? {
+        AsOf::Head => Ok(state.position),
+        AsOf::Position(position) if position > state.position => Err(QueryError::NotYet {
+            position: state.position,
+            wanted: position,
+            param: "as_of",
+        }),
+        AsOf::Position(position) => Ok(position),
+        AsOf::Time(time) => Ok(state.position_at(time)),
+    }
+}
+
+/// An id: a UUID in its hyphenated form (`format: uuid`, RFC 4122: 8-4-4-4-12 hex digits,
+/// either case). The braced, URN and 32-digit forms that `Uuid::parse_str` also reads are
+/// refused, as the document's format refuses them.
 fn parse_id(raw: &str, what: &str) -> Result<Uuid, QueryError> {
-    Uuid::parse_str(raw).map_err(|_| bad("invalid_id", format!("{what} {raw:?} is not a UUID")))
+    let b = raw.as_bytes();
+    let hyphenated = b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    hyphenated
+        .then(|| Uuid::parse_str(raw).ok())
+        .flatten()
+        .ok_or_else(|| bad("invalid_id", format!("{what} {raw:?} is not a UUID")))
 }
 
+/// A stream name (`partner-<id>`, `customer-<id>`, `relationship-<provider>-<reseller>`),
+/// with ids as [`parse_id`] reads them.
+fn parse_stream(raw: &str) -> Result<StreamId, QueryError> {
+    let ids_ok = if let Some(id) = raw
+        .strip_prefix("partner-")
+        .or_else(|| raw.strip_prefix("customer-"))
+    {
+        parse_id(id, "stream id").is_ok()
+    } else if let Some(pair) = raw.strip_prefix("relationship-") {
+        pair.len() == 73
+            && pair.as_bytes()[36] == b'-'
+            && parse_id(&pair[..36], "provider id").is_ok()
+            && parse_id(&pair[37..], "reseller id").is_ok()
+    } else {
+        false
+    };
+    let parsed: Result<StreamId, String> = if ids_ok {
+        raw.parse()
+    } else {
+        Err(format!("{raw:?} is not a stream (partner-<id>, customer-<id>, relationship-<provider>-<reseller>)"))
+    };
+    parsed.map_err(|e| bad("invalid_stream", e))
+}
+
+/// `limit`: digits only, 1 to [`PAGE_LIMIT_MAX`] (`type: integer`, `minimum: 1`, `maximum:
+/// 1000` in the document).
 fn parse_limit(request: &Request) -> Result<usize, QueryError> {
     match request.param("limit") {
         None => Ok(PAGE_LIMIT_DEFAULT),
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(limit) if (1..=PAGE_LIMIT_MAX).contains(&limit) => Ok(limit),
+        Some(raw) => match parse_position(raw) {
+            Some(limit) if (1..=PAGE_LIMIT_MAX as u64).contains(&limit) => Ok(limit as usize),
             _ => Err(bad(
                 "invalid_limit",
                 format!("limit must be 1 to {PAGE_LIMIT_MAX}"),
@@ -310,17 +432,142 @@ fn parse_limit(request: &Request) -> Result<usize, QueryError> {
     }
 }
 
+/// A position parameter that is not `as_of` (`min_position`, `from`, a position `cursor`).
+fn parse_position_param(
+    request: &Request,
+    name: &'static str,
+    code: &'static str,
+) -> Result<Option<u64>, QueryError> {
+    request
+        .param(name)
+        .map(|raw| {
+            parse_position(raw).ok_or_else(|| {
+                bad(
+                    code,
+                    format!("{name} must be a position (digits), not {raw:?}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// A UUID `cursor` (relationship lists, the overdue list: the last id of the page before).
+fn parse_id_cursor(request: &Request) -> Result<Option<Uuid>, QueryError> {
+    request
+        .param("cursor")
+        .map(|c| parse_id(c, "cursor"))
+        .transpose()
+}
+
+/// `full` of `/v1/audit/verify`: `true` or `false` (`type: boolean`).
+fn parse_full(request: &Request) -> Result<bool, QueryError> {
+    match request.param("full") {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(bad(
+            "invalid_full",
+            format!("full must be true or false, not {other:?}"),
+        )),
+    }
+}
+
+/// `date`: an RFC 3339 `full-date`, `YYYY-MM-DD` with a four-digit year (`format: date`);
+/// chrono alone would also read `2026-1-1` and `+2026-01-01`.
+fn parse_date_param(request: &Request) -> Result<Option<NaiveDate>, QueryError> {
+    request
+        .param("date")
+        .map(|raw| {
+            is_full_date(raw.as_bytes())
+                .then(|| NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok())
+                .flatten()
+                .ok_or_else(|| bad("invalid_date", format!("date {raw:?} is not YYYY-MM-DD")))
+        })
+        .transpose()
+}
+
 fn parse_date(
     request: &Request,
     state: &LedgerState,
     position: u64,
 ) -> Result<NaiveDate, QueryError> {
-    match request.param("date") {
-        Some(raw) => NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-            .map_err(|_| bad("invalid_date", format!("date {raw:?} is not YYYY-MM-DD"))),
+    match parse_date_param(request)? {
+        Some(date) => Ok(date),
         // Default: the date the answer's position was recorded (today for the head).
         None => Ok(recorded_date(state, position).unwrap_or_else(|| Utc::now().date_naive())),
     }
+}
+
+/// The path's segments after the leading `/`, a trailing `/` ignored.
+fn segments(request: &Request) -> Vec<&str> {
+    request
+        .path
+        .trim_end_matches('/')
+        .split('/')
+        .skip(1)
+        .collect()
+}
+
+/// Checks every parameter of `request` as its route parses it, before anything is read or
+/// waited for, so that a malformed request is 400 at once and never a 503 after the
+/// `min_position` wait (issue 11 item 7); an unknown route is 404 at once. Only the syntax is
+/// checked here: what depends on the log (an `as_of` beyond the head, an unknown id) is
+/// decided by [`answer`], which calls this first, after the wait.
+pub fn validate(request: &Request) -> Result<(), QueryError> {
+    parse_position_param(request, "min_position", "invalid_min_position")?;
+    parse_as_of(request.param("as_of"))?;
+    match segments(request).as_slice() {
+        ["v1", "partners", id] | ["v1", "partners", id, "eligibility"] => {
+            parse_id(id, "partner id")?;
+        }
+        ["v1", "partners", id, "direct-bill-readiness"] => {
+            parse_id(id, "partner id")?;
+            parse_date_param(request)?;
+        }
+        ["v1", "providers", id, "resellers"] | ["v1", "resellers", id, "providers"] => {
+            parse_id(id, "partner id")?;
+            parse_limit(request)?;
+            parse_id_cursor(request)?;
+        }
+        ["v1", "relationships", provider, reseller] => {
+            parse_id(provider, "provider id")?;
+            parse_id(reseller, "reseller id")?;
+        }
+        ["v1", "customers", id] => {
+            parse_id(id, "customer id")?;
+        }
+        ["v1", "customers", id, "order-eligibility"] => {
+            parse_id(id, "customer id")?;
+            let partner = request
+                .param("partner")
+                .ok_or_else(|| bad("missing_partner", "order-eligibility needs ?partner=ID"))?;
+            parse_id(partner, "partner id")?;
+        }
+        ["v1", "streams", stream, "events"] => {
+            parse_stream(stream)?;
+            parse_limit(request)?;
+            parse_position_param(request, "cursor", "invalid_cursor")?;
+        }
+        ["v1", "events"] => {
+            parse_limit(request)?;
+            parse_position_param(request, "from", "invalid_from")?;
+            parse_position_param(request, "cursor", "invalid_cursor")?;
+        }
+        ["v1", "audit", "verify"] => {
+            parse_full(request)?;
+        }
+        ["v1", "verifications", "overdue"] => {
+            parse_date_param(request)?;
+            parse_limit(request)?;
+            parse_id_cursor(request)?;
+        }
+        _ => {
+            return Err(not_found(
+                "route_not_found",
+                format!("no route for {}", request.path),
+            ))
+        }
+    }
+    Ok(())
 }
 
 fn recorded_date(state: &LedgerState, position: u64) -> Option<NaiveDate> {
@@ -394,24 +641,18 @@ fn page(items: Vec<Value>, next_cursor: Option<String>) -> Value {
 
 /// Answers one read request.
 pub fn answer(view: ReadView<'_>, request: &Request) -> Result<Value, QueryError> {
-    if let Some(raw) = request.param("min_position") {
-        let wanted: u64 = raw
-            .parse()
-            .map_err(|_| bad("invalid_min_position", "min_position must be a position"))?;
+    validate(request)?;
+    if let Some(wanted) = parse_position_param(request, "min_position", "invalid_min_position")? {
         if view.state.position < wanted {
             return Err(QueryError::NotYet {
                 position: view.state.position,
                 wanted,
+                param: "min_position",
             });
         }
     }
     let position = resolve_as_of(view.state, request.param("as_of"))?;
-    let segments: Vec<&str> = request
-        .path
-        .trim_end_matches('/')
-        .split('/')
-        .skip(1)
-        .collect();
+    let segments = segments(request);
     let mut body = match segments.as_slice() {
         ["v1", "partners", id] => partner_profile(view, position, id)?,
         ["v1", "partners", id, "eligibility"] => partner_eligibility(view, position, id)?,
@@ -593,18 +834,9 @@ fn stream_events(
     stream: &str,
 ) -> Result<Value, QueryError> {
     Ok({
-        let stream: StreamId = stream
-            .parse()
-            .map_err(|e: String| bad("invalid_stream", e))?;
+        let stream = parse_stream(stream)?;
         let limit = parse_limit(request)?;
-        let after: u64 = request
-            .param("cursor")
-            .map(|c| {
-                c.parse()
-                    .map_err(|_| bad("invalid_cursor", "cursor must be a position"))
-            })
-            .transpose()?
-            .unwrap_or(0);
+        let after = parse_position_param(request, "cursor", "invalid_cursor")?.unwrap_or(0);
         let positions: Vec<u64> = view
             .state
             .streams
@@ -629,14 +861,12 @@ fn stream_events(
 fn events(view: ReadView<'_>, request: &Request, position: u64) -> Result<Value, QueryError> {
     Ok({
         let limit = parse_limit(request)?;
-        let from: u64 = match request.param("from").or(request.param("cursor")) {
-            Some(raw) => raw
-                .parse()
-                .map_err(|_| bad("invalid_from", "from must be a position"))?,
-            None => 1,
-        };
+        // `from` wins over `cursor` (the next page's first position); 0 reads from 1.
+        let from = parse_position_param(request, "from", "invalid_from")?;
+        let cursor = parse_position_param(request, "cursor", "invalid_cursor")?;
+        let from = from.or(cursor).unwrap_or(1).max(1);
         let last = position.min(from.saturating_add(limit as u64).saturating_sub(1));
-        let positions: Vec<u64> = (from.max(1)..=last).collect();
+        let positions: Vec<u64> = (from..=last).collect();
         let items = events_at(view.log, &positions, view.personal)?;
         let next = (last < position).then(|| (last + 1).to_string());
         page(items, next)
@@ -647,23 +877,16 @@ fn events(view: ReadView<'_>, request: &Request, position: u64) -> Result<Value,
 /// verified before (`verified_from` says where the walk started), or from position 1 with
 /// `full=true` or without a kept prefix. Always expensive.
 fn audit_verify(view: ReadView<'_>, request: &Request, position: u64) -> Result<Value, QueryError> {
-    let full = match request.param("full") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(bad(
-                "invalid_full",
-                format!("full must be true or false, not {other:?}"),
-            ))
-        }
-    };
+    let full = parse_full(request)?;
     view.charge(usize::MAX)?;
     let kept = view.verified.filter(|_| !full).map(VerifiedPrefix::get);
     let start = match kept {
         // The prefix up to `position` was verified already: nothing to walk.
         Some((verified, _)) if verified >= position => {
             let hash = view.log.hash_at(position)?.unwrap_or([0; 32]);
-            return Ok(json!({"ok": true, "events": position, "head_hash": hex::encode(hash), "first_bad_position": Value::Null, "verified_from": position + 1}));
+            return Ok(
+                json!({"ok": true, "events": position, "head_hash": hex::encode(hash), "first_bad_position": Value::Null, "verified_from": position + 1}),
+            );
         }
         Some((verified, hash)) if verified > 0 => crate::store::audit::WalkStart {
             position: verified + 1,
