@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 work=${1:-/tmp/csp-ledger-schemathesis}
 shift || true
-venv=${ST_VENV:-/tmp/st-venv}
+venv=${ST_VENV:-${TMPDIR:-/tmp}/st-venv}
 wheel=${ST_WHEEL:-/tmp/st/schemathesis-4.32.0-py3-none-any.whl}
 config=${ST_CONFIG-$root/scripts/schemathesis.toml}
 
@@ -45,7 +45,9 @@ mkdir -p "$work"
 "$bin" --data-dir "$work/data" apply examples/lifecycle.jsonl > "$work/lifecycle.out"
 
 echo "== serving it" >&2
-"$bin" --data-dir "$work/data" serve --http 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.err" &
+# Reads with a min_position beyond the head wait 100 ms, not 2 s, before their 503: the
+# fuzzer sends hundreds of them.
+"$bin" --data-dir "$work/data" serve --http 127.0.0.1:0 --read-wait-ms 100 > "$work/serve.out" 2> "$work/serve.err" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 addr=

@@ -96,6 +96,9 @@ enum Commands {
         expensive_reads_max: u16,
         #[command(flatten)]
         connections: ConnectionArgs,
+        /// Longest wait of a read with min_position before it answers 503 (ms).
+        #[arg(long, env = "CSP_LEDGER_READ_WAIT_MS", default_value_t = 2_000)]
+        read_wait_ms: u64,
         /// Sign a checkpoint at least this often while the log grows (ms).
         #[arg(long, env = "CSP_LEDGER_CHECKPOINT_INTERVAL_MS", default_value_t = csp_ledger::notary::CHECKPOINT_INTERVAL_MS)]
         checkpoint_interval_ms: u64,
@@ -443,6 +446,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             expensive_reads_max,
             connections,
             checkpoint_interval_ms,
+            read_wait_ms,
         } => serve(
             dir,
             options,
@@ -453,7 +457,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .transpose()?,
             &access,
             tls.files(),
-            (max_body_bytes, usize::from(expensive_reads_max)),
+            (max_body_bytes, usize::from(expensive_reads_max), read_wait_ms),
             connections.limits(),
         ),
         Commands::Rebuild { write } => {
@@ -803,7 +807,7 @@ fn serve(
     kafka: Option<csp_ledger::ingest::KafkaOptions>,
     access: &AccessArgs,
     tls: Option<csp_ledger::api::tls::TlsFiles>,
-    (max_body_bytes, expensive_reads_max): (usize, usize),
+    (max_body_bytes, expensive_reads_max, read_wait_ms): (usize, usize, u64),
     limits: csp_ledger::api::serve::ConnectionLimits,
 ) -> anyhow::Result<ExitCode> {
     let auth = std::sync::Arc::new(authenticator(dir, access)?);
@@ -819,6 +823,7 @@ fn serve(
         serve_options.max_body_bytes = max_body_bytes;
         serve_options.expensive_reads_max = expensive_reads_max;
         serve_options.limits = limits;
+        serve_options.read_wait_max = std::time::Duration::from_millis(read_wait_ms);
         serve_options.notary = Some(std::sync::Arc::clone(&notary));
         serve_options.checkpoint_interval =
             std::time::Duration::from_millis(checkpoint_interval_ms.max(10));
