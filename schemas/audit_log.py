@@ -22,11 +22,11 @@ Needs the `cryptography` package for Ed25519; everything else is the standard li
 import argparse
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,6 +37,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 class Caught(Exception):
     """The ledger failed a check: exit 2."""
+
+
+class Conflict(Caught):
+    """A signed checkpoint that contradicts the state file's (rollback, fork): exit 2."""
+
+    def __init__(self, message, note):
+        super().__init__(message)
+        self.note = note
 
 
 class Trouble(Exception):
@@ -233,35 +241,43 @@ def event_leaf(line):
     """Recompute an event's hash from its canonical bytes (as verify_chain.py): (position, hash)."""
     try:
         envelope = json.loads(line)  # exactly one JSON object (surrounding blanks allowed)
-        position, stored, prev = envelope["position"], envelope["hash"], envelope["prev_hash"]
+        position, stored = envelope["position"], envelope["hash"]
         body = {k: v for k, v in envelope.items() if k not in ("hash", "prev_hash", "personal_data")}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        digest = hashlib.sha256(envelope["prev_hash"].encode("ascii") + canonical.encode("utf-8"))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise Trouble("--event: want one event line of `csp-ledger history`") from None
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(prev.encode("ascii") + canonical.encode("utf-8")).hexdigest()
-    if digest != stored:
+    if digest.hexdigest() != stored:
         raise Caught(f"changed event: the hash of position {position} does not match its canonical bytes")
-    return position, bytes.fromhex(digest)
+    return position, digest.digest()
 
 
 def store(path, note):
     """Replace the state file with the verified note, atomically (temp file + os.replace)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".audit-state-")
+    temp = f"{path}.{os.getpid()}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(temp, "wb") as f:
             f.write(note)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
     except OSError as e:
-        os.unlink(temp)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         raise Trouble(f"cannot write the state file {path}: {e.strerror}") from None
 
 
 # --- The audit ---
 
 def audit(args):
+    try:
+        return check(args)
+    except Conflict as e:  # keep the signed evidence: with the state file, it proves the conflict
+        store(args.state + ".rejected", e.note)
+        raise Caught(f"{e} (that checkpoint is kept in {args.state}.rejected)") from None
+
+
+def check(args):
     vkey = args.verifier_key
     if os.path.isfile(vkey):
         vkey = read_source(vkey).decode("utf-8", "replace").strip()
@@ -290,14 +306,14 @@ def audit(args):
         if old_origin != origin:
             raise Caught(f"another log: the checkpoint's origin is {origin!r}, the state file's {old_origin!r}")
         if size < old_size:
-            raise Caught(f"rollback: checkpoint has {size} events, the state file {old_size}")
+            raise Conflict(f"rollback: checkpoint has {size} events, the state file {old_size}", note)
         if size == old_size and root != old_root:
-            raise Caught(f"fork: checkpoint and state file both have {size} events but different roots")
+            raise Conflict(f"fork: checkpoint and state file both have {size} events but different roots", note)
         if old_size < size and old_size > 0:
             _, proof = fetch_proof(ledger, "/v1/audit/proof/consistency", {"from": old_size, "to": size})
             if not verify_consistency(old_size, size, proof, old_root, root):
-                raise Caught(f"fork: the checkpoint of {size} events does not extend the state file's "
-                             f"{old_size} (the consistency proof fails)")
+                raise Conflict(f"fork: the checkpoint of {size} events does not extend the state file's "
+                             f"{old_size} (the consistency proof fails)", note)
     report["consistent_from"] = old_size  # None: first use of this state file
 
     if args.event is not None:

@@ -191,6 +191,24 @@ class Notes(unittest.TestCase):
         self.assertEqual(self.open(TEXT + "\n" + PETER_SIG + ENOCH_SIG, ENOCH), TEXT)
         self.assertEqual(self.open(C2SP_NOTE, C2SP_KEY), "This is an example message.\n")
 
+    def test_the_example_of_canonical_md(self):
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "CANONICAL.md"), encoding="utf-8") as f:
+            doc = f.read()
+        vkey = "csp-ledger/example+0b7f07f3+ASvhCbTSRRSWaaVLgRguTzn9Fxz1oVC+VkbKyekVN9mU"
+        start = doc.index("```\ncsp-ledger/example\n1\n") + 4
+        note = doc[start:doc.index("```", start)]
+        self.assertIn(f"verifier key: {vkey}", doc)
+        origin, size, root = audit_log.parse_checkpoint(self.open(note, vkey))
+        leaf = leaf_hash(h("2a06434e529b89cac0dc17b9c28ca6f61baa51c32247f6e44236759faa3595aa"))
+        self.assertEqual((origin, size, root), ("csp-ledger/example", 1, leaf))
+        self.assertIn(f"`{leaf.hex()}`", doc)
+        # The private key shown there is the one that made the signature (Ed25519 is deterministic).
+        private = doc.split("private key:  ")[1].split("\n")[0]
+        seed = base64.b64decode(private.split("+", 4)[4])[1:]
+        body = note[: note.rindex("\n\n") + 1]
+        sig = Ed25519PrivateKey.from_private_bytes(seed).sign(body.encode())
+        self.assertIn(base64.b64encode(h("0b7f07f3") + sig).decode(), note)
+
     def test_bad_notes_are_rejected(self):
         bad = [
             TEXT + "\n" + ENOCH_SIG,  # no signature by the key
@@ -422,6 +440,8 @@ class Tool(unittest.TestCase):
         self.assertCaught(self.run_tool(f"{forked.url}/v1/audit/checkpoint?tree_size=20"),
                           "fork: checkpoint and state file both have 20 events but different roots")
         self.assertCaught(self.run_tool(f"{forked.url}/v1/audit/checkpoint?tree_size=33"), "fork")
+        with open(self.state + ".rejected", encoding="utf-8") as f:
+            self.assertEqual(f.read(), forked.checkpoint(33), "the conflicting checkpoint is kept")
         with open(self.state, "rb") as f:
             self.assertEqual(f.read(), kept, "a failed audit leaves the state file as it was")
         self.assertEqual(self.run_tool(self.at(20), event=event)[0], 0)
@@ -448,7 +468,10 @@ class Tool(unittest.TestCase):
         self.assertEqual(json.loads(done.stdout)["event_position"], 8)
         done = run("--verifier-key", self.key.vkey, "--state", self.state, self.at(5))
         self.assertEqual((done.returncode, done.stdout), (2, ""))
-        self.assertEqual(done.stderr, "audit_log: rollback: checkpoint has 5 events, the state file 8\n")
+        self.assertEqual(done.stderr, "audit_log: rollback: checkpoint has 5 events, the state file 8 "
+                                      f"(that checkpoint is kept in {self.state}.rejected)\n")
+        with open(self.state + ".rejected", encoding="utf-8") as f:
+            self.assertEqual(f.read(), self.ledger.checkpoint(5))
 
 
 if __name__ == "__main__":
