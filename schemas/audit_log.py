@@ -2,6 +2,7 @@
 """Independent auditor check of a csp-ledger's signed checkpoints and Merkle proofs.
 
     python3 audit_log.py --verifier-key KEY --state FILE CHECKPOINT [--ledger URL] [--event FILE]
+                         [--origin ORIGIN]
 
 CHECKPOINT is a file, or an http(s) URL of /v1/audit/checkpoint. The tool
 1. verifies the checkpoint's Ed25519 signed-note signature with KEY (the output of
@@ -291,8 +292,8 @@ def check(args):
 
     ledger = args.ledger
     if ledger is None and args.checkpoint.startswith(("http://", "https://")):
-        url = urllib.parse.urlsplit(args.checkpoint)
-        ledger = f"{url.scheme}://{url.netloc}"
+        url = urllib.parse.urlsplit(args.checkpoint)  # the ledger is what comes before /v1/...
+        ledger = f"{url.scheme}://{url.netloc}{url.path.rsplit('/v1/audit/checkpoint', 1)[0]}"
     ledger = ledger.rstrip("/") if ledger else None
 
     old_size = None
@@ -342,7 +343,7 @@ def main(argv=None):
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a signed checkpoint file, or http(s) URL")
     parser.add_argument("--verifier-key", required=True, help="`csp-ledger audit key` output, or a file of it")
     parser.add_argument("--state", required=True, help="file keeping the last verified checkpoint")
-    parser.add_argument("--ledger", help="base URL for proofs (default: that of an http CHECKPOINT)")
+    parser.add_argument("--ledger", help="base URL for proofs (default: an http CHECKPOINT's, before /v1/)")
     parser.add_argument("--event", help="file holding one event line of `csp-ledger history` (- for stdin)")
     parser.add_argument("--origin", help="the origin the checkpoint must have")
     args = parser.parse_args(argv)

@@ -292,7 +292,7 @@ class FakeLedger:
             def do_GET(self):
                 url = urllib.parse.urlsplit(self.path)
                 q = {k: int(v[0]) for k, v in urllib.parse.parse_qs(url.query).items()}
-                status, kind, body = ledger.answer(url.path, q)
+                status, kind, body = ledger.answer(url.path.removeprefix("/behind/a/proxy"), q)
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.end_headers()
@@ -382,6 +382,12 @@ class Tool(unittest.TestCase):
             self.assertEqual(self.state_size(), size)
         code, report, _ = self.run_tool(self.ledger.url + "/v1/audit/checkpoint")  # the latest
         self.assertEqual((code, report["tree_size"]), (0, 40))
+
+    def test_a_ledger_behind_a_path_prefix(self):
+        url = self.ledger.url + "/behind/a/proxy/v1/audit/checkpoint"
+        self.assertEqual(self.run_tool(url + "?tree_size=5")[0], 0)
+        code, report, err = self.run_tool(url, event=self.ledger.events[30])
+        self.assertEqual((code, report["consistent_from"], report["event_position"]), (0, 5, 31), err)
 
     def test_checkpoint_file_and_verifier_key_file(self):
         path = self.write("cp", self.ledger.checkpoint(7))
