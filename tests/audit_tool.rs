@@ -302,7 +302,9 @@ fn the_auditor_tool_verifies_the_binary_and_catches_each_tampering() {
     command.args(["audit", "checkpoint"]);
     let other_checkpoint = work.path().join("other.checkpoint");
     std::fs::write(&other_checkpoint, output(command)).unwrap();
-    let stranger_key = verifier_key(&work.path().join("stranger"));
+    let stranger = work.path().join("stranger");
+    std::fs::create_dir_all(&stranger).unwrap();
+    let stranger_key = verifier_key(&stranger);
 
     let key = verifier_key(&main);
     let key_file = work.path().join("ledger.vkey");
