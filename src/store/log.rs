@@ -28,7 +28,7 @@ pub use super::error::{LogError, ProofError};
 pub use super::layout::*;
 use super::layout::{
     decode_offsets, decode_outcome_chunk, encode_offsets, event_key, key_position, offset_mark_key,
-    outcome_key, personal_key, round_mark_key, tree_key,
+    outcome_key, personal_key, round_mark_key, signed_checkpoint_key, tree_key,
 };
 
 /// Format marker stored under `M`; a store with another marker is refused.
@@ -671,6 +671,36 @@ impl Log {
         self.db.apply_batch(batch)?;
         self.sync()?;
         Ok(count)
+    }
+
+    /// Keeps a checkpoint note this ledger signed at tree size `size` (durably: it may be
+    /// published next). A second note at the same size replaces the first.
+    pub fn keep_signed_checkpoint(&self, size: u64, note: &str) -> Result<(), LogError> {
+        self.db
+            .insert(signed_checkpoint_key(size), note.as_bytes())?;
+        self.sync()
+    }
+
+    /// The checkpoint note signed at tree size `size`, or the latest one (`None`).
+    pub fn signed_checkpoint(&self, size: Option<u64>) -> Result<Option<(u64, String)>, LogError> {
+        let found = match size {
+            Some(size) => self
+                .db
+                .get(signed_checkpoint_key(size))?
+                .map(|note| (signed_checkpoint_key(size).to_vec().into(), note)),
+            None => self.db.scan_prefix(b"S").next_back().transpose()?,
+        };
+        let Some((key, note)) = found else {
+            return Ok(None);
+        };
+        let size = key
+            .get(1..9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| LogError::corrupt(None, "a signed checkpoint key is truncated"))?;
+        let note = String::from_utf8(note.to_vec())
+            .map_err(|_| LogError::corrupt(None, "a signed checkpoint is not UTF-8"))?;
+        Ok(Some((size, note)))
     }
 
     /// The id of this log (created on first use): names the instance that writes it in the
