@@ -133,12 +133,16 @@ impl Serving {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let listening: Value = serde_json::from_str(&line).unwrap();
-        let addr = listening["listening"].as_str().unwrap().parse().unwrap();
+        // The first start prints the administrator's key first: the audit paths need none.
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let addr = loop {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "serve ended");
+            let printed: Value = serde_json::from_str(&line).unwrap();
+            if let Some(addr) = printed["listening"].as_str() {
+                break addr.parse().unwrap();
+            }
+        };
         Serving { child, addr }
     }
 
