@@ -286,7 +286,7 @@ def check(args):
     note = read_source(args.checkpoint)
     origin, size, root = parse_checkpoint(open_note(note, key))
     report = {"ok": True, "origin": origin, "tree_size": size,
-              "root_hash": base64.b64encode(root).decode(), "key": vkey.rsplit("+", 1)[0]}
+              "root_hash": base64.b64encode(root).decode(), "key": f"{key[0]}+{key[1].hex()}"}
     if args.origin is not None and origin != args.origin:
         raise Caught(f"another log: the checkpoint's origin is {origin!r}, expected {args.origin!r}")
 

@@ -370,6 +370,7 @@ class Tool(unittest.TestCase):
         self.assertEqual((code, err), (0, ""))
         self.assertEqual((report["tree_size"], report["consistent_from"], report["origin"]),
                          (10, None, "test.example/ledger"))
+        self.assertEqual(report["key"], f"test.example/ledger+{self.key.id.hex()}")
         self.assertEqual(self.state_size(), 10)
         rng = random.Random(12)
         size = 10
