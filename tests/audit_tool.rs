@@ -4,7 +4,8 @@
 //! credentials), and the tool run as an auditor would. It verifies the signature, inclusion of
 //! random events at random signed sizes (`?tree_size=N`), and consistency between random pairs of
 //! sizes through its state file; and it exits 2 on each tampered variant: a changed event line,
-//! an event of another history at that position (a changed leaf), another key, another origin,
+//! an event of another history at that position (a changed leaf), a changed proof hash (a
+//! proxy between the tool and the ledger), another key, an edited checkpoint, another origin,
 //! an older copy of the data directory served (a rollback), and a store that diverged after a
 //! shared prefix (a fork, at the same size and at a larger one).
 //!
@@ -13,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -233,6 +234,37 @@ fn caught(state: &Path, run: impl FnOnce() -> Run, words: &str) {
         before,
         "the state file is untouched"
     );
+}
+
+/// A man in the middle for the proof paths: forwards each request to `ledger` and answers its
+/// JSON with the first hash of `hashes` changed.
+fn tampering_proxy(ledger: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            while reader.read_line(&mut head).unwrap() > 2 && !head.ends_with("\r\n\r\n") {}
+            let path = head.split(' ').nth(1).unwrap();
+            let answer = Connection::open(ledger).unwrap().get(path).unwrap();
+            let mut body: Value = serde_json::from_slice(&answer.body).unwrap();
+            if let Some(first) = body["hashes"].get_mut(0) {
+                let hex = first.as_str().unwrap();
+                let changed = if hex.starts_with('0') { "1" } else { "0" };
+                *first = Value::from(format!("{changed}{}", &hex[1..]));
+            }
+            let body = body.to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {} Tampered\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                answer.status,
+                body.len()
+            );
+        }
+    });
+    addr
 }
 
 #[test]
@@ -547,6 +579,50 @@ fn the_auditor_tool_verifies_the_binary_and_catches_each_tampering() {
         },
         "another log",
     );
+    // A changed proof hash, between the tool and the ledger: the inclusion fails, and the
+    // consistency proof does not hold (reported as a fork: the ledger could not show its log
+    // extends the state file's).
+    let proxy = format!("http://{}", tampering_proxy(served.addr));
+    let position = 1 + rng.below(last);
+    let genuine = event_file(&events[&position]);
+    caught(
+        &walk,
+        || {
+            audit(
+                &key,
+                &walk,
+                &served.checkpoint(None),
+                &["--ledger", &proxy, "--event", genuine.to_str().unwrap()],
+                None,
+            )
+        },
+        &format!("failed proof: event {position} is not in the checkpoint of {last} events"),
+    );
+    let earlier = state("earlier");
+    ok(audit(
+        &key,
+        &earlier,
+        &served.checkpoint(Some(sizes[1])),
+        &[],
+        None,
+    ));
+    caught(
+        &earlier,
+        || {
+            audit(
+                &key,
+                &earlier,
+                &served.checkpoint(None),
+                &["--ledger", &proxy],
+                None,
+            )
+        },
+        &format!(
+            "fork: the checkpoint of {last} events does not extend the state file's {}",
+            sizes[1]
+        ),
+    );
+    ok(audit(&key, &earlier, &served.checkpoint(None), &[], None));
     drop(served);
 
     // A rollback: the older copy of the data directory is served instead.
