@@ -365,7 +365,7 @@ fn the_auditor_tool_verifies_the_binary_and_catches_each_tampering() {
     let served = Serving::start(&main);
     let state = |name: &str| work.path().join(format!("{name}.state"));
     let event_file = |line: &str| {
-        let path = work.path().join(format!("event-{}", rng_name(line)));
+        let path = work.path().join(format!("event-{}", file_name(line)));
         std::fs::write(&path, format!("{line}\n")).unwrap();
         path
     };
@@ -645,7 +645,7 @@ fn the_auditor_tool_verifies_the_binary_and_catches_each_tampering() {
     ok(audit(
         &key,
         &small,
-        &files[PREFIX_ROUNDS].1.to_str().unwrap(),
+        files[PREFIX_ROUNDS].1.to_str().unwrap(),
         &[],
         None,
     ));
@@ -659,7 +659,7 @@ fn the_auditor_tool_verifies_the_binary_and_catches_each_tampering() {
     ok(audit(
         &key,
         &shared,
-        &files[PREFIX_ROUNDS - 1].1.to_str().unwrap(),
+        files[PREFIX_ROUNDS - 1].1.to_str().unwrap(),
         &[],
         None,
     ));
@@ -679,8 +679,8 @@ fn the_auditor_tool_verifies_the_binary_and_catches_each_tampering() {
     );
 }
 
-/// A file name for an event line (its hash prefix, or a digest of the text).
-fn rng_name(line: &str) -> String {
+/// A file name for an event line: the FNV-1a digest of its text.
+fn file_name(line: &str) -> String {
     let hash = line.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
