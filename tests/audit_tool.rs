@@ -686,3 +686,56 @@ fn file_name(line: &str) -> String {
     });
     format!("{hash:016x}")
 }
+
+/// A store written before `schema_version` 2 (tests/fixtures/v1-log) and then extended: the tool
+/// recomputes the hashes of its version 1 events and of the new version 2 ones, and proves both
+/// in one signed tree, and the consistency from the size the store was upgraded at.
+#[test]
+fn version_1_events_of_an_upgraded_store_are_proven_too() {
+    let work = tempfile::tempdir().unwrap();
+    let status = Command::new("tar")
+        .arg("xzf")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-log/data.tar.gz"))
+        .arg("-C")
+        .arg(work.path())
+        .status()
+        .expect("tar runs");
+    assert!(status.success(), "tar xzf: {status}");
+    let data = work.path().join("data");
+    let commands: Vec<String> = Generator::new(7).take(40).map(|e| e.to_json()).collect();
+    let upgraded = apply(&data, ORIGIN, &commands[..10]);
+    let last = apply(&data, ORIGIN, &commands[10..]);
+    let events = history(&data);
+    let versions: Vec<u64> = [1, upgraded, last]
+        .iter()
+        .map(|p| {
+            let event: Value = serde_json::from_str(&events[p]).unwrap();
+            event["schema_version"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(versions[0], 1, "the fixture's first event is version 1");
+    assert_eq!(versions[2], 2, "the new events are version 2");
+    let key = verifier_key(&data);
+    let served = Serving::start(&data);
+    let state = work.path().join("audit.state");
+    ok(audit(
+        &key,
+        &state,
+        &served.checkpoint(Some(upgraded)),
+        &[],
+        None,
+    ));
+    for position in [1, 2, upgraded / 2, upgraded, upgraded + 1, last] {
+        let file = work.path().join(format!("event-{position}"));
+        std::fs::write(&file, &events[&position]).unwrap();
+        let report = ok(audit(
+            &key,
+            &state,
+            &served.checkpoint(None),
+            &["--event", file.to_str().unwrap()],
+            None,
+        ));
+        assert_eq!(report["event_position"], position);
+        assert_eq!(report["tree_size"], last);
+    }
+}
