@@ -202,6 +202,9 @@ def parse_checkpoint(body):
 
 # --- Reading files and the ledger ---
 
+ANSWER_BYTES_MAX = 1 << 20  # a checkpoint or a proof is a few kilobytes
+
+
 def read_source(source):
     """Bytes of a file, of stdin ('-'), or of an http(s) URL (its 200 answer)."""
     if source == "-":
@@ -214,11 +217,15 @@ def read_source(source):
             raise Trouble(f"cannot read {source}: {e.strerror}") from None
     try:
         with urllib.request.urlopen(source, timeout=30) as answer:
-            return answer.read()
+            body = answer.read(ANSWER_BYTES_MAX + 1)
     except urllib.error.HTTPError as e:
-        raise Trouble(f"GET {source}: HTTP {e.code} {e.read()[:300].decode('utf-8', 'replace')}") from None
+        said = e.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
+        raise Trouble(f"GET {source}: HTTP {e.code} {said}") from None
     except (urllib.error.URLError, OSError) as e:
         raise Trouble(f"GET {source}: {getattr(e, 'reason', e)}") from None
+    if len(body) > ANSWER_BYTES_MAX:
+        raise Trouble(f"GET {source}: an answer over {ANSWER_BYTES_MAX} bytes")
+    return body
 
 
 def fetch_proof(ledger, path, asked):

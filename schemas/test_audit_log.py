@@ -456,7 +456,14 @@ class Tool(unittest.TestCase):
     def test_expected_origin_and_errors_exit_1(self):
         self.assertCaught(self.run_tool(self.at(3), "--origin", "elsewhere"), "another log")
         self.assertEqual(self.run_tool(self.at(3), "--origin", "test.example/ledger")[0], 0)
-        self.assertEqual(self.run_tool(self.at(99))[0], 1)  # 404 checkpoint_not_found
+        code, _, err = self.run_tool(self.at(99))
+        self.assertEqual((code, err.count("\n")), (1, 1))
+        self.assertIn("HTTP 404 {\"code\":\"checkpoint_not_found\"", err)
+        self.ledger.tamper = lambda route, a: dict(a, padding="x" * (1 << 20))
+        code, _, err = self.run_tool(self.at(5), event=self.ledger.events[0])
+        self.assertEqual(code, 1)
+        self.assertIn("an answer over 1048576 bytes", err)
+        self.ledger.tamper = None
         self.assertEqual(self.run_tool(self.at(3), event={"position": 1})[0], 1)
         self.assertEqual(self.run_tool(self.at(3), event=self.ledger.events[3])[0], 1)  # beyond size 3
         self.assertEqual(self.run_tool(os.path.join(self.dir.name, "missing"))[0], 1)
