@@ -28,13 +28,14 @@ work=$(cd "$work" && pwd)
 
 # Prints the seconds from exec to the {"listening":...} line, then stops the server with
 # SIGTERM and waits for it (it writes its projection checkpoint at the head on the way out).
-# Its stderr goes to $work/last-serve.err.
+# Its stderr goes to $work/last-serve.err; opened() then says how the state was opened.
 startup() {
   python3 - "$work/last-serve.err" "$@" <<'PY'
-import json, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 err = open(sys.argv[1], "w")
+env = dict(os.environ, CSP_LEDGER_LOG="info")  # to see "Opened from checkpoint."
 start = time.monotonic()
-p = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE, stderr=err, text=True)
+p = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
 listening = None
 for line in p.stdout:
     if '"listening"' in line:
@@ -48,21 +49,26 @@ print(f"{listening:.3f}")
 PY
 }
 
-# The stores: old-S and new-S for S in small, large; new-S-keyin is a copy of new-S with its
-# (outside) key copied to the default place inside the data directory.
+# The stores: old-S and new-S for S in small, large, each built by its own binary (the old one
+# cannot read the new projection checkpoint format); new-S-keyin is a copy of new-S with its
+# (outside) key copied to the default place inside the data directory. `serve` writes a
+# projection checkpoint on stop only when it appended, and `apply` only when 250,000 events are
+# due, so `rebuild --write` puts one at the head of every store; then one start and stop.
 build_stores() {
   for size in small large; do
     commands=$small; [ "$size" = large ] && commands=$large
     file="$work/commands-$size.jsonl"
     [ -f "$file" ] || "$tools" generate --commands "$commands" > "$file"
     if [ ! -d "$work/old-$size" ]; then
-      echo "== old-$size: apply $commands commands" >&2
+      echo "== old-$size: apply $commands commands, rebuild --write" >&2
       "$old" --data-dir "$work/old-$size" --fsync false apply "$file" > /dev/null
+      "$old" --data-dir "$work/old-$size" rebuild --write >&2
       startup "$old" --data-dir "$work/old-$size" serve --http 127.0.0.1:0 > /dev/null
     fi
     if [ ! -d "$work/new-$size" ]; then
-      echo "== new-$size: apply $commands commands" >&2
+      echo "== new-$size: apply $commands commands, rebuild --write" >&2
       "$new" --data-dir "$work/new-$size" --signing-key "$work/keys/new-$size.key" --fsync false apply "$file" > /dev/null
+      "$new" --data-dir "$work/new-$size" --signing-key "$work/keys/new-$size.key" rebuild --write >&2
       startup "$new" --data-dir "$work/new-$size" --signing-key "$work/keys/new-$size.key" serve --http 127.0.0.1:0 > /dev/null
     fi
     if [ ! -d "$work/new-$size-keyin" ]; then
@@ -70,10 +76,13 @@ build_stores() {
       cp -a "$work/keys/new-$size.key" "$work/new-$size-keyin/signing.key"
       startup "$new" --data-dir "$work/new-$size-keyin" serve --http 127.0.0.1:0 > /dev/null
     fi
-    for d in old-$size new-$size; do
-      echo "$d: $(du -sh "$work/$d" | cut -f1), head $("${!d%%-*}" --data-dir "$work/$d" ${d/#new*/--signing-key $work/keys/new-$size.key} ${d/#old*/} query /readyz 2>/dev/null || true)" >&2
-    done
+    echo "$size stores: $(du -sh "$work/old-$size" "$work/new-$size" | tr '\n\t' '  ')" >&2
   done
+}
+
+opened() {
+  if grep -q 'Opened from checkpoint' "$work/last-serve.err"; then echo "checkpoint";
+  else echo "refold from 1"; fi
 }
 
 run_startup() {
@@ -81,11 +90,12 @@ run_startup() {
   for size in small large; do
     for r in $(seq 1 "$rounds"); do
       o=$(startup "$old" --data-dir "$work/old-$size" serve --http 127.0.0.1:0)
+      ohow=$(opened)
       n=$(startup "$new" --data-dir "$work/new-$size" --signing-key "$work/keys/new-$size.key" serve --http 127.0.0.1:0)
-      nout=$(grep -o 'Opened from checkpoint[^}]*' "$work/last-serve.err" | head -1 | tr -d '"\\' || true)
+      nhow=$(opened)
       i=$(startup "$new" --data-dir "$work/new-$size-keyin" serve --http 127.0.0.1:0)
-      iout=$(grep -o -i 'refold[^}]*\|Opened[^}]*' "$work/last-serve.err" | head -1 | tr -d '"\\' || true)
-      echo "$size round $r: old $o  new(key outside) $n  new(key inside) $i   load $(cut -d' ' -f1 /proc/loadavg)   [new: ${nout:-?}] [keyin: ${iout:-?}]"
+      ihow=$(opened)
+      echo "$size round $r: old $o ($ohow)  new, key outside $n ($nhow)  new, key inside $i ($ihow)  load $(cut -d' ' -f1 /proc/loadavg)"
     done
   done
 }

@@ -371,14 +371,14 @@ impl Note {
         })
     }
 
-    /// The text, if a signature by `verifier` holds over it.
+    /// The text, if a signature by `verifier` holds over it and none by it fails (as Go's
+    /// `note.Open`: a failing signature of a known key is an error, whatever else holds).
     pub fn verified_text(&self, verifier: &VerifierKey) -> Result<&str, NoteError> {
-        let mut named = false;
+        let mut verified = false;
         for (name, id, signature) in &self.signatures {
             if *name != verifier.name || *id != verifier.id {
                 continue;
             }
-            named = true;
             let holds = <[u8; 64]>::try_from(signature.as_slice())
                 .ok()
                 .map(|bytes| Signature::from_bytes(&bytes))
@@ -388,15 +388,16 @@ impl Note {
                         .verify_strict(self.text.as_bytes(), &signature)
                         .is_ok()
                 });
-            if holds {
-                return Ok(&self.text);
+            if !holds {
+                return Err(NoteError::BadSignature(verifier.name.clone()));
             }
+            verified = true;
         }
-        Err(if named {
-            NoteError::BadSignature(verifier.name.clone())
+        if verified {
+            Ok(&self.text)
         } else {
-            NoteError::NotSigned(verifier.name.clone())
-        })
+            Err(NoteError::NotSigned(verifier.name.clone()))
+        }
     }
 }
 
@@ -449,6 +450,16 @@ mod tests {
         let edited = note.replacen("\n12\n", "\n13\n", 1);
         assert_eq!(
             open(&edited, &signer.verifier()),
+            Err(NoteError::BadSignature("csp-ledger/test".into()))
+        );
+        // A second, failing signature by the same key spoils the note (Go's rule).
+        let mut doubled = note.clone();
+        let line = note.lines().last().unwrap().to_string();
+        let mut broken = line.clone();
+        broken.replace_range(line.len() - 4..line.len() - 3, if &line[line.len() - 4..line.len() - 3] == "A" { "B" } else { "A" });
+        doubled.push_str(&format!("{broken}\n"));
+        assert_eq!(
+            open(&doubled, &signer.verifier()),
             Err(NoteError::BadSignature("csp-ledger/test".into()))
         );
         assert!(Checkpoint::parse("o\n012\nAAAA\n").is_err());
