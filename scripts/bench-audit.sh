@@ -132,9 +132,30 @@ PY
     echo "$p -> $out s, $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(len(d.get('hashes', [])), 'hashes', (d.get('hashes') or [''])[0][:16], d.get('error', ''))" "$work/spot.json")"
   done
   curl -s -o /dev/null -w 'out of range -> %{http_code}\n' "http://$addr/v1/audit/proof/inclusion?position=1&tree_size=$((head + 1))"
+  local tck; tck=$(getconf CLK_TCK)
   for kind in inclusion consistency; do
     echo "== loadgen $kind: $rate requests/s for ${seconds}s, $connections connections; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    cpu0=$(awk '{print $14 + $15}' /proc/$server/stat)
     "$tools" loadgen --target "$addr" --paths "$work/$kind.txt" --rate "$rate" --seconds "$seconds" --connections "$connections"
+    cpu1=$(awk '{print $14 + $15}' /proc/$server/stat)
+    echo "server CPU: $(( (cpu1 - cpu0) * 1000000 / tck / (rate * seconds) )) us per request; load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    # The server's own time per answer (handler only, no queueing in the kernel or the runtime).
+    curl -s "http://$addr/metrics" | python3 -c '
+import re, sys
+route = "/v1/audit/proof/" + sys.argv[1]
+buckets, total, count = [], 0.0, 0
+for line in sys.stdin:
+    if f"route=\"{route}\",code=\"200\"" not in line: continue
+    m = re.search(r"le=\"([^\"]+)\"\} (\d+)", line)
+    if m: buckets.append((m[1], int(m[2])))
+    elif line.startswith("csp_ledger_query_seconds_sum"): total = float(line.split()[-1])
+    elif line.startswith("csp_ledger_query_seconds_count"): count = int(line.split()[-1])
+if count:
+    share = {le: n / count for le, n in buckets}
+    a, b, c = share.get("0.0005", 0), share.get("0.001", 0), share.get("0.0025", 0)
+    print(f"server-side (since start): {count} answers, mean {total / count * 1e6:.0f} us, "
+          f"<= 0.5 ms {a:.1%}, <= 1 ms {b:.1%}, <= 2.5 ms {c:.1%}")
+' "$kind"
   done
   grep -E 'VmRSS|VmHWM' /proc/$server/status
   kill -TERM $server; wait $server || true

@@ -209,6 +209,12 @@ fn everywhere(mut document: Value) -> Value {
                     "headers_too_large: over 64 request headers or 16 KiB of them",
                     &["headers_too_large"],
                 );
+                if responses.get("408").is_none() {
+                    responses["408"] = error(
+                        "request_timeout: the request headers did not arrive within --header-timeout-ms (10 s) of connecting or of the previous response",
+                        &["request_timeout"],
+                    );
+                }
                 if crate::api::http::is_public_path(path) {
                     responses["403"] = error(
                         "host_not_allowed: only with --insecure-no-auth, for a Host that is not a loopback name",
@@ -320,7 +326,7 @@ fn contents() -> Value {
                 "responses": {
                     "200": {"description": "One outcome per command (accepted, rejected with a code, duplicate), answered after the commit is durable; an array for an array", "headers": ledger_position_header(), "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Outcome"}, {"type": "array", "items": {"$ref": "#/components/schemas/Outcome"}}]}}}},
                     "400": error("invalid_json: the body is not JSON, or an empty array; bad_request: the body broke off", &["invalid_json", "bad_request"]),
-                    "408": error("request_timeout: the body did not arrive within 30 s of the headers", &["request_timeout"]),
+                    "408": error("request_timeout: the body did not arrive within 30 s of the headers, or the headers within 10 s", &["request_timeout"]),
                     "409": error("kafka_mode: this ledger takes its commands from Kafka", &["kafka_mode"]),
                     "413": error("payload_too_large: the body is over --max-body-bytes (default 8 MiB); too_many_commands: an array of more than 4,096", &["payload_too_large", "too_many_commands"]),
                     "415": error("unsupported_media_type: the body is not Content-Type: application/json", &["unsupported_media_type"]),
