@@ -27,7 +27,7 @@ mkdir -p "$work/keys"
 work=$(cd "$work" && pwd)
 
 # Prints the seconds from exec to the {"listening":...} line, then stops the server with
-# SIGTERM and waits for it (it writes its projection checkpoint at the head on the way out).
+# SIGTERM and waits for it (it writes a projection checkpoint on the way out only if it appended).
 # Its stderr goes to $work/last-serve.err; opened() then says how the state was opened.
 startup() {
   python3 - "$work/last-serve.err" "$@" <<'PY'
