@@ -65,17 +65,14 @@ pub fn inclusion(
             "position {position} is outside the tree of size {size} (1..={size})"
         )));
     }
-    let hash = log
-        .hash_at(position)
-        .map_err(QueryError::Log)?
-        .ok_or_else(|| invalid_range(format!("no event at position {position}")))?;
+    let leaf = log.leaf_hash(position - 1).map_err(proof_error)?;
     let hashes = log
         .inclusion_proof(position - 1, size)
         .map_err(proof_error)?;
     Ok(json!({
         "position": position,
         "tree_size": size,
-        "leaf_hash": hex::encode(csp_ledger_schemas::merkle::leaf_hash(&hash)),
+        "leaf_hash": hex::encode(leaf),
         "hashes": hex_list(&hashes),
     }))
 }

@@ -301,6 +301,12 @@ impl Log {
         merkle::tree_root(&self.stored_tree(self.head().position), size)
     }
 
+    /// The leaf hash of leaf `index` (the event at position `index + 1`), from the stored
+    /// leaf-hash blocks (no event decoded).
+    pub fn leaf_hash(&self, index: u64) -> Result<Hash, ProofError> {
+        self.stored_tree(self.head().position).node(0, index)
+    }
+
     /// The inclusion proof of leaf `index` (the event at position `index + 1`) in the tree of
     /// size `size` (`index < size <= head`), leaf's sibling first.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
