@@ -67,6 +67,10 @@ impl Default for LogOptions {
 /// its memory (about one node per 128 events) and shows progress in the log.
 const TREE_BUILD_BATCH_EVENTS: u64 = 1 << 16;
 
+/// How many personal values the one-time move of an older store's values out of sled copies
+/// per SQLite transaction and sled batch: bounds its memory.
+const PERSONAL_MIGRATION_BATCH_VALUES: usize = 1 << 16;
+
 /// How long `Log::open` waits for a lock left by a store this process closed a moment ago.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -222,44 +226,50 @@ impl Log {
     /// removed from sled. Idempotent: a crash part way copies again on the next open. sled's
     /// old segments may keep the removed copies until it reuses them (ARCHITECTURE.md).
     fn migrate_personal(&self) -> Result<(), LogError> {
-        let mut records = Vec::new();
-        let mut keys = Vec::new();
-        for item in self.db.scan_prefix(b"P") {
-            let (key, value) = item?;
-            if key.len() != 1 + 16 + 32 || value.len() < 16 {
-                return Err(LogError::corrupt(None, "malformed personal record in sled"));
+        let mut moved = 0usize;
+        loop {
+            let mut records = Vec::new();
+            let mut keys = Vec::new();
+            for item in self.db.scan_prefix(b"P").take(PERSONAL_MIGRATION_BATCH_VALUES) {
+                let (key, value) = item?;
+                if key.len() != 1 + 16 + 32 || value.len() < 16 {
+                    return Err(LogError::corrupt(None, "malformed personal record in sled"));
+                }
+                let subject = Uuid::from_slice(&key[1..17])
+                    .map_err(|_| LogError::corrupt(None, "malformed personal key in sled"))?;
+                let mut commitment = [0u8; 32];
+                commitment.copy_from_slice(&key[17..49]);
+                let mut salt = [0u8; 16];
+                salt.copy_from_slice(&value[..16]);
+                let value = String::from_utf8(value[16..].to_vec()).map_err(|_| {
+                    LogError::corrupt(None, format!("personal record of {subject} is not UTF-8"))
+                })?;
+                records.push(PersonalRecord {
+                    subject,
+                    commitment: Commitment(commitment),
+                    salt,
+                    value,
+                });
+                keys.push(key);
             }
-            let subject = Uuid::from_slice(&key[1..17])
-                .map_err(|_| LogError::corrupt(None, "malformed personal key in sled"))?;
-            let mut commitment = [0u8; 32];
-            commitment.copy_from_slice(&key[17..49]);
-            let mut salt = [0u8; 16];
-            salt.copy_from_slice(&value[..16]);
-            let value = String::from_utf8(value[16..].to_vec()).map_err(|_| {
-                LogError::corrupt(None, format!("personal record of {subject} is not UTF-8"))
-            })?;
-            records.push(PersonalRecord {
-                subject,
-                commitment: Commitment(commitment),
-                salt,
-                value,
-            });
-            keys.push(key);
+            if records.is_empty() {
+                break;
+            }
+            self.personal.insert(&records)?;
+            let mut batch = sled::Batch::default();
+            for key in keys {
+                batch.remove(key);
+            }
+            self.db.apply_batch(batch)?;
+            self.sync()?;
+            moved += records.len();
         }
-        if records.is_empty() {
-            return Ok(());
+        if moved > 0 {
+            tracing::info!(
+                message = "Moved the personal values of an older store from sled to the personal-data store.",
+                values = moved
+            );
         }
-        self.personal.insert(&records)?;
-        let mut batch = sled::Batch::default();
-        for key in keys {
-            batch.remove(key);
-        }
-        self.db.apply_batch(batch)?;
-        self.sync()?;
-        tracing::info!(
-            message = "Moved the personal values of an older store from sled to the personal-data store.",
-            values = records.len()
-        );
         Ok(())
     }
 
@@ -721,6 +731,13 @@ impl Log {
         commitment: &Commitment,
     ) -> Result<Option<([u8; 16], String)>, LogError> {
         Ok(self.personal.get(subject, commitment)?)
+    }
+
+    /// Stores personal values durably in the personal-data store ahead of the commit whose
+    /// events commit to them (that commit then carries none): lets the writer overlap the
+    /// SQLite fsync with the commit before. Values no commit ever references are harmless.
+    pub fn store_personal(&self, records: &[PersonalRecord]) -> Result<(), LogError> {
+        Ok(self.personal.insert(records)?)
     }
 
     /// Every stored personal value, in key order; returns how many (for `verify`).
