@@ -114,7 +114,12 @@ fn a_forged_personal_value_is_never_joined_back() {
     let retried = cli(
         &dir,
         &["apply", "-"],
-        Some(&(enroll.to_json() + "\n" + &kit.associate_mpn(partner, "1234567", "DE").to_json() + "\n")),
+        Some(
+            &(enroll.to_json()
+                + "\n"
+                + &kit.associate_mpn(partner, "1234567", "DE").to_json()
+                + "\n"),
+        ),
     );
     assert!(retried.status.success());
     let outcomes: Vec<Value> = String::from_utf8(retried.stdout)
@@ -123,7 +128,11 @@ fn a_forged_personal_value_is_never_joined_back() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(outcomes[0]["outcome"], "duplicate");
-    assert!(outcomes[0]["events"][0].get("personal_data").is_none(), "{}", outcomes[0]);
+    assert!(
+        outcomes[0]["events"][0].get("personal_data").is_none(),
+        "{}",
+        outcomes[0]
+    );
     assert_eq!(outcomes[1]["outcome"], "accepted");
 
     // Over HTTP (the insecure principal holds the personal grant): 500 with the code.
@@ -154,7 +163,10 @@ fn verify_of_a_directory_without_a_ledger_fails_with_no_ledger_and_creates_nothi
     for args in [
         &["history"][..],
         &["query", "/v1/events"][..],
-        &["erase-personal-data", "00000000-0000-4000-8000-000000000101"][..],
+        &[
+            "erase-personal-data",
+            "00000000-0000-4000-8000-000000000101",
+        ][..],
     ] {
         let output = cli(&missing, args, None);
         assert!(!output.status.success(), "{args:?}");

@@ -188,7 +188,10 @@ fn erasure_leaves_no_byte_of_the_values_or_their_salts_and_every_proof_still_ver
     let left = holding(&dir, email.as_bytes());
     assert!(left.is_empty(), "the erased e-mail is still in {left:?}");
     let left = holding(&dir, b"erase.me.please");
-    assert!(left.is_empty(), "part of the erased e-mail is still in {left:?}");
+    assert!(
+        left.is_empty(),
+        "part of the erased e-mail is still in {left:?}"
+    );
     for (salt, _) in &values {
         let left = holding(&dir, salt);
         assert!(left.is_empty(), "an erased salt is still in {left:?}");
@@ -211,15 +214,20 @@ fn erasure_leaves_no_byte_of_the_values_or_their_salts_and_every_proof_still_ver
     let after = history(&dir);
     assert_eq!(after.len(), before.len());
     for position in &subject_positions {
-        let (was, is) = (&before[*position as usize - 1], &after[*position as usize - 1]);
+        let (was, is) = (
+            &before[*position as usize - 1],
+            &after[*position as usize - 1],
+        );
         assert_eq!(is["hash"], was["hash"]);
         assert_eq!(is["data"], was["data"]);
         assert!(is.get("personal_data").is_none(), "{is}");
     }
-    assert!(after[subject_positions[0] as usize - 1]["data"]["primary_contact_email"]
-        .as_str()
-        .unwrap()
-        .starts_with("sha256:"));
+    assert!(
+        after[subject_positions[0] as usize - 1]["data"]["primary_contact_email"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
 
     // The same Merkle root, and the inclusion proof of each of the subject's events verifies
     // against it.
@@ -232,8 +240,14 @@ fn erasure_leaves_no_byte_of_the_values_or_their_salts_and_every_proof_still_ver
         verify_inclusion(&leaf, index, size, &proof, &root).unwrap();
         let smaller = size - 17;
         let proof = log.inclusion_proof(index, smaller).unwrap();
-        verify_inclusion(&leaf, index, smaller, &proof, &log.tree_root(smaller).unwrap())
-            .unwrap();
+        verify_inclusion(
+            &leaf,
+            index,
+            smaller,
+            &proof,
+            &log.tree_root(smaller).unwrap(),
+        )
+        .unwrap();
     }
 
     // An erasure through a log that stays open (its write-ahead log in use, as in a long-lived
@@ -275,9 +289,7 @@ fn values_an_older_store_kept_in_sled_move_to_the_personal_data_store_at_open() 
     };
     {
         let connection = rusqlite::Connection::open(dir.join(PERSONAL_FILE)).unwrap();
-        connection
-            .execute("DELETE FROM personal", [])
-            .unwrap();
+        connection.execute("DELETE FROM personal", []).unwrap();
     }
     {
         let db = sled_config(&dir).open().unwrap();

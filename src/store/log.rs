@@ -230,7 +230,11 @@ impl Log {
         loop {
             let mut records = Vec::new();
             let mut keys = Vec::new();
-            for item in self.db.scan_prefix(b"P").take(PERSONAL_MIGRATION_BATCH_VALUES) {
+            for item in self
+                .db
+                .scan_prefix(b"P")
+                .take(PERSONAL_MIGRATION_BATCH_VALUES)
+            {
                 let (key, value) = item?;
                 if key.len() != 1 + 16 + 32 || value.len() < 16 {
                     return Err(LogError::corrupt(None, "malformed personal record in sled"));
@@ -741,10 +745,7 @@ impl Log {
     }
 
     /// Every stored personal value, in key order; returns how many (for `verify`).
-    pub fn for_each_personal(
-        &self,
-        each: impl FnMut(StoredPersonal<'_>),
-    ) -> Result<u64, LogError> {
+    pub fn for_each_personal(&self, each: impl FnMut(StoredPersonal<'_>)) -> Result<u64, LogError> {
         Ok(self.personal.for_each(each)?)
     }
 

@@ -226,13 +226,14 @@ impl PersonalStore {
     ) -> Result<Option<([u8; 16], String)>, PersonalError> {
         let connection = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut statement = connection
-            .prepare_cached("SELECT salt, value FROM personal WHERE subject = ?1 AND commitment = ?2")
+            .prepare_cached(
+                "SELECT salt, value FROM personal WHERE subject = ?1 AND commitment = ?2",
+            )
             .map_err(|e| self.sqlite(e))?;
         let row: Option<(Vec<u8>, String)> = statement
-            .query_row(
-                params![&subject.as_bytes()[..], &commitment.0[..]],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
+            .query_row(params![&subject.as_bytes()[..], &commitment.0[..]], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .optional()
             .map_err(|e| self.sqlite(e))?;
         let Some((salt, value)) = row else {
@@ -281,10 +282,7 @@ impl PersonalStore {
     }
 
     /// Calls `each` with every stored value, in key order (for `verify`).
-    pub fn for_each(
-        &self,
-        mut each: impl FnMut(StoredPersonal<'_>),
-    ) -> Result<u64, PersonalError> {
+    pub fn for_each(&self, mut each: impl FnMut(StoredPersonal<'_>)) -> Result<u64, PersonalError> {
         let connection = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut statement = connection
             .prepare("SELECT subject, commitment, salt, value FROM personal ORDER BY subject, commitment")
@@ -301,9 +299,8 @@ impl PersonalStore {
             let salt: Vec<u8> = row.get(2).map_err(|e| self.sqlite(e))?;
             let value: String = row.get(3).map_err(|e| self.sqlite(e))?;
             let subject = Uuid::from_slice(&subject).map_err(|_| malformed("subject"))?;
-            let commitment: [u8; 32] = commitment
-                .try_into()
-                .map_err(|_| malformed("commitment"))?;
+            let commitment: [u8; 32] =
+                commitment.try_into().map_err(|_| malformed("commitment"))?;
             let salt: [u8; 16] = salt.try_into().map_err(|_| malformed("salt"))?;
             each(StoredPersonal {
                 subject,
