@@ -203,6 +203,31 @@ fn verify_of_a_directory_without_a_ledger_fails_with_no_ledger_and_creates_nothi
     assert_eq!(report["events"], 0);
     assert!(!dir.join("sled").exists());
 
+    // A personal-data store overwritten with something else: a damaged ledger (exit 2), not an
+    // operational failure.
+    let other = tmp.path().join("other");
+    assert!(cli(&other, &["apply", "-"], Some(&lines)).status.success());
+    std::fs::write(other.join(PERSONAL_FILE), vec![0x5a; 8192]).unwrap();
+    for wal in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(other.join(format!("{PERSONAL_FILE}{wal}")));
+    }
+    let verify = cli(&other, &["verify"], None);
+    assert_eq!(
+        verify.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let report = json(&verify);
+    assert_eq!(report["ok"], false);
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("personal.sqlite"),
+        "{report}"
+    );
+
     // An empty directory (say, a fresh mount) is no ledger either.
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

@@ -470,6 +470,17 @@ fn verify(dir: &Path, options: LogOptions) -> anyhow::Result<ExitCode> {
         Err(error @ csp_ledger::store::log::LogError::NoLedger { .. }) => {
             csp_ledger::store::audit::VerifyReport::no_ledger(error.to_string())
         }
+        // A damaged personal-data store is a damaged ledger: reported, exit 2.
+        Err(csp_ledger::store::log::LogError::Personal(error)) if error.is_damage() => {
+            csp_ledger::store::audit::VerifyReport {
+                ok: false,
+                events: 0,
+                head_hash: String::new(),
+                first_bad_position: None,
+                reason: Some(error.to_string()),
+                code: None,
+            }
+        }
         Err(csp_ledger::store::log::LogError::Corrupt { position, reason }) => {
             csp_ledger::store::audit::VerifyReport {
                 ok: false,

@@ -76,6 +76,30 @@ pub enum PersonalError {
     CheckpointBusy { path: PathBuf },
 }
 
+impl PersonalError {
+    /// SQLite's error, or [`PersonalError::Malformed`] when SQLite says the file is damaged
+    /// or not a database.
+    fn from_sqlite(path: &Path, error: rusqlite::Error) -> PersonalError {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                PersonalError::Malformed {
+                    path: path.to_path_buf(),
+                    reason: format!("SQLite reports a damaged file: {error}"),
+                }
+            }
+            _ => PersonalError::Sqlite {
+                path: path.to_path_buf(),
+                error,
+            },
+        }
+    }
+
+    /// The store is damaged (not an operational failure): `verify` reports it, exit 2.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, PersonalError::Malformed { .. })
+    }
+}
+
 /// One stored value, as [`PersonalStore::for_each`] hands it out.
 pub struct StoredPersonal<'a> {
     pub subject: Uuid,
@@ -97,10 +121,7 @@ impl PersonalStore {
     /// (`synchronous = FULL`); off only for throwaway data (`--fsync false`).
     pub fn open(dir: &Path, durable: bool) -> Result<PersonalStore, PersonalError> {
         let path = dir.join(PERSONAL_FILE);
-        let sqlite = |error| PersonalError::Sqlite {
-            path: path.clone(),
-            error,
-        };
+        let sqlite = |error| PersonalError::from_sqlite(&path, error);
         let writer = Connection::open(&path).map_err(sqlite)?;
         writer.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
         let mode: String = writer
@@ -179,10 +200,7 @@ impl PersonalStore {
     }
 
     fn sqlite(&self, error: rusqlite::Error) -> PersonalError {
-        PersonalError::Sqlite {
-            path: self.path.clone(),
-            error,
-        }
+        PersonalError::from_sqlite(&self.path, error)
     }
 
     /// Stores `records` in one transaction, durable when this returns (when `durable`). A
