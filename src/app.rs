@@ -22,6 +22,7 @@ use crate::auth::Authenticator;
 use crate::ingest::lease::LeaseStatus;
 use crate::ingest::KafkaOptions;
 use crate::intake::Submission;
+use crate::notary::Notary;
 use crate::store::log::Log;
 use crate::writer::{
     BatchResult, CommitObserver, Ledger, Outcome, Writer, WriterHandle, WriterOptions,
@@ -45,6 +46,11 @@ pub struct ServeOptions {
     pub limits: crate::api::serve::ConnectionLimits,
     /// `--expensive-reads-max`: expensive reads run at once (429 `busy` beyond).
     pub expensive_reads_max: usize,
+    /// Signs checkpoints while this instance writes the log (SPEC.md section 12); none: no
+    /// checkpoints (embedders, tests).
+    pub notary: Option<Arc<Notary>>,
+    /// `--checkpoint-interval-ms`: the longest time between checkpoints while the log grows.
+    pub checkpoint_interval: Duration,
 }
 
 impl ServeOptions {
@@ -57,6 +63,8 @@ impl ServeOptions {
             max_body_bytes: COMMAND_BODY_BYTES_MAX,
             limits: crate::api::serve::ConnectionLimits::default(),
             expensive_reads_max: usize::from(crate::api::http::EXPENSIVE_READS_MAX),
+            notary: None,
+            checkpoint_interval: Duration::from_millis(crate::notary::CHECKPOINT_INTERVAL_MS),
         }
     }
 }
@@ -90,6 +98,10 @@ pub enum ServerError {
     /// the broker). Edge: exit 3; a supervisor restarts it as a standby.
     #[error("lost the lease: {0}")]
     LostLease(String),
+    /// A witnessed checkpoint shows this instance's log rolled back or forked: it must not
+    /// lead. Edge: exit 4.
+    #[error(transparent)]
+    Notary(#[from] crate::notary::NotaryError),
 }
 
 /// What the Kafka threads and the shutdown path share.
@@ -103,6 +115,8 @@ struct Shared {
     lease: Option<Arc<LeaseStatus>>,
     /// Authenticates Kafka command messages.
     auth: Arc<Authenticator>,
+    notary: Option<Arc<Notary>>,
+    checkpoint_interval: Duration,
     /// Why the server must stop on its own (lost lease, forked log), and the wake-up for it.
     fatal: std::sync::Mutex<Option<ServerError>>,
     fatal_notify: tokio::sync::Notify,
@@ -280,6 +294,8 @@ impl Server {
             lease,
             kafka,
             auth: options.auth,
+            notary: options.notary,
+            checkpoint_interval: options.checkpoint_interval,
             fatal: std::sync::Mutex::new(None),
             fatal_notify: tokio::sync::Notify::new(),
         });
@@ -344,6 +360,18 @@ impl Server {
                     .spawn(move || kafka_loop(&kafka_shared, &kafka, &kafka_stop))?,
             );
         }
+        let notary_stop = Arc::new(AtomicBool::new(false));
+        let notary_thread = match shared.notary.clone() {
+            Some(notary) => {
+                let (shared, stop) = (Arc::clone(&shared), Arc::clone(&notary_stop));
+                Some(
+                    std::thread::Builder::new()
+                        .name("notary".into())
+                        .spawn(move || sign_while_writing(&shared, &notary, &stop))?,
+                )
+            }
+            None => None,
+        };
         #[cfg(unix)]
         runtime.spawn(reload_on_hangup(Arc::clone(&shared.auth)));
         let app = router(http);
@@ -364,6 +392,11 @@ impl Server {
             }
         });
         drop(runtime);
+        notary_stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = notary_thread {
+            let _ = thread.join();
+        }
+        let was_writing = role(&shared.lease) != "standby";
         stop.store(true, Ordering::Relaxed);
         for thread in kafka_threads {
             let _ = thread.join();
@@ -375,6 +408,12 @@ impl Server {
         // Answers what was queued, then writes the shutdown checkpoint.
         drop(writer.stop());
         info!(message = "Writer stopped.");
+        if let (Some(notary), true) = (&shared.notary, was_writing) {
+            // The last checkpoint, of the head at the clean stop.
+            if let Err(error) = notary.sign(&shared.log) {
+                error!(message = "Could not sign the last checkpoint.", error = %error);
+            }
+        }
         served?;
         let fatal = shared
             .fatal
@@ -388,6 +427,52 @@ impl Server {
     }
 }
 
+/// Signs a checkpoint of the head every `checkpoint_interval` while this instance writes the
+/// log (no lease, or holding it) and the log grew; never per command.
+fn sign_while_writing(shared: &Shared, notary: &Notary, stop: &AtomicBool) {
+    let publisher = match &shared.kafka {
+        Some(kafka) => match crate::ingest::checkpoints::CheckpointPublisher::new(kafka) {
+            Ok(publisher) => Some(publisher),
+            Err(error) => {
+                error!(message = "No checkpoints publisher; checkpoints are signed but not published.", error = %error);
+                None
+            }
+        },
+        None => None,
+    };
+    let sign = || match notary.sign(&shared.log) {
+        Ok(Some(note)) => {
+            if let Some(publisher) = &publisher {
+                if let Err(error) = publisher.publish(&note) {
+                    error!(message = "Could not publish a checkpoint.", error = %error);
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(error) => error!(message = "Could not sign a checkpoint.", error = %error),
+    };
+    let step = Duration::from_millis(50).min(shared.checkpoint_interval);
+    let mut waited = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(step);
+        waited += step;
+        if waited < shared.checkpoint_interval {
+            continue;
+        }
+        waited = Duration::ZERO;
+        if role(&shared.lease) == "standby" {
+            continue;
+        }
+        sign();
+    }
+    // The clean stop's checkpoint, while this instance still writes (the writer stops after
+    // the HTTP server and the consumer, so the head may grow a little more; the next
+    // leader's first checkpoint covers that).
+    if role(&shared.lease) != "standby" {
+        sign();
+    }
+}
+
 /// Kafka mode: follow the group's topics as a standby until this instance holds the lease and
 /// has caught up, then lead: publish from the outbox and consume commands until stopped.
 fn kafka_loop(shared: &Arc<Shared>, kafka: &KafkaOptions, stop: &Arc<AtomicBool>) {
@@ -398,7 +483,36 @@ fn kafka_loop(shared: &Arc<Shared>, kafka: &KafkaOptions, stop: &Arc<AtomicBool>
     let writer = shared.writer.clone();
     let replicate = move |events, results, offsets| writer.replicate(events, results, offsets);
     match crate::ingest::standby::follow(kafka, Arc::clone(&log), &lease, &replicate, stop) {
-        Ok(true) => {}
+        Ok(true) => {
+            // Before it leads: a log that the witness or the latest published checkpoint
+            // shows rolled back or forked must not.
+            if let Some(notary) = &shared.notary {
+                let published = match crate::ingest::checkpoints::latest(kafka) {
+                    Ok(published) => published,
+                    Err(error) => {
+                        shared.fail(ServerError::Kafka(error));
+                        return;
+                    }
+                };
+                let checked = notary.check_witness(&log).and_then(|()| match &published {
+                    Some(note) => match notary.check(&log, note, &kafka.checkpoints_topic) {
+                        // Another instance of the group signs with its own key: its
+                        // checkpoint says nothing this key can check (share one key, as
+                        // docker-compose does, for the check to hold across instances).
+                        Err(crate::notary::NotaryError::Foreign { error, .. }) => {
+                            tracing::warn!(message = "The latest checkpoint on the checkpoints topic is not signed by this instance's key; not checked. Give every instance of the group the same --signing-key.", error = %error);
+                            Ok(())
+                        }
+                        checked => checked,
+                    },
+                    None => Ok(()),
+                });
+                if let Err(error) = checked {
+                    shared.fail(ServerError::Notary(error));
+                    return;
+                }
+            }
+        }
         Ok(false) => return,
         Err(crate::ingest::IngestError::Ledger(crate::writer::LedgerError::Forked {
             position,

@@ -7,7 +7,8 @@
 //! - [`writer`]: the single writer: decide, chain, group commit, idempotency, replication.
 //! - [`store`]: sled log, checkpoint, audit walk, replays and answer reads, rebuild.
 //! - [`ingest`]: Kafka topics, consumer, publisher, submit, leader lease, hot standby.
-//! - [`api`]: the query router, history, OpenAPI document, metrics.
+//! - [`api`]: the query router, history, OpenAPI document, metrics, the auditor's proofs.
+//! - [`notary`]: signed checkpoints of the Merkle tree, the witness, rollback detection.
 //! - [`app`]: `serve`: wires the writer, the HTTP server and the Kafka threads together.
 //!
 //! The binary (`src/bin/csp-ledger.rs`) only parses the command line and calls into these.
@@ -18,5 +19,6 @@ pub mod auth;
 pub use csp_ledger_domain as domain;
 pub mod ingest;
 pub mod intake;
+pub mod notary;
 pub mod store;
 pub mod writer;

@@ -576,15 +576,27 @@ fn openapi_documents_every_routed_path() {
         ("/readyz", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
+        ("/v1/audit/checkpoint", "get"),
+        ("/v1/audit/proof/inclusion", "get"),
+        ("/v1/audit/proof/consistency", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
             "{method} {path} is not documented"
         );
+        // Routed: anything but route_not_found.
+        if method == "get" {
+            let response = get(fixture.addr, path);
+            assert!(
+                !response.body.contains("route_not_found"),
+                "{path}: {}",
+                response.body
+            );
+        }
     }
     assert_eq!(
         paths.len(),
-        csp_ledger::api::query::READ_ROUTES.len() + 5,
+        csp_ledger::api::query::READ_ROUTES.len() + 8,
         "a documented path that is not routed"
     );
 }

@@ -78,14 +78,20 @@ fn slow_headers_silent_connections_and_slow_bodies_are_cut_off() {
     let mut slow = TcpStream::connect(serving.addr).unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
-    let (_, took) = until_closed(&mut slow, Duration::from_secs(10));
+    let (answer, took) = until_closed(&mut slow, Duration::from_secs(10));
     assert!(
         took < Duration::from_secs(5),
         "slow headers held for {took:?}"
     );
-    // A connection that sends nothing at all.
+    // The request had begun, so it is answered: 408 request_timeout, as JSON.
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["code"], "request_timeout", "{answer}");
+    // A connection that sends nothing at all is closed without a word.
     let mut silent = TcpStream::connect(serving.addr).unwrap();
-    let (_, took) = until_closed(&mut silent, Duration::from_secs(10));
+    let (answer, took) = until_closed(&mut silent, Duration::from_secs(10));
+    assert_eq!(answer, "", "nothing was asked");
     assert!(
         took < Duration::from_secs(5),
         "a silent connection held for {took:?}"

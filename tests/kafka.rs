@@ -1440,3 +1440,140 @@ fn a_signed_command_applies_through_a_sasl_scram_broker_and_a_wrong_password_is_
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `serve --kafka` under the shared signing key; returns the child with stderr piped.
+fn signed_ledger(data: &Path, brokers: &str, key: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--signing-key")
+        .arg(key)
+        .args(["--origin", "csp-ledger/test", "--fsync", "false"])
+        .args(["serve", "--http", "127.0.0.1:0", "--insecure-no-auth", "--kafka", brokers])
+        .args(["--checkpoint-interval-ms", "100", "--lease-timeout-ms", "1500"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The exit code and stderr of a ledger that must stop on its own within 60 s.
+fn refused(mut child: Child) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the ledger led: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The latest checkpoint on `csp.checkpoints`, opened with `key`'s verifier.
+fn latest_published(brokers: &str, key: &Path) -> Option<csp_ledger_schemas::note::Checkpoint> {
+    let signer = csp_ledger_schemas::note::NoteSigner::from_private_key(
+        &std::fs::read_to_string(key).unwrap(),
+    )
+    .unwrap();
+    read_topic(brokers, "csp.checkpoints").last().map(|(_, note, _)| {
+        csp_ledger_schemas::note::open(std::str::from_utf8(note).unwrap(), &signer.verifier())
+            .unwrap()
+    })
+}
+
+/// An offline store under the same key: `lines` applied, its latest signed checkpoint.
+fn offline_checkpoint(key: &Path, lines: &[String]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("commands.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_csp-ledger"))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--signing-key")
+            .arg(key)
+            .args(["--origin", "csp-ledger/test", "--fsync", "false"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    run(&["apply", file.to_str().unwrap()]);
+    let note = run(&["audit", "checkpoint"]);
+    (dir, note)
+}
+
+fn publish_checkpoint(brokers: &str, note: &str) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    producer
+        .send(BaseRecord::to("csp.checkpoints").key("csp-ledger").payload(note))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_standby_refuses_to_lead_a_log_that_csp_checkpoints_shows_rolled_back_or_forked() {
+    let broker = broker();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("signing.key");
+    let data = tempfile::tempdir().unwrap();
+    let lines = example_lines();
+
+    // The leader decides the examples from Kafka and publishes its checkpoints.
+    let mut leader = signed_ledger(data.path(), &broker.address, &key);
+    let outcomes = submit(&broker.address, &lines);
+    assert_eq!(outcomes.len(), lines.len());
+    let started = Instant::now();
+    let head = loop {
+        if let Some(checkpoint) = latest_published(&broker.address, &key) {
+            if checkpoint.size > 0 && started.elapsed() > Duration::from_secs(1) {
+                break checkpoint.size;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no checkpoint published");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    terminate(&mut leader);
+    let published = latest_published(&broker.address, &key).unwrap();
+    assert_eq!(published.size, head);
+
+    // The real log leads again: it extends the latest checkpoint.
+    let mut again = signed_ledger(data.path(), &broker.address, &key);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(again.try_wait().unwrap().is_none(), "the true log was refused");
+    terminate(&mut again);
+
+    // A longer log's checkpoint (the broker's topics restored from an older backup look the
+    // same): this log is shorter, so it must not lead.
+    let mut more = lines.clone();
+    more.extend(csp_ledger_testkit::workload::generated_jsonl(50, 9).lines().map(str::to_string));
+    let (_longer, note) = offline_checkpoint(&key, &more);
+    publish_checkpoint(&broker.address, &note);
+    let longer = latest_published(&broker.address, &key).unwrap().size;
+    assert!(longer > head);
+    let (code, stderr) = refused(signed_ledger(data.path(), &broker.address, &key));
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("rollback_detected") && stderr.contains(&head.to_string()) && stderr.contains(&longer.to_string()), "{stderr}");
+
+    // A fork of the same size: the same commands decided elsewhere (other times, other root).
+    let (_fork, note) = offline_checkpoint(&key, &lines);
+    let fork = csp_ledger_schemas::note::Checkpoint::parse(
+        &csp_ledger_schemas::note::Note::parse(&note).unwrap().text,
+    )
+    .unwrap();
+    assert_eq!(fork.size, head);
+    assert_ne!(fork.root, published.root);
+    publish_checkpoint(&broker.address, &note);
+    let (code, stderr) = refused(signed_ledger(data.path(), &broker.address, &key));
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("rollback_detected") && stderr.contains("fork"), "{stderr}");
+}

@@ -303,7 +303,7 @@ fn every_operation_documents_every_status_it_can_answer() {
         codes
     };
     for route in csp_ledger::api::query::READ_ROUTES {
-        let mut expected = vec!["200", "400", "401", "403", "414", "431", "500", "503"];
+        let mut expected = vec!["200", "400", "401", "403", "408", "414", "431", "500", "503"];
         if NOT_FOUND_ROUTES.contains(&route.template) {
             expected.push("404");
         }
@@ -340,8 +340,11 @@ fn every_operation_documents_every_status_it_can_answer() {
         ("/readyz", &["503"][..]),
         ("/metrics", &[][..]),
         ("/openapi.json", &[][..]),
+        ("/v1/audit/checkpoint", &["400", "404", "500"][..]),
+        ("/v1/audit/proof/inclusion", &["400", "500"][..]),
+        ("/v1/audit/proof/consistency", &["400", "500"][..]),
     ] {
-        let mut expected = vec!["200", "403", "414", "431"];
+        let mut expected = vec!["200", "403", "408", "414", "431"];
         expected.extend(extra);
         assert_eq!(statuses(path, "get"), sorted(&expected), "GET {path}");
         assert_eq!(operation(document, path, "get")["security"], json!([]));

@@ -103,6 +103,9 @@ pub fn router(shared: Arc<HttpState>) -> Router {
             get(|| async { axum::Json(crate::api::openapi::document()) }),
         )
         .route("/v1/commands", post(commands))
+        .route("/v1/audit/checkpoint", get(audit_checkpoint))
+        .route("/v1/audit/proof/inclusion", get(audit_inclusion))
+        .route("/v1/audit/proof/consistency", get(audit_consistency))
         .fallback(read)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
@@ -125,6 +128,70 @@ fn json_response(status: StatusCode, body: &Value, position: Option<u64>) -> Res
         }
     }
     response
+}
+
+/// The query parameters of an auditor's path (`?a=1&b=2`).
+fn audit_params(uri: &Uri) -> std::collections::HashMap<String, String> {
+    Request::parse(uri.path_and_query().map_or(uri.path(), |p| p.as_str())).params
+}
+
+fn audit_answer(
+    shared: &HttpState,
+    route: &'static str,
+    started: Instant,
+    answer: Result<Response, crate::api::query::QueryError>,
+) -> Response {
+    let response = answer.unwrap_or_else(|error| {
+        json_response(
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            &error.body(),
+            None,
+        )
+    });
+    shared.metrics.query(
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// `GET /v1/audit/checkpoint[?tree_size=N]`: a signed note, `text/plain`.
+async fn audit_checkpoint(State(shared): State<Arc<HttpState>>, uri: Uri) -> Response {
+    let started = Instant::now();
+    let params = audit_params(&uri);
+    let answer = crate::api::proof::checkpoint(
+        shared.reads.log(),
+        params.get("tree_size").map(String::as_str),
+    )
+    .map(|note| ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response());
+    audit_answer(&shared, "/v1/audit/checkpoint", started, answer)
+}
+
+/// `GET /v1/audit/proof/inclusion?position=P&tree_size=N`.
+async fn audit_inclusion(State(shared): State<Arc<HttpState>>, uri: Uri) -> Response {
+    let started = Instant::now();
+    let params = audit_params(&uri);
+    let answer = crate::api::proof::inclusion(
+        shared.reads.log(),
+        params.get("position").map(String::as_str),
+        params.get("tree_size").map(String::as_str),
+    )
+    .map(|body| json_response(StatusCode::OK, &body, None));
+    audit_answer(&shared, "/v1/audit/proof/inclusion", started, answer)
+}
+
+/// `GET /v1/audit/proof/consistency?from=M&to=N`.
+async fn audit_consistency(State(shared): State<Arc<HttpState>>, uri: Uri) -> Response {
+    let started = Instant::now();
+    let params = audit_params(&uri);
+    let answer = crate::api::proof::consistency(
+        shared.reads.log(),
+        params.get("from").map(String::as_str),
+        params.get("to").map(String::as_str),
+    )
+    .map(|body| json_response(StatusCode::OK, &body, None));
+    audit_answer(&shared, "/v1/audit/proof/consistency", started, answer)
 }
 
 async fn readyz(State(shared): State<Arc<HttpState>>) -> Response {

@@ -209,6 +209,12 @@ fn everywhere(mut document: Value) -> Value {
                     "headers_too_large: over 64 request headers or 16 KiB of them",
                     &["headers_too_large"],
                 );
+                if responses.get("408").is_none() {
+                    responses["408"] = error(
+                        "request_timeout: the request headers did not arrive within --header-timeout-ms (10 s) of connecting or of the previous response",
+                        &["request_timeout"],
+                    );
+                }
                 if crate::api::http::is_public_path(path) {
                     responses["403"] = error(
                         "host_not_allowed: only with --insecure-no-auth, for a Host that is not a loopback name",
@@ -233,7 +239,7 @@ fn everywhere(mut document: Value) -> Value {
     }
     document["components"]["securitySchemes"] = json!({"bearer": {
         "type": "http", "scheme": "bearer",
-        "description": "Authorization: Bearer <token> (SPEC.md section 10): an API key of the principals file (stored as its SHA-256; without --principals and --jwks, the administrator key of <data-dir>/admin.key), or a JWT checked against --jwks (EdDSA, ES256, RS256; aud, exp, nbf; sub is the principal, csp_act_as and csp_read its grants). Read paths need the read grant \"models\"; POST /v1/commands needs an act_as grant. /healthz, /readyz, /metrics and /openapi.json need no credentials."}});
+        "description": "Authorization: Bearer <token> (SPEC.md section 10): an API key of the principals file (stored as its SHA-256; without --principals and --jwks, the administrator key of <data-dir>/admin.key), or a JWT checked against --jwks (EdDSA, ES256, RS256; aud, exp, nbf; sub is the principal, csp_act_as and csp_read its grants). Read paths need the read grant \"models\"; POST /v1/commands needs an act_as grant. /healthz, /readyz, /metrics, /openapi.json, /v1/audit/checkpoint and /v1/audit/proof/* need no credentials."}});
     document["components"]["responses"] = json!({"MethodNotAllowed": {
     "description": METHODS,
     "headers": {"Allow": {"required": true, "schema": {"type": "string"}}},
@@ -333,12 +339,39 @@ fn contents() -> Value {
                 "responses": {
                     "200": {"description": "One outcome per command (accepted, rejected with a code, duplicate), answered after the commit is durable; an array for an array", "headers": ledger_position_header(), "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Outcome"}, {"type": "array", "items": {"$ref": "#/components/schemas/Outcome"}}]}}}},
                     "400": error("invalid_json: the body is not JSON, or an empty array; bad_request: the body broke off", &["invalid_json", "bad_request"]),
-                    "408": error("request_timeout: the body did not arrive within 30 s of the headers", &["request_timeout"]),
+                    "408": error("request_timeout: the body did not arrive within 30 s of the headers, or the headers within 10 s", &["request_timeout"]),
                     "409": error("kafka_mode: this ledger takes its commands from Kafka", &["kafka_mode"]),
                     "413": error("payload_too_large: the body is over --max-body-bytes (default 8 MiB); too_many_commands: an array of more than 4,096", &["payload_too_large", "too_many_commands"]),
                     "415": error("unsupported_media_type: the body is not Content-Type: application/json", &["unsupported_media_type"]),
                     "500": error("The commit failed", &["internal_error"]),
                     "503": error("shutting_down: the ledger is stopping", &["shutting_down"])}}},
+            "/v1/audit/checkpoint": {"get": {"summary": "The latest signed checkpoint (C2SP tlog-checkpoint in a signed-note, Ed25519), or the one signed at tree_size (SPEC.md section 12)",
+                "parameters": [param("tree_size", "query", "The tree size a checkpoint was signed at (default: the latest)", json!({"type": "integer", "minimum": 0}), false)],
+                "responses": {
+                    "200": {"description": "<origin>\\n<tree size>\\n<base64 root>\\n, an empty line, and signature lines", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "400": error("invalid_range: tree_size is not a number", &["invalid_range"]),
+                    "404": error("checkpoint_not_found: none was signed at that size (or none yet)", &["checkpoint_not_found"]),
+                    "500": error("Reading the log failed", &["internal_error"])}}},
+            "/v1/audit/proof/inclusion": {"get": {"summary": "The RFC 6962 inclusion proof of the event at position in the tree of tree_size events",
+                "parameters": [
+                    param("position", "query", "The event's position, 1..=tree_size", json!({"type": "integer", "minimum": 1}), true),
+                    param("tree_size", "query", "The tree size (default: the head); at most the head", json!({"type": "integer", "minimum": 1}), false)],
+                "responses": {
+                    "200": {"description": "The proof: leaf hash and the audit path, leaf's sibling first", "content": {"application/json": {"schema": {"type": "object", "required": ["position", "tree_size", "leaf_hash", "hashes"], "properties": {
+                        "position": {"type": "integer"}, "tree_size": {"type": "integer"}, "leaf_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "hashes": {"type": "array", "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}}}}},
+                    "400": error("invalid_range: a missing or non-numeric parameter, a tree_size beyond the head, or a position outside 1..=tree_size", &["invalid_range"]),
+                    "500": error("Reading the log failed", &["internal_error"])}}},
+            "/v1/audit/proof/consistency": {"get": {"summary": "The RFC 6962 consistency proof from the tree of from events to that of to",
+                "parameters": [
+                    param("from", "query", "The older tree size, 1..=to", json!({"type": "integer", "minimum": 1}), true),
+                    param("to", "query", "The newer tree size (default: the head); at most the head", json!({"type": "integer", "minimum": 1}), false)],
+                "responses": {
+                    "200": {"description": "The proof (empty when from = to)", "content": {"application/json": {"schema": {"type": "object", "required": ["from", "to", "hashes"], "properties": {
+                        "from": {"type": "integer"}, "to": {"type": "integer"},
+                        "hashes": {"type": "array", "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}}}}},
+                    "400": error("invalid_range: a missing or non-numeric parameter, from 0, from beyond to, or a size beyond the head", &["invalid_range"]),
+                    "500": error("Reading the log failed", &["internal_error"])}}},
             "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object", "required": ["status", "role"], "properties": {"status": {"enum": ["alive"]}, "role": {"type": "string"}}}}}}}}},
             "/readyz": {"get": {"summary": "The store is open and the read models have caught up with the log", "responses": {
                 "200": {"description": "ready", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}}},

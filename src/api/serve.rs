@@ -1,7 +1,9 @@
 //! The connection loop of `serve` (SPEC.md section 11): at most `max_connections` served at
 //! once (further ones wait in the listen backlog), request headers within `header_timeout`,
 //! and a connection that neither reads nor writes for `idle_timeout` closed. HTTP parsing is
-//! hyper's; this only decides which connections it gets and for how long.
+//! hyper's; this only decides which connections it gets and for how long, and answers 408
+//! `request_timeout` when hyper's header timer closes a connection whose request had begun
+//! (hyper itself closes without a word).
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -81,21 +83,42 @@ where
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .keep_alive(true);
-            let io = TokioIo::new(IdleTimeout::new(io, limits.idle_timeout));
-            let mut connection = pin!(builder.serve_connection(io, service));
-            let mut asked = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(error) = result {
-                            debug!(message = "Connection ended.", error = %error);
+            let shared = Arc::new(std::sync::Mutex::new(IdleTimeout::new(
+                io,
+                limits.idle_timeout,
+            )));
+            let timed_out = {
+                let io = TokioIo::new(SharedIo(Arc::clone(&shared)));
+                let mut connection = pin!(builder.serve_connection(io, service));
+                let mut asked = false;
+                loop {
+                    tokio::select! {
+                        result = connection.as_mut() => {
+                            let timed_out = result.as_ref().is_err_and(hyper::Error::is_timeout);
+                            if let Err(error) = result {
+                                debug!(message = "Connection ended.", error = %error);
+                            }
+                            break timed_out;
                         }
-                        break;
+                        _ = stop_seen.changed(), if !asked => {
+                            asked = true;
+                            connection.as_mut().graceful_shutdown();
+                        }
                     }
-                    _ = stop_seen.changed(), if !asked => {
-                        asked = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
+                }
+            };
+            // hyper's header timer closes without an answer. When a request had begun (bytes
+            // read since the last response), the protocol still allows one: 408 as JSON.
+            if let (true, Ok(io)) = (timed_out, Arc::try_unwrap(shared)) {
+                let mut io = io.into_inner().unwrap_or_else(|p| p.into_inner());
+                if io.read_since_write {
+                    let answer = request_timeout_answer(limits.header_timeout);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        use tokio::io::AsyncWriteExt;
+                        io.write_all(answer.as_bytes()).await?;
+                        io.shutdown().await
+                    })
+                    .await;
                 }
             }
             drop(permit);
@@ -108,11 +131,65 @@ where
     Ok(())
 }
 
-/// A connection closed after `timeout` without a byte read or written.
+/// The 408 `request_timeout` of a request whose headers did not arrive in time: a fixed
+/// answer, written after hyper gave up on the connection.
+fn request_timeout_answer(timeout: Duration) -> String {
+    let body = serde_json::json!({
+        "code": "request_timeout",
+        "message": format!("the request headers did not arrive within {} ms", timeout.as_millis()),
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The connection's I/O, shared between hyper and the loop (which answers 408 after hyper's
+/// header timer closed the connection). Only the connection's own task touches it.
+struct SharedIo<T>(Arc<std::sync::Mutex<IdleTimeout<T>>>);
+
+impl<T> SharedIo<T> {
+    fn with<R>(&self, f: impl FnOnce(&mut IdleTimeout<T>) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for SharedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.with(|io| Pin::new(io).poll_read(cx, buf))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for SharedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.with(|io| Pin::new(io).poll_write(cx, data))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.with(|io| Pin::new(io).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.with(|io| Pin::new(io).poll_shutdown(cx))
+    }
+}
+
+/// A connection closed after `timeout` without a byte read or written. Also remembers whether
+/// bytes were read since the last write (a request has begun).
 struct IdleTimeout<T> {
     inner: T,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    read_since_write: bool,
 }
 
 impl<T> IdleTimeout<T> {
@@ -121,6 +198,7 @@ impl<T> IdleTimeout<T> {
             inner,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            read_since_write: false,
         }
     }
 
@@ -151,6 +229,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
                     self.progressed();
+                    self.read_since_write = true;
                 }
                 Poll::Ready(result)
             }
@@ -169,6 +248,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
         match Pin::new(&mut self.inner).poll_write(cx, data) {
             Poll::Ready(Ok(written)) => {
                 self.progressed();
+                self.read_since_write = false;
                 Poll::Ready(Ok(written))
             }
             Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),

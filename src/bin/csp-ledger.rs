@@ -30,6 +30,19 @@ struct Cli {
     /// fdatasync sled's data file after every group commit (turn off only for throwaway data).
     #[arg(long, global = true, env = "CSP_LEDGER_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     fsync: bool,
+    /// First line of every signed checkpoint (default `csp-ledger/<hostname>`).
+    #[arg(long, global = true, env = "CSP_LEDGER_ORIGIN")]
+    origin: Option<String>,
+    /// Ed25519 key that signs checkpoints, `PRIVATE+KEY+<name>+<id>+<base64>` (created, mode
+    /// 0600, when missing). Default `<data-dir>/signing.key`; only a key outside the data
+    /// directory lets start-up trust the projection checkpoint.
+    #[arg(long, global = true, env = "CSP_LEDGER_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// Keep the latest signed checkpoint in this file (replaced atomically), and refuse to
+    /// start (exit 4, rollback_detected) on a log it shows rolled back or forked. Put it on
+    /// another disk or machine.
+    #[arg(long, global = true, env = "CSP_LEDGER_WITNESS_FILE")]
+    witness_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -84,6 +97,12 @@ enum Commands {
         expensive_reads_max: u16,
         #[command(flatten)]
         connections: ConnectionArgs,
+        /// Longest wait of a read with min_position before it answers 503 (ms).
+        #[arg(long, env = "CSP_LEDGER_READ_WAIT_MS", default_value_t = 2_000)]
+        read_wait_ms: u64,
+        /// Sign a checkpoint at least this often while the log grows (ms).
+        #[arg(long, env = "CSP_LEDGER_CHECKPOINT_INTERVAL_MS", default_value_t = csp_ledger::notary::CHECKPOINT_INTERVAL_MS)]
+        checkpoint_interval_ms: u64,
     },
     /// Send command lines to the commands topic (keyed by partner id); with --wait, print the
     /// outcome of each line from the results topic.
@@ -130,10 +149,42 @@ enum Commands {
         #[arg(long)]
         kafka_key_file: Option<PathBuf>,
     },
+    /// Signed checkpoints and Merkle proofs for auditors (SPEC.md section 12).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Erase the personal data (e-mail addresses) of a partner or customer; hashes stay valid.
     ErasePersonalData {
         /// Partner or customer id.
         subject: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the verifier key of the signing key (`<name>+<hex id>+<base64>`).
+    Key,
+    /// Print the latest signed checkpoint, or the one signed at --tree-size.
+    Checkpoint {
+        #[arg(long)]
+        tree_size: Option<String>,
+    },
+    /// Print the inclusion proof of the event at --position (in the tree of --tree-size events,
+    /// default the head).
+    Prove {
+        #[arg(long)]
+        position: String,
+        #[arg(long)]
+        tree_size: Option<String>,
+    },
+    /// Print the consistency proof from the tree of --from events to that of --to (default the
+    /// head).
+    Consistency {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -254,6 +305,13 @@ struct TopicArgs {
     /// How long a leader may be silent before a standby of the group takes over.
     #[arg(long, env = "CSP_LEDGER_LEASE_TIMEOUT_MS", default_value_t = 6000)]
     lease_timeout_ms: u64,
+    /// Single-partition topic of the signed checkpoints, read before a standby leads.
+    #[arg(
+        long,
+        env = "CSP_LEDGER_CHECKPOINTS_TOPIC",
+        default_value = "csp.checkpoints"
+    )]
+    checkpoints_topic: String,
 }
 
 fn kafka_options(
@@ -278,6 +336,7 @@ fn kafka_options(
             .clamp(1, csp_ledger::writer::SUBMIT_BATCH_COMMANDS_MAX),
         leader_topic: topics.leader_topic.clone(),
         lease_timeout: std::time::Duration::from_millis(topics.lease_timeout_ms.max(500)),
+        checkpoints_topic: topics.checkpoints_topic.clone(),
         client_settings,
     })
 }
@@ -294,11 +353,30 @@ fn main() -> ExitCode {
         Ok(code) => code,
         // A reader that stopped early (`history | head`) is not a failure of the ledger.
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) if is_rollback(&error) => {
+            eprintln!(
+                "{}",
+                serde_json::json!({"code": "rollback_detected", "message": format!("{error:#}")})
+            );
+            ExitCode::from(4)
+        }
         Err(error) => {
             eprintln!("csp-ledger: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// A log that a witnessed or published checkpoint shows rolled back or forked, or a witness
+/// this ledger's key did not sign: exit 4.
+fn is_rollback(error: &anyhow::Error) -> bool {
+    use csp_ledger::notary::NotaryError;
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<NotaryError>(),
+            Some(NotaryError::Rollback { .. } | NotaryError::Foreign { .. })
+        )
+    })
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -320,15 +398,21 @@ fn print_line(line: impl std::fmt::Display) -> std::io::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let options = LogOptions { fsync: cli.fsync };
     let dir = cli.data_dir.as_path();
+    let notary = csp_ledger::notary::NotarySettings {
+        key_file: cli.signing_key.clone(),
+        origin: cli.origin.clone(),
+        witness: cli.witness_file.clone(),
+    };
     match cli.command {
-        Commands::Apply { file } => apply(dir, options, &file),
+        Commands::Apply { file } => apply(dir, options, &notary, &file),
         Commands::History {
             stream,
             from,
             until,
         } => history(dir, options, stream, from, until),
         Commands::Verify => verify(dir, options),
-        Commands::Query { path } => query(dir, options, &path),
+        Commands::Query { path } => query(dir, options, &notary, &path),
+        Commands::Audit { command } => audit(dir, options, &notary, command),
         Commands::Submit {
             file,
             kafka,
@@ -362,21 +446,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_body_bytes,
             expensive_reads_max,
             connections,
+            checkpoint_interval_ms,
+            read_wait_ms,
         } => serve(
             dir,
             options,
+            (&notary, checkpoint_interval_ms),
             &http,
             kafka
                 .map(|brokers| kafka_options(&brokers, &topics))
                 .transpose()?,
             &access,
             tls.files(),
-            (max_body_bytes, usize::from(expensive_reads_max)),
+            (max_body_bytes, usize::from(expensive_reads_max), read_wait_ms),
             connections.limits(),
         ),
         Commands::Rebuild { write } => {
+            let key = existing_checkpoint_key(dir, &notary)?;
             let log = open_log(dir, options)?;
-            let report = csp_ledger::store::rebuild::rebuild(&log, write)?;
+            let report = csp_ledger::store::rebuild::rebuild(&log, write, &key)?;
             print_line(serde_json::to_string(&report)?)?;
             Ok(if report.equal != Some(false) {
                 ExitCode::SUCCESS
@@ -400,26 +488,108 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open_ledger(dir: &Path, options: LogOptions) -> anyhow::Result<Ledger> {
-    Ledger::open(dir, options).with_context(|| format!("opening the ledger in {}", dir.display()))
+fn open_ledger(
+    dir: &Path,
+    options: LogOptions,
+    key: csp_ledger::store::checkpoint::MacKey,
+) -> anyhow::Result<Ledger> {
+    Ledger::open_keyed(dir, options, key)
+        .with_context(|| format!("opening the ledger in {}", dir.display()))
+}
+
+/// The notary of `dir`: its signing key, created when missing.
+fn load_notary(
+    dir: &Path,
+    settings: &csp_ledger::notary::NotarySettings,
+) -> anyhow::Result<csp_ledger::notary::Notary> {
+    let (notary, _created) = csp_ledger::notary::Notary::load_or_create(dir, settings)?;
+    Ok(notary)
+}
+
+/// The projection checkpoint's key for a command that must not create a signing key: without
+/// one, a random key (nothing verifies: the state is refolded), never a known one.
+fn existing_checkpoint_key(
+    dir: &Path,
+    settings: &csp_ledger::notary::NotarySettings,
+) -> anyhow::Result<csp_ledger::store::checkpoint::MacKey> {
+    let key_file = settings
+        .key_file
+        .clone()
+        .unwrap_or_else(|| dir.join(csp_ledger::notary::SIGNING_KEY_FILE));
+    if key_file.exists() {
+        return Ok(load_notary(dir, settings)?.checkpoint_key());
+    }
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(csp_ledger::store::checkpoint::MacKey::new(random, false))
+}
+
+/// `audit key|checkpoint|prove|consistency`: the same JSON (and note) as over HTTP.
+fn audit(
+    dir: &Path,
+    options: LogOptions,
+    settings: &csp_ledger::notary::NotarySettings,
+    command: AuditCommand,
+) -> anyhow::Result<ExitCode> {
+    use csp_ledger::api::proof;
+    if let AuditCommand::Key = command {
+        print_line(load_notary(dir, settings)?.verifier())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let log = open_log(dir, options)?;
+    let answer = match &command {
+        AuditCommand::Key => unreachable!("answered above"),
+        AuditCommand::Checkpoint { tree_size } => {
+            proof::checkpoint(&log, tree_size.as_deref()).map(|note| {
+                print!("{note}");
+            })
+        }
+        AuditCommand::Prove {
+            position,
+            tree_size,
+        } => proof::inclusion(&log, Some(position), tree_size.as_deref())
+            .map(|body| println!("{body}")),
+        AuditCommand::Consistency { from, to } => {
+            proof::consistency(&log, Some(from), to.as_deref()).map(|body| println!("{body}"))
+        }
+    };
+    std::io::stdout().flush()?;
+    match answer {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            let mut body = error.body();
+            body["status"] = serde_json::json!(error.status());
+            print_line(body)?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn open_log(dir: &Path, options: LogOptions) -> anyhow::Result<Log> {
     Log::open(dir, options).with_context(|| format!("opening the log in {}", dir.display()))
 }
 
-fn apply(dir: &Path, options: LogOptions, file: &str) -> anyhow::Result<ExitCode> {
-    let ledger = open_ledger(dir, options)?;
+fn apply(
+    dir: &Path,
+    options: LogOptions,
+    settings: &csp_ledger::notary::NotarySettings,
+    file: &str,
+) -> anyhow::Result<ExitCode> {
+    let notary = load_notary(dir, settings)?;
+    let ledger = open_ledger(dir, options, notary.checkpoint_key())?;
+    notary.check_witness(ledger.log())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     // The writer writes a checkpoint when one is due, before it returns the ledger.
-    let (stats, _ledger) = if file == "-" {
+    let (stats, ledger) = if file == "-" {
         apply_lines(ledger, std::io::stdin(), &mut out)
     } else {
         let input = std::fs::File::open(file).with_context(|| format!("opening {file}"))?;
         apply_lines(ledger, input, &mut out)
     }
     .context("applying commands")?;
+    // One checkpoint at the end, never per command.
+    notary.sign(ledger.log())?;
     tracing::info!(
         message = "Applied.",
         commands = stats.commands,
@@ -502,7 +672,12 @@ fn verify(dir: &Path, options: LogOptions) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn query(dir: &Path, options: LogOptions, path: &str) -> anyhow::Result<ExitCode> {
+fn query(
+    dir: &Path,
+    options: LogOptions,
+    settings: &csp_ledger::notary::NotarySettings,
+    path: &str,
+) -> anyhow::Result<ExitCode> {
     if !csp_ledger::store::log::holds_ledger(dir) {
         // A read never creates a ledger.
         return Err(csp_ledger::store::log::LogError::NoLedger {
@@ -510,7 +685,7 @@ fn query(dir: &Path, options: LogOptions, path: &str) -> anyhow::Result<ExitCode
         }
         .into());
     }
-    let ledger = open_ledger(dir, options)?;
+    let ledger = open_ledger(dir, options, existing_checkpoint_key(dir, settings)?)?;
     let request = csp_ledger::api::query::Request::parse(path);
     let view = csp_ledger::api::query::ReadView {
         personal: true,
@@ -653,21 +828,31 @@ fn authenticator(
 fn serve(
     dir: &Path,
     options: LogOptions,
+    (settings, checkpoint_interval_ms): (&csp_ledger::notary::NotarySettings, u64),
     http: &str,
     kafka: Option<csp_ledger::ingest::KafkaOptions>,
     access: &AccessArgs,
     tls: Option<csp_ledger::api::tls::TlsFiles>,
-    (max_body_bytes, expensive_reads_max): (usize, usize),
+    (max_body_bytes, expensive_reads_max, read_wait_ms): (usize, usize, u64),
     limits: csp_ledger::api::serve::ConnectionLimits,
 ) -> anyhow::Result<ExitCode> {
     let auth = std::sync::Arc::new(authenticator(dir, access)?);
+    let notary = std::sync::Arc::new(load_notary(dir, settings)?);
     loop {
-        let ledger = open_ledger(dir, options)?;
+        let ledger = open_ledger(dir, options, notary.checkpoint_key())?;
+        if kafka.is_none() {
+            // In Kafka mode the standby checks before it leads (its log may be catching up).
+            notary.check_witness(ledger.log())?;
+        }
         let mut serve_options = csp_ledger::app::ServeOptions::new(std::sync::Arc::clone(&auth));
         serve_options.tls = tls.clone();
         serve_options.max_body_bytes = max_body_bytes;
         serve_options.expensive_reads_max = expensive_reads_max;
         serve_options.limits = limits;
+        serve_options.read_wait_max = std::time::Duration::from_millis(read_wait_ms);
+        serve_options.notary = Some(std::sync::Arc::clone(&notary));
+        serve_options.checkpoint_interval =
+            std::time::Duration::from_millis(checkpoint_interval_ms.max(10));
         let (server, addr) =
             csp_ledger::app::Server::bind_with_kafka(ledger, http, serve_options, kafka.clone())?;
         print_line(serde_json::json!({"listening": addr.to_string()}))?;
@@ -684,6 +869,7 @@ fn serve(
                 std::fs::rename(dir, &aside)
                     .with_context(|| format!("moving {} aside", dir.display()))?;
             }
+            Err(csp_ledger::app::ServerError::Notary(error)) => return Err(error.into()),
             Err(error @ csp_ledger::app::ServerError::LostLease(_)) => {
                 eprintln!("csp-ledger: {error}");
                 return Ok(ExitCode::from(3));

@@ -1,7 +1,7 @@
 //! Kafka ingest and publication: topic creation (`topics`), the command consumer (exactly
 //! once into the log, `consumer`), the outbox publisher (events, results, dead letters, at
 //! least once and in order, `publisher`), the `submit` producer (`submit`), the leader lease
-//! (`lease`) and the hot standby (`standby`).
+//! (`lease`), the hot standby (`standby`) and the signed checkpoints' topic (`checkpoints`).
 //!
 //! Exactly once: the consumer stores the next offset of every partition in the same sled batch
 //! as the events and outcomes the messages produced, and on every assignment seeks to the
@@ -10,6 +10,7 @@
 //! the broker acknowledged everything before it, so a crash repeats messages, never loses or
 //! reorders them.
 
+pub mod checkpoints;
 pub mod consumer;
 pub mod lease;
 pub mod publisher;
@@ -83,6 +84,8 @@ pub struct KafkaOptions {
     pub leader_topic: String,
     /// How long a leader may be silent before a standby takes over.
     pub lease_timeout: Duration,
+    /// The one-partition topic of the signed checkpoints (SPEC.md section 12).
+    pub checkpoints_topic: String,
     /// `--kafka-config`: librdkafka settings (security, TLS, SASL) for every client.
     pub client_settings: ClientSettings,
 }
@@ -102,6 +105,7 @@ impl KafkaOptions {
             batch_commands_max: SUBMIT_BATCH_COMMANDS_MAX,
             leader_topic: "csp.ledger.leader".into(),
             lease_timeout: Duration::from_secs(6),
+            checkpoints_topic: "csp.checkpoints".into(),
             client_settings: ClientSettings::default(),
         }
     }

@@ -12,7 +12,7 @@ use super::{IngestError, KafkaOptions};
 /// Retention of the leader topic: heartbeats are only needed while they are recent.
 const LEADER_TOPIC_RETENTION_MS: &str = "3600000";
 
-/// Creates the four topics and the leader topic when they are missing. The events topic and
+/// Creates the four topics, the leader topic and the checkpoints topic when they are missing. The events topic and
 /// the leader topic get one partition whatever `partitions` says: the events topic carries the
 /// log in position order (what readers and standbys fold), the leader topic orders claims.
 pub fn ensure_topics(options: &KafkaOptions) -> Result<(), IngestError> {
@@ -31,6 +31,8 @@ pub fn ensure_topics(options: &KafkaOptions) -> Result<(), IngestError> {
         NewTopic::new(&options.dlq_topic, options.partitions, replication()),
         NewTopic::new(&options.leader_topic, 1, replication())
             .set("retention.ms", LEADER_TOPIC_RETENTION_MS),
+        // Every signed checkpoint, kept forever: what a standby checks before it leads.
+        NewTopic::new(&options.checkpoints_topic, 1, replication()).set("retention.ms", "-1"),
     ];
     let results = runtime.block_on(admin.create_topics(
         &new,

@@ -338,6 +338,20 @@ pub(super) fn tree_key(level: u8, index: u64) -> [u8; 10] {
     key
 }
 
+/// The leaf hashes of a complete block of 2^[`TREE_STORED_LEVEL_MIN`] leaves, concatenated:
+/// what a proof hashes its lowest levels from, without decoding event chunks.
+pub(super) fn leaf_block_key(block: u64) -> [u8; 9] {
+    let mut key = [b'L'; 9];
+    key[1..].copy_from_slice(&block.to_be_bytes());
+    key
+}
+
+pub(super) fn signed_checkpoint_key(size: u64) -> [u8; 9] {
+    let mut key = [b'S'; 9];
+    key[1..].copy_from_slice(&size.to_be_bytes());
+    key
+}
+
 pub(super) fn outcome_key(seq: u64) -> [u8; 9] {
     let mut key = [b'O'; 9];
     key[1..].copy_from_slice(&seq.to_be_bytes());

@@ -32,7 +32,7 @@ pub use super::error::{LogError, ProofError};
 pub use super::layout::*;
 use super::layout::{
     decode_offsets, decode_outcome_chunk, encode_offsets, event_key, key_position, offset_mark_key,
-    outcome_key, round_mark_key, tree_key,
+    leaf_block_key, outcome_key, round_mark_key, signed_checkpoint_key, tree_key,
 };
 use super::personal::{PersonalStore, StoredPersonal};
 
@@ -101,9 +101,11 @@ pub struct Log {
     /// The durable head; the lock also serialises appends (one writer).
     head: std::sync::Mutex<Head>,
     /// The Merkle tree's right edge at the durable head (taken after `head` when both are
-    /// locked). Invariant: `tree.size() == head.position`, and every node at level ≥
+    /// locked), with the leaf hashes of its last incomplete block. Invariant:
+    /// `tree.frontier.size() == head.position`, every complete block's leaf hashes are stored
+    /// under `L`, and every node at level ≥
     /// [`TREE_STORED_LEVEL_MIN`] of the tree of that size is stored.
-    tree: std::sync::Mutex<Frontier>,
+    tree: std::sync::Mutex<TreeEdge>,
     options: LogOptions,
 }
 
@@ -212,7 +214,7 @@ impl Log {
             data_path,
             personal,
             head: std::sync::Mutex::new(head),
-            tree: std::sync::Mutex::new(Frontier::default()),
+            tree: std::sync::Mutex::new(TreeEdge::default()),
             options,
         };
         log.check_tail()?;
@@ -297,10 +299,16 @@ impl Log {
                     LogError::corrupt(None, format!("Merkle tree: {error}"))
                 }
             })?;
+        let width = 1u64 << TREE_STORED_LEVEL_MIN;
+        let tail = if size % width == 0 {
+            Vec::new()
+        } else {
+            self.stored_tree(size).read_block(size / width)?
+        };
         *self
             .tree
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = frontier;
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = TreeEdge { frontier, tail };
         Ok(())
     }
 
@@ -314,6 +322,7 @@ impl Log {
         );
         let started = std::time::Instant::now();
         let mut frontier = Frontier::default();
+        let mut block: Vec<Hash> = Vec::with_capacity(1 << TREE_STORED_LEVEL_MIN);
         let mut batch = sled::Batch::default();
         for event in self.events_from(1) {
             let event = event?;
@@ -326,10 +335,17 @@ impl Log {
                     "event positions are not contiguous",
                 ));
             }
-            for (level, index, hash) in frontier.push(merkle::leaf_hash(&event.hash)) {
+            let leaf = merkle::leaf_hash(&event.hash);
+            for (level, index, hash) in frontier.push(leaf) {
                 if level >= TREE_STORED_LEVEL_MIN {
                     batch.insert(&tree_key(level, index), &hash[..]);
                 }
+            }
+            block.push(leaf);
+            if block.len() == 1 << TREE_STORED_LEVEL_MIN {
+                let index = (frontier.size() - 1) >> TREE_STORED_LEVEL_MIN;
+                batch.insert(&leaf_block_key(index), block.concat());
+                block.clear();
             }
             if frontier.size() % TREE_BUILD_BATCH_EVENTS == 0 {
                 self.db.apply_batch(std::mem::take(&mut batch))?;
@@ -375,8 +391,8 @@ impl Log {
                 .tree
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if size != 0 && size == tree.size() {
-                return Ok(tree.root());
+            if size != 0 && size == tree.frontier.size() {
+                return Ok(tree.frontier.root());
             }
         }
         merkle::tree_root(&self.stored_tree(self.head().position), size)
@@ -394,8 +410,9 @@ impl Log {
         merkle::prove_consistency(&self.stored_tree(self.head().position), old, new)
     }
 
-    /// Removes every stored tree node: a store as it was before the tree, for the upgrade
-    /// test. The next open builds the nodes again.
+    /// Removes every stored tree node (and the leaf-hash blocks): a store as it was before
+    /// the tree, for the upgrade test. The next open builds them again. Returns the nodes
+    /// removed.
     #[doc(hidden)]
     pub fn remove_tree_nodes_for_test(&self) -> Result<usize, LogError> {
         let mut batch = sled::Batch::default();
@@ -404,6 +421,10 @@ impl Log {
             let (key, _) = item?;
             batch.remove(key);
             count += 1;
+        }
+        for item in self.db.scan_prefix(b"L") {
+            let (key, _) = item?;
+            batch.remove(key);
         }
         self.db.apply_batch(batch)?;
         self.sync()?;
@@ -494,10 +515,17 @@ impl Log {
             batch.insert(&event_key(first), value);
         }
         for event in commit.events {
-            for (level, index, hash) in tree.push(merkle::leaf_hash(&event.hash)) {
+            let leaf = merkle::leaf_hash(&event.hash);
+            for (level, index, hash) in tree.frontier.push(leaf) {
                 if level >= TREE_STORED_LEVEL_MIN {
                     batch.insert(&tree_key(level, index), &hash[..]);
                 }
+            }
+            tree.tail.push(leaf);
+            if tree.tail.len() == 1 << TREE_STORED_LEVEL_MIN {
+                let block = (tree.frontier.size() - 1) >> TREE_STORED_LEVEL_MIN;
+                batch.insert(&leaf_block_key(block), tree.tail.concat());
+                tree.tail.clear();
             }
         }
         let mut seq = current.next_outcome_seq;
@@ -762,6 +790,36 @@ impl Log {
         Ok(self.personal.erase_subject(subject)?)
     }
 
+    /// Keeps a checkpoint note this ledger signed at tree size `size` (durably: it may be
+    /// published next). A second note at the same size replaces the first.
+    pub fn keep_signed_checkpoint(&self, size: u64, note: &str) -> Result<(), LogError> {
+        self.db
+            .insert(signed_checkpoint_key(size), note.as_bytes())?;
+        self.sync()
+    }
+
+    /// The checkpoint note signed at tree size `size`, or the latest one (`None`).
+    pub fn signed_checkpoint(&self, size: Option<u64>) -> Result<Option<(u64, String)>, LogError> {
+        let found = match size {
+            Some(size) => self
+                .db
+                .get(signed_checkpoint_key(size))?
+                .map(|note| (signed_checkpoint_key(size).to_vec().into(), note)),
+            None => self.db.scan_prefix(b"S").next_back().transpose()?,
+        };
+        let Some((key, note)) = found else {
+            return Ok(None);
+        };
+        let size = key
+            .get(1..9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| LogError::corrupt(None, "a signed checkpoint key is truncated"))?;
+        let note = String::from_utf8(note.to_vec())
+            .map_err(|_| LogError::corrupt(None, "a signed checkpoint is not UTF-8"))?;
+        Ok(Some((size, note)))
+    }
+
     /// The id of this log (created on first use): names the instance that writes it in the
     /// leader election, so that a restart on the same directory is the same instance.
     pub fn instance_id(&self) -> Result<Uuid, LogError> {
@@ -970,9 +1028,50 @@ struct StoredTree<'a> {
     block: RefCell<Option<(u64, Vec<Hash>)>>,
 }
 
+/// The tree's right edge at the durable head, and the leaf hashes of its last, incomplete
+/// block (a complete block's are stored under `L`).
+#[derive(Debug, Clone, Default)]
+struct TreeEdge {
+    frontier: Frontier,
+    tail: Vec<Hash>,
+}
+
 impl StoredTree<'_> {
-    /// The leaf hashes of block `block` (leaves `[block·2^L, (block+1)·2^L)`, cut at `size`).
+    /// The leaf hashes of block `block` (leaves `[block·2^L, (block+1)·2^L)`, cut at `size`):
+    /// a complete block's from its `L` key, the last one's from memory, and (a store from
+    /// before the `L` keys, or a head that moved on) from the event chunks.
     fn read_block(&self, block: u64) -> Result<Vec<Hash>, LogError> {
+        let first = block << TREE_STORED_LEVEL_MIN;
+        let width = 1u64 << TREE_STORED_LEVEL_MIN;
+        if first + width <= self.size {
+            if let Some(raw) = self.log.db.get(leaf_block_key(block))? {
+                if raw.len() == 32 * width as usize {
+                    return Ok(raw
+                        .chunks_exact(32)
+                        .filter_map(|c| Hash::try_from(c).ok())
+                        .collect());
+                }
+                return Err(LogError::corrupt(
+                    Some(first + 1),
+                    format!("the leaf hashes of Merkle block {block} are malformed"),
+                ));
+            }
+        } else {
+            let edge = self
+                .log
+                .tree
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let tail_first = edge.frontier.size() - edge.tail.len() as u64;
+            let wanted = (self.size - first) as usize;
+            if tail_first == first && edge.tail.len() >= wanted {
+                return Ok(edge.tail[..wanted].to_vec());
+            }
+        }
+        self.read_block_from_events(block)
+    }
+
+    fn read_block_from_events(&self, block: u64) -> Result<Vec<Hash>, LogError> {
         let first = block << TREE_STORED_LEVEL_MIN;
         let end = (first + (1u64 << TREE_STORED_LEVEL_MIN)).min(self.size);
         let mut leaves = Vec::with_capacity((end - first) as usize);

@@ -34,8 +34,8 @@ pub struct RebuildReport {
 }
 
 /// Refolds from position 1 to the head.
-pub fn rebuild(log: &Log, write: bool) -> Result<RebuildReport, LogError> {
-    let checkpoint = checkpoint::load(log.dir())?;
+pub fn rebuild(log: &Log, write: bool, key: &checkpoint::MacKey) -> Result<RebuildReport, LogError> {
+    let checkpoint = checkpoint::load_untrusted(log.dir(), key)?;
     let head = log.head();
     let started = Instant::now();
     let show = std::io::stderr().is_terminal();
@@ -75,7 +75,7 @@ pub fn rebuild(log: &Log, write: bool) -> Result<RebuildReport, LogError> {
         eprintln!();
     }
     if write {
-        checkpoint::save(log.dir(), &state, head.hash)?;
+        checkpoint::save(log.dir(), &state, head.hash, key)?;
     }
     Ok(RebuildReport {
         checkpoint_position: checkpoint.as_ref().map(|c| c.position),

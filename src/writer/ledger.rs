@@ -70,12 +70,25 @@ pub struct Ledger {
     pub(super) poisoned: bool,
     /// Whether prepared batches carry their folded events (see [`Prepared::folded`]).
     pub(super) keep_folded: bool,
+    /// Keys the projection checkpoint's MAC (derived from the signing key).
+    pub(super) checkpoint_key: checkpoint::MacKey,
 }
 
 impl Ledger {
     /// Opens the log in `dir` with the system clock and OS randomness, replaying it.
+    /// The projection checkpoint is keyed with [`checkpoint::MacKey::PUBLIC`].
     pub fn open(dir: &Path, options: LogOptions) -> Result<Ledger, LedgerError> {
-        Ledger::open_with(dir, options, Box::new(Utc::now), os_entropy())
+        Ledger::open_keyed(dir, options, checkpoint::MacKey::PUBLIC)
+    }
+
+    /// Opens with the projection checkpoint keyed by `key` (the binary: derived from the
+    /// signing key, trusted only when that lives outside the data directory).
+    pub fn open_keyed(
+        dir: &Path,
+        options: LogOptions,
+        key: checkpoint::MacKey,
+    ) -> Result<Ledger, LedgerError> {
+        Ledger::open_inner(dir, options, Box::new(Utc::now), os_entropy(), key)
     }
 
     /// Opens with an injected clock and entropy (tests, benchmarks).
@@ -85,9 +98,19 @@ impl Ledger {
         clock: Clock,
         entropy: Entropy,
     ) -> Result<Ledger, LedgerError> {
+        Ledger::open_inner(dir, options, clock, entropy, checkpoint::MacKey::PUBLIC)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        options: LogOptions,
+        clock: Clock,
+        entropy: Entropy,
+        checkpoint_key: checkpoint::MacKey,
+    ) -> Result<Ledger, LedgerError> {
         let log = Log::open(dir, options)?;
         let mut checkpointed = 0;
-        let state = match checkpoint::load(dir)? {
+        let state = match checkpoint::load(dir, &checkpoint_key)? {
             Some(checkpoint) if checkpoint.matches(&log)? => {
                 checkpointed = checkpoint.position;
                 let mut state = checkpoint.state;
@@ -145,11 +168,17 @@ impl Ledger {
             entropy,
             poisoned: false,
             keep_folded: false,
+            checkpoint_key,
         })
     }
 
     pub fn state(&self) -> &LedgerState {
         &self.state
+    }
+
+    /// The key of the projection checkpoint's MAC.
+    pub fn checkpoint_key(&self) -> checkpoint::MacKey {
+        self.checkpoint_key
     }
 
     pub fn log(&self) -> &Log {
@@ -190,7 +219,7 @@ impl Ledger {
             ))
             .into());
         }
-        checkpoint::save(self.log.dir(), &self.state, head.hash)?;
+        checkpoint::save(self.log.dir(), &self.state, head.hash, &self.checkpoint_key)?;
         Ok(head.position)
     }
 

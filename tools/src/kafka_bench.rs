@@ -556,6 +556,7 @@ fn topics(options: &KafkaBenchOptions, run_id: &str, phase: &str) -> KafkaOption
     kafka.commands_topic = format!("csp.commands.{suffix}");
     kafka.results_topic = format!("csp.command-results.{suffix}");
     kafka.events_topic = format!("csp.events.{suffix}");
+    kafka.checkpoints_topic = format!("csp.checkpoints.{suffix}");
     kafka.dlq_topic = format!("csp.commands.dlq.{suffix}");
     kafka.leader_topic = format!("csp.ledger.leader.{suffix}");
     kafka.batch_commands_max = options.batch_commands_max;
