@@ -253,7 +253,20 @@ fn everywhere(mut document: Value) -> Value {
 
 /// The document.
 pub fn document() -> Value {
-    everywhere(contents())
+    personal_reads(everywhere(contents()))
+}
+
+/// The reads that join clear personal values back into events (for the `personal` grant) also
+/// fail with 500 `personal_data_mismatch` when a stored value does not match the commitment
+/// its event carries (SPEC.md section 12).
+fn personal_reads(mut document: Value) -> Value {
+    for path in ["/v1/streams/{stream}/events", "/v1/events"] {
+        document["paths"][path]["get"]["responses"]["500"] = error(
+            "Reading the log failed (internal_error), or a stored personal value does not match its event's commitment (personal_data_mismatch: the personal-data store was edited)",
+            &["internal_error", "personal_data_mismatch"],
+        );
+    }
+    document
 }
 
 fn contents() -> Value {

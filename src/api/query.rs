@@ -151,6 +151,8 @@ impl QueryError {
         match self {
             QueryError::NotFound { code, .. } | QueryError::BadRequest { code, .. } => code,
             QueryError::NotYet { .. } => "not_yet_at_position",
+            // A stored personal value that does not match its commitment (SPEC.md section 12).
+            QueryError::Log(LogError::PersonalMismatch { .. }) => "personal_data_mismatch",
             QueryError::Log(_) => "internal_error",
             QueryError::Expensive { .. } => "busy",
         }
@@ -988,8 +990,7 @@ fn events_at(log: &Log, positions: &[u64], personal: bool) -> Result<Vec<Value>,
                 .unwrap_or([0; 32])
         };
         let personal = if personal {
-            join_personal(log, &event)
-                .map_err(|e| QueryError::Log(LogError::Contract(e.to_string())))?
+            join_personal(log, &event)?
         } else {
             Vec::new()
         };

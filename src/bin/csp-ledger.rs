@@ -18,7 +18,8 @@ use uuid::Uuid;
 #[derive(Debug, Parser)]
 #[command(name = "csp-ledger", version, about)]
 struct Cli {
-    /// Directory of the log (created when missing).
+    /// Directory of the log (created when missing by `apply` and `serve`; `verify`, `history`
+    /// and `erase-personal-data` need an existing ledger).
     #[arg(
         long,
         global = true,
@@ -478,7 +479,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kafka_key_file,
         } => new_principal(&id, &act_as, &read, kafka_key_file.as_deref()),
         Commands::ErasePersonalData { subject } => {
-            let log = open_log(dir, options)?;
+            let log = Log::open_existing(dir, options)
+                .with_context(|| format!("opening the log in {}", dir.display()))?;
             let erased = log.erase_subject(subject)?;
             print_line(serde_json::json!({"subject": subject, "erased_values": erased}))?;
             Ok(ExitCode::SUCCESS)
@@ -614,7 +616,8 @@ fn history(
         .map(|u| u.parse::<Until>())
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let log = open_log(dir, options)?;
+    let log = Log::open_existing(dir, options)
+        .with_context(|| format!("opening the log in {}", dir.display()))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     write_history(
@@ -631,8 +634,23 @@ fn history(
 }
 
 fn verify(dir: &Path, options: LogOptions) -> anyhow::Result<ExitCode> {
-    let report = match Log::open(dir, options) {
+    // Only an existing ledger: a mistyped or deleted one is `no_ledger`, never created.
+    let report = match Log::open_existing(dir, options) {
         Ok(log) => csp_ledger::store::audit::verify(&log),
+        Err(error @ csp_ledger::store::log::LogError::NoLedger { .. }) => {
+            csp_ledger::store::audit::VerifyReport::no_ledger(error.to_string())
+        }
+        // A damaged personal-data store is a damaged ledger: reported, exit 2.
+        Err(csp_ledger::store::log::LogError::Personal(error)) if error.is_damage() => {
+            csp_ledger::store::audit::VerifyReport {
+                ok: false,
+                events: 0,
+                head_hash: String::new(),
+                first_bad_position: None,
+                reason: Some(error.to_string()),
+                code: None,
+            }
+        }
         Err(csp_ledger::store::log::LogError::Corrupt { position, reason }) => {
             csp_ledger::store::audit::VerifyReport {
                 ok: false,
@@ -641,6 +659,7 @@ fn verify(dir: &Path, options: LogOptions) -> anyhow::Result<ExitCode> {
                 // Only a position the damage names: none when sled cannot read its files.
                 first_bad_position: position,
                 reason: Some(reason),
+                code: None,
             }
         }
         Err(error) => return Err(error).context("opening the log"),
@@ -659,6 +678,13 @@ fn query(
     settings: &csp_ledger::notary::NotarySettings,
     path: &str,
 ) -> anyhow::Result<ExitCode> {
+    if !csp_ledger::store::log::holds_ledger(dir) {
+        // A read never creates a ledger.
+        return Err(csp_ledger::store::log::LogError::NoLedger {
+            path: dir.to_path_buf(),
+        }
+        .into());
+    }
     let ledger = open_ledger(dir, options, existing_checkpoint_key(dir, settings)?)?;
     let request = csp_ledger::api::query::Request::parse(path);
     let view = csp_ledger::api::query::ReadView {

@@ -1,5 +1,6 @@
 //! The hash chain: how an event's hash is computed, the parallel walk that checks the
-//! stored events against it, and `verify`, which walks the whole log.
+//! stored events against it, and `verify`, which walks the whole log and checks every stored
+//! personal value against its commitment.
 
 use crossbeam_channel::bounded;
 use csp_ledger_schemas::event::{EventEnvelope, FoldEvent};
@@ -285,6 +286,25 @@ pub struct VerifyReport {
     pub first_bad_position: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Set when the failure has a code of its own: `no_ledger` (the directory holds no
+    /// ledger), `personal_data_mismatch` (a stored personal value does not match its
+    /// commitment). Absent for a broken chain (the report of earlier releases).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+}
+
+impl VerifyReport {
+    /// The report on a directory that holds no ledger (`verify` exit 2).
+    pub fn no_ledger(reason: String) -> VerifyReport {
+        VerifyReport {
+            ok: false,
+            events: 0,
+            head_hash: String::new(),
+            first_bad_position: None,
+            reason: Some(reason),
+            code: Some("no_ledger"),
+        }
+    }
 }
 
 /// Walks the chain from position 1 to the head.
@@ -297,6 +317,7 @@ pub fn verify(log: &Log) -> VerifyReport {
         head_hash: hex::encode(head.hash),
         first_bad_position: position,
         reason: Some(reason),
+        code: None,
     };
     let (walked, last_hash) = match walk(log, WalkStart::GENESIS, u64::MAX, decode_full, |_, _| {
         intact += 1
@@ -328,11 +349,39 @@ pub fn verify(log: &Log) -> VerifyReport {
             "the head hash differs from the last event's hash".to_string(),
         );
     }
+    // Every stored personal value against the commitment it is stored under (SHA-256 of salt
+    // and value), so that an edited value is found without a read (SPEC.md section 12).
+    let mut mismatched: Vec<(uuid::Uuid, csp_ledger_schemas::values::Commitment)> = Vec::new();
+    let checked = log.for_each_personal(|stored| {
+        if csp_ledger_domain::commit(&stored.salt, stored.value) != stored.commitment {
+            mismatched.push((stored.subject, stored.commitment));
+        }
+    });
+    match checked {
+        Err(error) => return broken(walked, None, error.to_string()),
+        Ok(_) if !mismatched.is_empty() => {
+            let (subject, commitment) = mismatched[0];
+            return VerifyReport {
+                code: Some("personal_data_mismatch"),
+                ..broken(
+                    walked,
+                    None,
+                    format!(
+                        "{} stored personal value(s) do not match their commitment; the first: \
+                         subject {subject}, commitment {commitment}",
+                        mismatched.len()
+                    ),
+                )
+            };
+        }
+        Ok(_) => {}
+    }
     VerifyReport {
         ok: true,
         events: walked,
         head_hash: hex::encode(head.hash),
         first_bad_position: None,
         reason: None,
+        code: None,
     }
 }

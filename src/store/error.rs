@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use csp_ledger_schemas::merkle::RangeError;
 use thiserror::Error;
+use uuid::Uuid;
+
+use super::personal::PersonalError;
 
 /// Failures of the log. None of them is a business answer; each one stops the writer.
 #[derive(Debug, Error)]
@@ -35,6 +38,24 @@ pub enum LogError {
     /// with this message; a second writer on one directory is never allowed.
     #[error("{} is in use by another process (sled holds its lock)", path.display())]
     InUse { path: PathBuf },
+    /// The directory holds no ledger (no `sled/` store in it): `verify` and the read-only
+    /// commands open only an existing ledger and never create one. Edge: `verify` exit 2 with
+    /// code `no_ledger`; exit 1 elsewhere.
+    #[error("{} holds no ledger (no sled/ store)", path.display())]
+    NoLedger { path: PathBuf },
+    /// The personal-data store (SQLite) failed. Edge: as `Storage` (HTTP 500 / exit 1; the
+    /// writer must reopen).
+    #[error(transparent)]
+    Personal(#[from] PersonalError),
+    /// A stored personal value does not match the commitment its event carries:
+    /// SHA-256(salt || value) differs (the store was edited). Edge: the read fails, HTTP 500
+    /// `personal_data_mismatch`; `verify` exit 2. Names no value.
+    #[error("the stored {field} of {subject} (event at position {position}) does not match its commitment")]
+    PersonalMismatch {
+        subject: Uuid,
+        field: &'static str,
+        position: u64,
+    },
     /// A caller broke the append contract (positions not contiguous, wrong prev hash): a bug.
     #[error("append contract broken: {0}")]
     Contract(String),

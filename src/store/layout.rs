@@ -9,7 +9,7 @@
 //! | `H` | head: last position (u64 BE), its hash (32 bytes), next outcome sequence (u64 BE) |
 //! | `E` + first position (u64 BE) | event chunk: per event `len` (u32 LE), hash (32), canonical bytes |
 //! | `O` + first sequence (u64 BE) | outcome chunk: per outcome `len` (u32 LE), record |
-//! | `P` + subject (16) + commitment (32) | personal value: salt (16), UTF-8 value |
+//! | `P` + subject (16) + commitment (32) | only in a store from before the personal-data store: personal value, salt (16) and UTF-8 value; moved to `personal.sqlite` ([`super::personal`]) and removed at open |
 //! | `K` + consumer key | next offset to consume (i64 BE), stored with the batch it ends |
 //! | `I` | instance id (16 bytes): this log's name in the leader election |
 //! | `C` + publisher name | outbox cursor (u64 BE), written without fsync |
@@ -394,14 +394,6 @@ pub(super) fn decode_offsets(mut bytes: &[u8]) -> Option<Vec<(String, i64)>> {
         bytes = &bytes[10 + length..];
     }
     Some(out)
-}
-
-pub(super) fn personal_key(subject: Uuid, commitment: &Commitment) -> Vec<u8> {
-    let mut key = Vec::with_capacity(49);
-    key.push(b'P');
-    key.extend_from_slice(subject.as_bytes());
-    key.extend_from_slice(&commitment.0);
-    key
 }
 
 pub(super) fn key_position(key: &[u8]) -> Option<u64> {

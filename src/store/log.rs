@@ -2,6 +2,10 @@
 //! append a commit (events, command outcomes, personal data, consumer offsets) atomically and
 //! durably; read events from a position; read outcomes; load offsets.
 //!
+//! The clear personal values are not in sled: they go to the personal-data store
+//! ([`super::personal`], SQLite), made durable before the sled batch whose events commit to
+//! them, so that an erasure can leave no byte of them behind (sled's segments would).
+//!
 //! The key layout and record encodings are in [`super::layout`].
 //!
 //! Events are packed into chunks of up to [`EVENT_CHUNK_BYTES_MAX`] so that one sled key
@@ -28,8 +32,9 @@ pub use super::error::{LogError, ProofError};
 pub use super::layout::*;
 use super::layout::{
     decode_offsets, decode_outcome_chunk, encode_offsets, event_key, key_position, offset_mark_key,
-    leaf_block_key, outcome_key, personal_key, round_mark_key, signed_checkpoint_key, tree_key,
+    leaf_block_key, outcome_key, round_mark_key, signed_checkpoint_key, tree_key,
 };
+use super::personal::{PersonalStore, StoredPersonal};
 
 /// Format marker stored under `M`; a store with another marker is refused.
 pub const FORMAT: &[u8] = b"csp-ledger-log/2";
@@ -62,6 +67,10 @@ impl Default for LogOptions {
 /// its memory (about one node per 128 events) and shows progress in the log.
 const TREE_BUILD_BATCH_EVENTS: u64 = 1 << 16;
 
+/// How many personal values the one-time move of an older store's values out of sled copies
+/// per SQLite transaction and sled batch: bounds its memory.
+const PERSONAL_MIGRATION_BATCH_VALUES: usize = 1 << 16;
+
 /// How long `Log::open` waits for a lock left by a store this process closed a moment ago.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -75,12 +84,20 @@ pub fn sled_config(dir: &Path) -> sled::Config {
         .cache_capacity(SLED_CACHE_BYTES)
 }
 
+/// Whether `dir` holds a sled store (`sled/db`), without creating anything: what
+/// [`Log::open_existing`] checks first.
+pub fn holds_ledger(dir: &Path) -> bool {
+    dir.join("sled").join("db").is_file()
+}
+
 /// The log. One writer per directory (sled takes a file lock).
 pub struct Log {
     dir: PathBuf,
     db: sled::Db,
     data_file: Option<File>,
     data_path: PathBuf,
+    /// The clear personal values and their salts (SQLite, `personal.sqlite`).
+    personal: PersonalStore,
     /// The durable head; the lock also serialises appends (one writer).
     head: std::sync::Mutex<Head>,
     /// The Merkle tree's right edge at the durable head (taken after `head` when both are
@@ -100,6 +117,22 @@ impl Log {
             path: dir.to_path_buf(),
             error,
         })?;
+        Log::open_in(dir, options, true)
+    }
+
+    /// Opens the log in `dir` only if a ledger is there: never creates the directory or a
+    /// store. A directory without `sled/` (mistyped, deleted) or whose sled store is empty is
+    /// [`LogError::NoLedger`]. For `verify` and the read-only commands.
+    pub fn open_existing(dir: &Path, options: LogOptions) -> Result<Log, LogError> {
+        if !holds_ledger(dir) {
+            return Err(LogError::NoLedger {
+                path: dir.to_path_buf(),
+            });
+        }
+        Log::open_in(dir, options, false)
+    }
+
+    fn open_in(dir: &Path, options: LogOptions, create: bool) -> Result<Log, LogError> {
         let config = sled_config(dir);
         // sled 0.34 closes its files from its I/O threads some time after the last `Db` handle
         // is dropped (spacejam/sled#1289), so a store closed a moment ago in this process can
@@ -134,6 +167,11 @@ impl Log {
             }
         };
         match db.get(b"M")? {
+            None if db.is_empty() && !create => {
+                return Err(LogError::NoLedger {
+                    path: dir.to_path_buf(),
+                })
+            }
             None if db.is_empty() => {
                 db.insert(b"M", FORMAT)?;
                 db.insert(b"H", &Head::GENESIS.encode()[..])?;
@@ -168,18 +206,77 @@ impl Log {
         } else {
             None
         };
+        let personal = PersonalStore::open(dir, options.fsync)?;
         let log = Log {
             dir: dir.to_path_buf(),
             db,
             data_file,
             data_path,
+            personal,
             head: std::sync::Mutex::new(head),
             tree: std::sync::Mutex::new(TreeEdge::default()),
             options,
         };
         log.check_tail()?;
         log.open_tree(head.position)?;
+        log.migrate_personal()?;
         Ok(log)
+    }
+
+    /// Moves the personal values a store from before the SQLite personal-data store kept in
+    /// sled (`P` + subject + commitment: salt, value) into it: copied durably first, then
+    /// removed from sled. Idempotent: a crash part way copies again on the next open. sled's
+    /// old segments may keep the removed copies until it reuses them (ARCHITECTURE.md).
+    fn migrate_personal(&self) -> Result<(), LogError> {
+        let mut moved = 0usize;
+        loop {
+            let mut records = Vec::new();
+            let mut keys = Vec::new();
+            for item in self
+                .db
+                .scan_prefix(b"P")
+                .take(PERSONAL_MIGRATION_BATCH_VALUES)
+            {
+                let (key, value) = item?;
+                if key.len() != 1 + 16 + 32 || value.len() < 16 {
+                    return Err(LogError::corrupt(None, "malformed personal record in sled"));
+                }
+                let subject = Uuid::from_slice(&key[1..17])
+                    .map_err(|_| LogError::corrupt(None, "malformed personal key in sled"))?;
+                let mut commitment = [0u8; 32];
+                commitment.copy_from_slice(&key[17..49]);
+                let mut salt = [0u8; 16];
+                salt.copy_from_slice(&value[..16]);
+                let value = String::from_utf8(value[16..].to_vec()).map_err(|_| {
+                    LogError::corrupt(None, format!("personal record of {subject} is not UTF-8"))
+                })?;
+                records.push(PersonalRecord {
+                    subject,
+                    commitment: Commitment(commitment),
+                    salt,
+                    value,
+                });
+                keys.push(key);
+            }
+            if records.is_empty() {
+                break;
+            }
+            self.personal.insert(&records)?;
+            let mut batch = sled::Batch::default();
+            for key in keys {
+                batch.remove(key);
+            }
+            self.db.apply_batch(batch)?;
+            self.sync()?;
+            moved += records.len();
+        }
+        if moved > 0 {
+            tracing::info!(
+                message = "Moved the personal values of an older store from sled to the personal-data store.",
+                values = moved
+            );
+        }
+        Ok(())
     }
 
     /// Loads the tree's right edge at `size` (the head) from the stored nodes, first building
@@ -455,12 +552,6 @@ impl Log {
         if !chunk.is_empty() {
             batch.insert(&outcome_key(chunk_seq), chunk);
         }
-        for personal in commit.personal {
-            let mut value = Vec::with_capacity(16 + personal.value.len());
-            value.extend_from_slice(&personal.salt);
-            value.extend_from_slice(personal.value.as_bytes());
-            batch.insert(personal_key(personal.subject, &personal.commitment), value);
-        }
         for (name, offset) in commit.offsets {
             let mut key = vec![b'K'];
             key.extend_from_slice(name.as_bytes());
@@ -495,6 +586,10 @@ impl Log {
             batch.insert(&round_mark_key(seq), mark);
         }
         batch.insert(b"H", &head.encode()[..]);
+        // The personal values first, durable (one SQLite transaction per commit, none when the
+        // commit carries none): an event that commits to a value never lacks it after a crash.
+        // A crash before the sled batch leaves orphan rows no event names (harmless).
+        self.personal.insert(commit.personal)?;
         self.db.apply_batch(batch)?;
         self.sync()?;
         *current = head;
@@ -666,45 +761,39 @@ impl Log {
         Ok(None)
     }
 
-    /// The clear value and salt committed to by `commitment` for `subject`, unless erased.
+    /// The clear value and salt committed to by `commitment` for `subject`, unless erased
+    /// (as stored: `store::read::join_personal` checks it against the commitment).
     pub fn personal(
         &self,
         subject: Uuid,
         commitment: &Commitment,
     ) -> Result<Option<([u8; 16], String)>, LogError> {
-        let Some(raw) = self.db.get(personal_key(subject, commitment))? else {
-            return Ok(None);
-        };
-        if raw.len() < 16 {
-            return Err(LogError::corrupt(
-                None,
-                format!("personal record of {subject} is truncated"),
-            ));
-        }
-        let salt: [u8; 16] = raw[..16]
-            .try_into()
-            .map_err(|_| LogError::corrupt(None, "salt"))?;
-        let value = String::from_utf8(raw[16..].to_vec()).map_err(|_| {
-            LogError::corrupt(None, format!("personal record of {subject} is not UTF-8"))
-        })?;
-        Ok(Some((salt, value)))
+        Ok(self.personal.get(subject, commitment)?)
     }
 
-    /// Erases every personal value of a data subject; returns how many were removed.
-    /// The hashed events keep their commitments, so the chain stays valid.
+    /// Stores personal values durably in the personal-data store ahead of the commit whose
+    /// events commit to them (that commit then carries none): lets the writer overlap the
+    /// SQLite fsync with the commit before. Values no commit ever references are harmless.
+    pub fn store_personal(&self, records: &[PersonalRecord]) -> Result<(), LogError> {
+        Ok(self.personal.insert(records)?)
+    }
+
+    /// Every stored personal value, in key order; returns how many (for `verify`).
+    pub fn for_each_personal(&self, each: impl FnMut(StoredPersonal<'_>)) -> Result<u64, LogError> {
+        Ok(self.personal.for_each(each)?)
+    }
+
+    /// The personal-data store's file (for tests and forensic tools).
+    pub fn personal_path(&self) -> &Path {
+        self.personal.path()
+    }
+
+    /// Erases every personal value of a data subject; returns how many were removed. When it
+    /// returns, no byte of them or their salts is left in the personal-data store's files
+    /// (`store::personal`). The hashed events keep their commitments, so the chain, the
+    /// Merkle tree and every proof stay valid.
     pub fn erase_subject(&self, subject: Uuid) -> Result<usize, LogError> {
-        let mut prefix = vec![b'P'];
-        prefix.extend_from_slice(subject.as_bytes());
-        let mut batch = sled::Batch::default();
-        let mut count = 0;
-        for item in self.db.scan_prefix(&prefix) {
-            let (key, _) = item?;
-            batch.remove(key);
-            count += 1;
-        }
-        self.db.apply_batch(batch)?;
-        self.sync()?;
-        Ok(count)
+        Ok(self.personal.erase_subject(subject)?)
     }
 
     /// Keeps a checkpoint note this ledger signed at tree size `size` (durably: it may be

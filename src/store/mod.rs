@@ -1,4 +1,5 @@
-//! The store: everything on disk. The sled log (`log`), the projection checkpoint
+//! The store: everything on disk. The sled log (`log`), the personal-data store in SQLite
+//! (`personal`), the projection checkpoint
 //! (`checkpoint`), the chain walk and verification (`audit`), reads of the log for answers and
 //! replays (`read`), and the refold that checks a checkpoint (`rebuild`).
 
@@ -7,5 +8,6 @@ pub mod checkpoint;
 pub mod error;
 pub mod layout;
 pub mod log;
+pub mod personal;
 pub mod read;
 pub mod rebuild;

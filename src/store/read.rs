@@ -36,10 +36,21 @@ impl AnsweredEvent {
 
 /// Reads events from `first` (at most `count`) with predecessor hashes and clear personal data.
 pub fn read_answered(log: &Log, first: u64, count: usize) -> Result<Vec<AnsweredEvent>, LogError> {
+    read_answered_as(log, first, count, Mismatch::Fail)
+}
+
+/// [`read_answered`], with a choice of what a personal value that does not match its
+/// commitment does.
+pub fn read_answered_as(
+    log: &Log,
+    first: u64,
+    count: usize,
+    mismatch: Mismatch,
+) -> Result<Vec<AnsweredEvent>, LogError> {
     let mut out = Vec::with_capacity(count.min(1024));
     for item in events_with_prev(log, first).take(count) {
         let (stored, prev_hash) = item?;
-        let personal = join_personal(log, &stored)?;
+        let personal = join_personal_as(log, &stored, mismatch)?;
         out.push(AnsweredEvent {
             stored,
             prev_hash,
@@ -65,10 +76,31 @@ pub fn events_with_prev(
         })
 }
 
-/// The clear personal values of a stored event, unless erased.
+/// The clear personal values of a stored event, unless erased. A value is joined only if
+/// SHA-256(salt || value) is the commitment the event carries; otherwise the read fails with
+/// [`LogError::PersonalMismatch`] (SPEC.md section 12: `personal_data_mismatch`).
 pub fn join_personal(
     log: &Log,
     stored: &StoredEvent,
+) -> Result<Vec<(&'static str, String)>, LogError> {
+    join_personal_as(log, stored, Mismatch::Fail)
+}
+
+/// What a join does with a stored value that does not match its commitment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// Fail the read ([`LogError::PersonalMismatch`]): every answer to a reader.
+    Fail,
+    /// Leave the value out, as if erased, and log a warning (subject and field, no value):
+    /// the answer to a retried command, which the writer gives and must not fail on.
+    Omit,
+}
+
+/// [`join_personal`], with a choice of what a mismatch does.
+pub fn join_personal_as(
+    log: &Log,
+    stored: &StoredEvent,
+    mismatch: Mismatch,
 ) -> Result<Vec<(&'static str, String)>, LogError> {
     let envelope =
         EventEnvelope::decode(&stored.canonical).map_err(|reason| LogError::Corrupt {
@@ -78,8 +110,28 @@ pub fn join_personal(
     let mut out = Vec::new();
     if let Some(subject) = envelope.stream.subject() {
         for (field, commitment) in envelope.event.personal_fields() {
-            if let Some((_, value)) = log.personal(subject, &commitment)? {
+            let Some((salt, value)) = log.personal(subject, &commitment)? else {
+                continue;
+            };
+            if csp_ledger_domain::commit(&salt, &value) == commitment {
                 out.push((field, value));
+                continue;
+            }
+            match mismatch {
+                Mismatch::Fail => {
+                    return Err(LogError::PersonalMismatch {
+                        subject,
+                        field,
+                        position: stored.position,
+                    })
+                }
+                Mismatch::Omit => tracing::warn!(
+                    message = "A stored personal value does not match its commitment; left out.",
+                    code = "personal_data_mismatch",
+                    subject = %subject,
+                    field,
+                    position = stored.position
+                ),
             }
         }
     }

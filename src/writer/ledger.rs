@@ -18,7 +18,9 @@ use super::prepare::Batch;
 pub use super::prepare::{Entropy, Prepared};
 use crate::auth::Principal;
 use crate::intake::{ParsedCommand, Submission};
-use crate::store::read::{read_answered, replay, replay_onto, AnsweredEvent};
+use crate::store::read::{
+    read_answered, read_answered_as, replay, replay_onto, AnsweredEvent, Mismatch,
+};
 use csp_ledger_schemas::command::ActorKind;
 use csp_ledger_schemas::RejectionCode;
 use serde_json::json;
@@ -425,8 +427,14 @@ pub fn resolve_duplicates(log: &Log, result: &mut BatchResult) -> Result<(), Led
                 })?;
             match original.kind {
                 StoredOutcomeKind::Accepted => {
-                    *events =
-                        read_answered(log, original.first_position, original.event_count as usize)?;
+                    // A forged personal value is left out of a retry's answer (and logged),
+                    // not a failure of the writer: reads fail on it (`personal_data_mismatch`).
+                    *events = read_answered_as(
+                        log,
+                        original.first_position,
+                        original.event_count as usize,
+                        Mismatch::Omit,
+                    )?;
                 }
                 _ => *rejection = Rejection::decode(&original.rejection).ok(),
             }

@@ -32,6 +32,9 @@ pub struct Prepared {
     pub(super) prev_hash: [u8; 32],
     pub(super) records: Vec<OutcomeRecord>,
     pub(super) personal: Vec<PersonalRecord>,
+    /// The personal values are already durable in the personal-data store
+    /// ([`Prepared::store_personal`]): the commit does not write them again.
+    pub(super) personal_stored: bool,
     pub(super) offsets: Vec<(String, i64)>,
     /// The batch's events as folded, for a second projection that follows the durable log
     /// (empty unless [`Ledger::keep_folded`] is on).
@@ -48,7 +51,11 @@ impl Prepared {
             prev_hash: self.prev_hash,
             events: &events,
             outcomes: &self.records,
-            personal: &self.personal,
+            personal: if self.personal_stored {
+                &[]
+            } else {
+                &self.personal
+            },
             offsets: &self.offsets,
             cursors: &[],
             // A consumed Kafka batch (it carries its offsets): the publisher may cut after it.
@@ -58,6 +65,19 @@ impl Prepared {
         self.result.append_micros = started.elapsed().as_micros() as u64;
         self.result.head_position = head.position;
         Ok(head)
+    }
+
+    /// Makes the batch's personal values durable in the personal-data store now, ahead of
+    /// [`Prepared::commit`]: the writer thread does it while the committer still commits the
+    /// batch before, so that the SQLite fsync overlaps that commit instead of adding to this
+    /// one. The values are still durable before this batch's sled batch (committed later);
+    /// if this batch never commits they are orphans no event names (harmless).
+    pub fn store_personal(&mut self, log: &Log) -> Result<(), LogError> {
+        if !self.personal_stored && !self.personal.is_empty() {
+            log.store_personal(&self.personal)?;
+        }
+        self.personal_stored = true;
+        Ok(())
     }
 }
 
@@ -313,6 +333,7 @@ impl Batch {
             prev_hash: self.start.hash,
             records: self.records,
             personal: self.personal,
+            personal_stored: false,
             offsets,
             folded: self.folded,
         }

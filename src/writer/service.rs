@@ -511,7 +511,26 @@ impl Run {
             offsets.extend(job.offsets);
         }
         let prepared = match self.ledger.prepare(submissions, offsets) {
-            Ok(prepared) => prepared,
+            Ok(mut prepared) => {
+                // The batch's personal values are made durable here, while the committer may
+                // still be committing the batch before: their SQLite fsync overlaps that
+                // commit instead of adding to this one.
+                match prepared.store_personal(self.ledger.log()) {
+                    Ok(()) => prepared,
+                    Err(error) => {
+                        // The deciding state already holds this batch: poisoned, as after a
+                        // failed commit.
+                        error!(message = "Storing personal values failed.", error = %error);
+                        self.ledger.poison();
+                        let error = Arc::new(LedgerError::from(error));
+                        self.failed.set(Arc::clone(&error));
+                        for (reply, _) in replies {
+                            let _ = reply.send(Err(WriterError::Failed(Arc::clone(&error))));
+                        }
+                        return;
+                    }
+                }
+            }
             Err(error) => {
                 let error = Arc::new(error);
                 for (reply, _) in replies {
