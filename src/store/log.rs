@@ -90,6 +90,53 @@ pub fn holds_ledger(dir: &Path) -> bool {
     dir.join("sled").join("db").is_file()
 }
 
+/// Where a rewrite of the sled store is built (`Log::rewrite_sled`), the mark that it is
+/// complete, and where the old store waits while it is swapped out.
+const SLED_REWRITE_DIR: &str = "sled.rewrite";
+const SLED_REWRITE_COMPLETE: &str = "sled.rewrite.complete";
+const SLED_OLD_DIR: &str = "sled.old";
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |error| LogError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
+}
+
+/// Finishes (or discards) a rewrite of the sled store that a crash interrupted: a complete
+/// rewrite replaces `sled/`, an incomplete one is removed, and the old store is deleted.
+fn finish_sled_rewrite(dir: &Path) -> Result<(), LogError> {
+    let (live, new, old) = (
+        dir.join("sled"),
+        dir.join(SLED_REWRITE_DIR),
+        dir.join(SLED_OLD_DIR),
+    );
+    let mark = dir.join(SLED_REWRITE_COMPLETE);
+    if mark.is_file() {
+        if live.exists() {
+            if old.exists() {
+                std::fs::remove_dir_all(&old).map_err(io_at(&old))?;
+            }
+            std::fs::rename(&live, &old).map_err(io_at(&live))?;
+        }
+        std::fs::rename(&new, &live).map_err(io_at(&new))?;
+        std::fs::remove_file(&mark).map_err(io_at(&mark))?;
+        sync_dir(dir)?;
+    } else if new.exists() {
+        std::fs::remove_dir_all(&new).map_err(io_at(&new))?;
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_at(&old))?;
+    }
+    Ok(())
+}
+
 /// The log. One writer per directory (sled takes a file lock).
 pub struct Log {
     dir: PathBuf,
@@ -117,6 +164,7 @@ impl Log {
             path: dir.to_path_buf(),
             error,
         })?;
+        finish_sled_rewrite(dir)?;
         Log::open_in(dir, options, true)
     }
 
@@ -124,6 +172,9 @@ impl Log {
     /// store. A directory without `sled/` (mistyped, deleted) or whose sled store is empty is
     /// [`LogError::NoLedger`]. For `verify` and the read-only commands.
     pub fn open_existing(dir: &Path, options: LogOptions) -> Result<Log, LogError> {
+        if dir.join(SLED_REWRITE_COMPLETE).is_file() {
+            finish_sled_rewrite(dir)?;
+        }
         if !holds_ledger(dir) {
             return Err(LogError::NoLedger {
                 path: dir.to_path_buf(),
@@ -219,15 +270,67 @@ impl Log {
         };
         log.check_tail()?;
         log.open_tree(head.position)?;
-        log.migrate_personal()?;
+        if log.migrate_personal()? > 0 {
+            // sled keeps removed values in its segments until it reuses them: copy the store
+            // into fresh files and drop the old ones, so that no clear value stays on disk.
+            log.rewrite_sled()?;
+            drop(log);
+            finish_sled_rewrite(dir)?;
+            return Log::open_in(dir, options, create);
+        }
         Ok(log)
+    }
+
+    /// Copies every live key of the store into a fresh sled store beside it (`sled.rewrite`)
+    /// and marks it complete; [`finish_sled_rewrite`] then swaps it in. Old segments, with
+    /// whatever they held, are deleted with the old store.
+    fn rewrite_sled(&self) -> Result<(), LogError> {
+        let new = self.dir.join(SLED_REWRITE_DIR);
+        if new.exists() {
+            std::fs::remove_dir_all(&new).map_err(io_at(&new))?;
+        }
+        self.db.flush()?;
+        let copy = || -> Result<(), LogError> {
+            let target = sled::Config::new()
+                .path(&new)
+                .flush_every_ms(None)
+                .segment_size(SLED_SEGMENT_BYTES)
+                .cache_capacity(SLED_CACHE_BYTES)
+                .open()?;
+            target.import(self.db.export());
+            target.flush()?;
+            Ok(())
+        };
+        // sled's import panics instead of returning an error.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(copy)) {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(LogError::corrupt(
+                    None,
+                    "sled panicked while copying the store into fresh files",
+                ))
+            }
+        }
+        let data = new.join("db");
+        File::open(&data)
+            .and_then(|f| f.sync_all())
+            .map_err(io_at(&data))?;
+        sync_dir(&new)?;
+        let mark = self.dir.join(SLED_REWRITE_COMPLETE);
+        File::create(&mark)
+            .and_then(|f| f.sync_all())
+            .map_err(io_at(&mark))?;
+        sync_dir(&self.dir)?;
+        tracing::info!(message = "Rewrote the sled store into fresh files.", path = %new.display());
+        Ok(())
     }
 
     /// Moves the personal values a store from before the SQLite personal-data store kept in
     /// sled (`P` + subject + commitment: salt, value) into it: copied durably first, then
-    /// removed from sled. Idempotent: a crash part way copies again on the next open. sled's
-    /// old segments may keep the removed copies until it reuses them (ARCHITECTURE.md).
-    fn migrate_personal(&self) -> Result<(), LogError> {
+    /// removed from sled. Idempotent: a crash part way copies again on the next open. Returns
+    /// how many moved; the caller then rewrites sled into fresh files, since its old segments
+    /// keep removed values until it reuses them.
+    fn migrate_personal(&self) -> Result<usize, LogError> {
         let mut moved = 0usize;
         loop {
             let mut records = Vec::new();
@@ -276,7 +379,7 @@ impl Log {
                 values = moved
             );
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// Loads the tree's right edge at `size` (the head) from the stored nodes, first building
