@@ -408,8 +408,9 @@ impl Server {
         // Answers what was queued, then writes the shutdown checkpoint.
         drop(writer.stop());
         info!(message = "Writer stopped.");
-        if let (Some(notary), true) = (&shared.notary, was_writing) {
-            // The last checkpoint, of the head at the clean stop.
+        if let (Some(notary), true, None) = (&shared.notary, was_writing, &shared.kafka) {
+            // The last checkpoint, of the head at the clean stop (in Kafka mode the notary
+            // thread signed the last commit before the writer stopped).
             if let Err(error) = notary.sign(&shared.log) {
                 error!(message = "Could not sign the last checkpoint.", error = %error);
             }
@@ -427,8 +428,24 @@ impl Server {
     }
 }
 
-/// Signs a checkpoint of the head every `checkpoint_interval` while this instance writes the
-/// log (no lease, or holding it) and the log grew; never per command.
+/// Signs a checkpoint of what is final: the durable head without Kafka; with Kafka, only the
+/// events a commit record of this instance covered (a takeover voids the tail after its last
+/// commit, and a checkpoint of that tail would make every successor refuse to lead).
+fn sign_what_is_final(
+    shared: &Shared,
+    notary: &Notary,
+) -> Result<Option<String>, crate::notary::NotaryError> {
+    if shared.kafka.is_none() {
+        return notary.sign(&shared.log);
+    }
+    let committed = shared
+        .log
+        .cursor(crate::store::log::COMMITTED_POSITION_CURSOR)?;
+    notary.sign_at(&shared.log, committed)
+}
+
+/// Signs a checkpoint every `checkpoint_interval` while this instance writes the log (no
+/// lease, or holding it) and the log grew; never per command.
 fn sign_while_writing(shared: &Shared, notary: &Notary, stop: &AtomicBool) {
     let publisher = match &shared.kafka {
         Some(kafka) => match crate::ingest::checkpoints::CheckpointPublisher::new(kafka) {
@@ -440,7 +457,7 @@ fn sign_while_writing(shared: &Shared, notary: &Notary, stop: &AtomicBool) {
         },
         None => None,
     };
-    let sign = || match notary.sign(&shared.log) {
+    let sign = || match sign_what_is_final(shared, notary) {
         Ok(Some(note)) => {
             if let Some(publisher) = &publisher {
                 if let Err(error) = publisher.publish(&note) {

@@ -20,7 +20,8 @@ use tracing::{debug, warn};
 
 use crate::ingest::lease::LeaseStatus;
 use crate::store::log::{
-    Log, LogError, OutcomeRecord, StoredOutcomeKind, COMMITTED_CURSOR, DLQ_CURSOR, EVENTS_CURSOR,
+    Log, LogError, OutcomeRecord, StoredOutcomeKind, COMMITTED_CURSOR, COMMITTED_POSITION_CURSOR,
+    DLQ_CURSOR, EVENTS_CURSOR,
     RESULTS_CURSOR,
 };
 use crate::store::read::events_with_prev;
@@ -420,6 +421,8 @@ impl Publisher {
         .encode();
         self.send_all(vec![to_record(&self.options.events_topic, message)])?;
         self.log.set_cursor(COMMITTED_CURSOR, end)?;
+        self.log
+            .set_cursor(COMMITTED_POSITION_CURSOR, last_position)?;
         self.log.remove_round_marks_before(end)?;
         Ok(1)
     }

@@ -235,7 +235,13 @@ impl Notary {
     /// Signs a checkpoint of the durable head unless one of that size was signed already;
     /// keeps it in the log, then replaces the witness file with it. Returns the new note.
     pub fn sign(&self, log: &Log) -> Result<Option<String>, NotaryError> {
-        let size = log.head().position;
+        self.sign_at(log, log.head().position)
+    }
+
+    /// Signs a checkpoint of the first `size` events (at most the head; a Kafka leader signs
+    /// only what its commit records covered), as [`Notary::sign`].
+    pub fn sign_at(&self, log: &Log, size: u64) -> Result<Option<String>, NotaryError> {
+        let size = size.min(log.head().position);
         if size == 0 || log.signed_checkpoint(Some(size))?.is_some() {
             return Ok(None);
         }

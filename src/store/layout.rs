@@ -217,6 +217,9 @@ pub const DLQ_CURSOR: &str = "dlq";
 /// record this instance published (or was replicated from another leader's). Outcomes from
 /// here on are void if another instance starts a newer term (docs/RELIABILITY.md).
 pub const COMMITTED_CURSOR: &str = "committed";
+/// The last event position a commit record of this instance covered: what a Kafka leader
+/// signs checkpoints of (never its durable head, whose tail a takeover may void).
+pub const COMMITTED_POSITION_CURSOR: &str = "committed-position";
 
 /// Chunk value tag: the records follow as they are.
 const CHUNK_RAW: u8 = 0;
