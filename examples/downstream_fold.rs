@@ -69,7 +69,8 @@ fn run() -> Result<serde_json::Value, String> {
         let at = format!("stdin line {}", number + 1);
         let line = line.map_err(|e| format!("{at}: {e}"))?;
         // The kind of a record is in its value: no headers needed.
-        let record = EventsRecord::decode(line.as_bytes(), &[]).map_err(|e| format!("{at}: {e}"))?;
+        let record =
+            EventsRecord::decode(line.as_bytes(), &[]).map_err(|e| format!("{at}: {e}"))?;
         let repeat = match &record {
             EventsRecord::Event { event, .. } => {
                 folded(&hashes, event.position).map(|hash| (*hash, event.hash))

@@ -90,10 +90,17 @@ fn a_15_mb_array_of_5_million_empty_objects_is_refused_within_64_mb() {
         body.len()
     );
     let answer = request(serving.addr, &head, body.as_bytes());
-    assert!(answer.starts_with("HTTP/1.1 413"), "{}", &answer[..answer.len().min(300)]);
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
     assert!(answer.contains(r#""code":"payload_too_large""#), "{answer}");
     let (_, peak) = memory(serving.child.id());
-    eprintln!("15 MB body: peak {peak} KiB, {} KiB above the RSS before", peak.saturating_sub(rss_before));
+    eprintln!(
+        "15 MB body: peak {peak} KiB, {} KiB above the RSS before",
+        peak.saturating_sub(rss_before)
+    );
     assert!(
         peak.saturating_sub(rss_before) < 64 * 1024,
         "the refused body cost {} KiB",
@@ -106,18 +113,32 @@ fn a_15_mb_array_of_5_million_empty_objects_is_refused_within_64_mb() {
     let _ = get(serving.addr, "/healthz");
     let (rss_before, _) = memory(serving.child.id());
     let answer = request(serving.addr, &head, body.as_bytes());
-    assert!(answer.starts_with("HTTP/1.1 413"), "{}", &answer[..answer.len().min(300)]);
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
     assert!(answer.contains(r#""code":"too_many_commands""#), "{answer}");
-    assert!(answer.len() < 4096, "the refusal is short: {} bytes", answer.len());
+    assert!(
+        answer.len() < 4096,
+        "the refusal is short: {} bytes",
+        answer.len()
+    );
     let (_, peak) = memory(serving.child.id());
-    eprintln!("5 million elements: peak {peak} KiB, {} KiB above the RSS before", peak.saturating_sub(rss_before));
+    eprintln!(
+        "5 million elements: peak {peak} KiB, {} KiB above the RSS before",
+        peak.saturating_sub(rss_before)
+    );
     assert!(
         peak.saturating_sub(rss_before) < 64 * 1024,
         "the refused array cost {} KiB",
         peak - rss_before
     );
     let events = get(serving.addr, "/v1/events?limit=1");
-    assert!(events.contains(r#""position":0"#), "nothing was appended: {events}");
+    assert!(
+        events.contains(r#""position":0"#),
+        "nothing was appended: {events}"
+    );
 }
 
 /// The `/metrics` lines of the query histogram (one series per route template and code).
@@ -125,7 +146,11 @@ fn query_series(addr: SocketAddr) -> Vec<String> {
     get(addr, "/metrics")
         .lines()
         .filter(|l| l.starts_with("csp_ledger_query_seconds_count"))
-        .map(|l| l.rsplit_once(' ').map_or(l, |(series, _)| series).to_string())
+        .map(|l| {
+            l.rsplit_once(' ')
+                .map_or(l, |(series, _)| series)
+                .to_string()
+        })
         .collect()
 }
 
@@ -182,7 +207,9 @@ fn ten_thousand_unique_paths_add_no_series() {
     let series_after = query_series(serving.addr);
     assert_eq!(series_after, series_before, "no new series");
     assert!(
-        series_after.iter().all(|s| !s.contains("not-a-uuid") && !s.contains("%22")),
+        series_after
+            .iter()
+            .all(|s| !s.contains("not-a-uuid") && !s.contains("%22")),
         "{series_after:?}"
     );
     let metrics_after = get(serving.addr, "/metrics").len();
@@ -229,7 +256,11 @@ fn a_connection_flood_beyond_the_cap_leaves_healthz_answering_once_it_ends() {
         .unwrap();
     let mut byte = [0u8; 1];
     assert!(waiting.read(&mut byte).is_err(), "served beyond the cap");
-    eprintln!("{} connections opened in {:?}", flood.len(), opening.elapsed());
+    eprintln!(
+        "{} connections opened in {:?}",
+        flood.len(),
+        opening.elapsed()
+    );
     drop(flood);
     let ended = Instant::now();
     waiting
@@ -237,16 +268,25 @@ fn a_connection_flood_beyond_the_cap_leaves_healthz_answering_once_it_ends() {
         .unwrap();
     let mut answer = String::new();
     let _ = waiting.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 200"), "the waiting request: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the waiting request: {answer}"
+    );
     let deadline = ended + Duration::from_secs(10);
     loop {
         let answer = get(serving.addr, "/healthz");
         if answer.starts_with("HTTP/1.1 200") {
             assert!(answer.contains(r#""status":"alive""#), "{answer}");
-            eprintln!("/healthz answered {:?} after the flood ended", ended.elapsed());
+            eprintln!(
+                "/healthz answered {:?} after the flood ended",
+                ended.elapsed()
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "/healthz does not answer: {answer}");
+        assert!(
+            Instant::now() < deadline,
+            "/healthz does not answer: {answer}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -313,12 +313,20 @@ fn values_an_older_store_kept_in_sled_move_to_the_personal_data_store_at_open() 
     // no byte of the value or its salt anywhere under the data directory.
     std::thread::sleep(std::time::Duration::from_millis(200));
     let output = cli(&dir, &["erase-personal-data", &partner.to_string()], None);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(holding(&dir, email.as_bytes()), Vec::<PathBuf>::new());
     assert_eq!(holding(&dir, &values[0].0), Vec::<PathBuf>::new());
     assert!(!dir.join("sled.old").exists() && !dir.join("sled.rewrite").exists());
     let verified = cli(&dir, &["verify"], None);
-    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
 }
 
 /// A rewrite of sled cut off by a crash: an incomplete one is discarded at the next open, a
@@ -331,7 +339,10 @@ fn an_interrupted_rewrite_of_sled_is_finished_or_discarded_at_open() {
     let partner = kit.id();
     apply(
         &dir,
-        &jsonl(&[kit.enroll(partner, "DE", "rewrite@contoso.example"), kit.verify(partner)]),
+        &jsonl(&[
+            kit.enroll(partner, "DE", "rewrite@contoso.example"),
+            kit.verify(partner),
+        ]),
     );
     let head = Log::open(&dir, LogOptions { fsync: false }).unwrap().head();
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -362,5 +373,9 @@ fn an_interrupted_rewrite_of_sled_is_finished_or_discarded_at_open() {
         assert!(!dir.join(leftover).exists(), "{leftover}");
     }
     let verified = cli(&dir, &["verify"], None);
-    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
 }

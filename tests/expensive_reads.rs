@@ -64,7 +64,11 @@ fn a_full_pool_answers_busy_with_retry_after_and_cheap_reads_go_on() {
     assert_eq!(ok + busy.len(), clients, "only 200 or 429");
     for refused in &busy {
         assert_eq!(refused.json()["code"], "busy", "{}", refused.body);
-        assert!(refused.headers.contains("retry-after: 1"), "{}", refused.headers);
+        assert!(
+            refused.headers.contains("retry-after: 1"),
+            "{}",
+            refused.headers
+        );
     }
     for answer in answers.iter().filter(|r| r.status == 200) {
         assert_eq!(answer.json()["ok"], true);
@@ -142,7 +146,10 @@ fn an_as_of_answer_over_the_budget_is_expensive() {
     assert_eq!(answer(view(None), &request).unwrap(), within);
     // Verify is always expensive.
     assert!(matches!(
-        answer(view(Some(usize::MAX - 1)), &Request::parse("/v1/audit/verify")),
+        answer(
+            view(Some(usize::MAX - 1)),
+            &Request::parse("/v1/audit/verify")
+        ),
         Err(QueryError::Expensive { .. })
     ));
 }
@@ -185,7 +192,10 @@ fn the_overdue_index_answers_as_a_refold_would() {
             nonempty += usize::from(!by_index.is_empty());
         }
     }
-    assert!(compared > 60 && nonempty > 10, "{compared} compared, {nonempty} non-empty");
+    assert!(
+        compared > 60 && nonempty > 10,
+        "{compared} compared, {nonempty} non-empty"
+    );
 }
 
 #[test]

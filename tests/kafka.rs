@@ -8,13 +8,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use csp_ledger_schemas::fencing::{EventsRecord, TermReader, Verdict, CONTROL_KEY};
 use csp_ledger_testkit::http::{Connection, HttpError};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use csp_ledger_schemas::fencing::{EventsRecord, TermReader, Verdict, CONTROL_KEY};
 use serde_json::{json, Value};
 
 /// A tansu broker that lives as long as the value.
@@ -1449,8 +1449,20 @@ fn signed_ledger(data: &Path, brokers: &str, key: &Path) -> Child {
         .arg("--signing-key")
         .arg(key)
         .args(["--origin", "csp-ledger/test", "--fsync", "false"])
-        .args(["serve", "--http", "127.0.0.1:0", "--insecure-no-auth", "--kafka", brokers])
-        .args(["--checkpoint-interval-ms", "100", "--lease-timeout-ms", "1500"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--kafka",
+            brokers,
+        ])
+        .args([
+            "--checkpoint-interval-ms",
+            "100",
+            "--lease-timeout-ms",
+            "1500",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -1469,7 +1481,10 @@ fn refused(mut child: Child) -> (Option<i32>, String) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = child.wait_with_output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The latest checkpoint on `csp.checkpoints`, opened with `key`'s verifier.
@@ -1478,10 +1493,12 @@ fn latest_published(brokers: &str, key: &Path) -> Option<csp_ledger_schemas::not
         &std::fs::read_to_string(key).unwrap(),
     )
     .unwrap();
-    read_topic(brokers, "csp.checkpoints").last().map(|(_, note, _)| {
-        csp_ledger_schemas::note::open(std::str::from_utf8(note).unwrap(), &signer.verifier())
-            .unwrap()
-    })
+    read_topic(brokers, "csp.checkpoints")
+        .last()
+        .map(|(_, note, _)| {
+            csp_ledger_schemas::note::open(std::str::from_utf8(note).unwrap(), &signer.verifier())
+                .unwrap()
+        })
 }
 
 /// An offline store under the same key: `lines` applied, its latest signed checkpoint.
@@ -1500,7 +1517,11 @@ fn offline_checkpoint(key: &Path, lines: &[String]) -> (tempfile::TempDir, Strin
             .args(args)
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap()
     };
     run(&["apply", file.to_str().unwrap()]);
@@ -1514,7 +1535,11 @@ fn publish_checkpoint(brokers: &str, note: &str) {
         .create()
         .unwrap();
     producer
-        .send(BaseRecord::to("csp.checkpoints").key("csp-ledger").payload(note))
+        .send(
+            BaseRecord::to("csp.checkpoints")
+                .key("csp-ledger")
+                .payload(note),
+        )
         .map_err(|(e, _)| e)
         .unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
@@ -1539,7 +1564,10 @@ fn a_standby_refuses_to_lead_a_log_that_csp_checkpoints_shows_rolled_back_or_for
                 break checkpoint.size;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "no checkpoint published");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no checkpoint published"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     terminate(&mut leader);
@@ -1549,20 +1577,32 @@ fn a_standby_refuses_to_lead_a_log_that_csp_checkpoints_shows_rolled_back_or_for
     // The real log leads again: it extends the latest checkpoint.
     let mut again = signed_ledger(data.path(), &broker.address, &key);
     std::thread::sleep(Duration::from_secs(4));
-    assert!(again.try_wait().unwrap().is_none(), "the true log was refused");
+    assert!(
+        again.try_wait().unwrap().is_none(),
+        "the true log was refused"
+    );
     terminate(&mut again);
 
     // A longer log's checkpoint (the broker's topics restored from an older backup look the
     // same): this log is shorter, so it must not lead.
     let mut more = lines.clone();
-    more.extend(csp_ledger_testkit::workload::generated_jsonl(50, 9).lines().map(str::to_string));
+    more.extend(
+        csp_ledger_testkit::workload::generated_jsonl(50, 9)
+            .lines()
+            .map(str::to_string),
+    );
     let (_longer, note) = offline_checkpoint(&key, &more);
     publish_checkpoint(&broker.address, &note);
     let longer = latest_published(&broker.address, &key).unwrap().size;
     assert!(longer > head);
     let (code, stderr) = refused(signed_ledger(data.path(), &broker.address, &key));
     assert_eq!(code, Some(4), "{stderr}");
-    assert!(stderr.contains("rollback_detected") && stderr.contains(&head.to_string()) && stderr.contains(&longer.to_string()), "{stderr}");
+    assert!(
+        stderr.contains("rollback_detected")
+            && stderr.contains(&head.to_string())
+            && stderr.contains(&longer.to_string()),
+        "{stderr}"
+    );
 
     // A fork of the same size: the same commands decided elsewhere (other times, other root).
     let (_fork, note) = offline_checkpoint(&key, &lines);
@@ -1575,5 +1615,8 @@ fn a_standby_refuses_to_lead_a_log_that_csp_checkpoints_shows_rolled_back_or_for
     publish_checkpoint(&broker.address, &note);
     let (code, stderr) = refused(signed_ledger(data.path(), &broker.address, &key));
     assert_eq!(code, Some(4), "{stderr}");
-    assert!(stderr.contains("rollback_detected") && stderr.contains("fork"), "{stderr}");
+    assert!(
+        stderr.contains("rollback_detected") && stderr.contains("fork"),
+        "{stderr}"
+    );
 }

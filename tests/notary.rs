@@ -109,7 +109,10 @@ fn apply_signs_a_checkpoint_whose_proofs_verify() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join("signing.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(data.join("signing.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let key = verifier(&data, &[]);
@@ -118,44 +121,102 @@ fn apply_signs_a_checkpoint_whose_proofs_verify() {
     // One checkpoint per apply, each kept: the latest, and the earlier one by size.
     let latest = ok(&audit(&data, &[], &["checkpoint"]));
     let latest = note::open(&latest, &key).unwrap();
-    assert_eq!((latest.origin.as_str(), latest.size), ("csp-ledger/test", second));
-    let earlier = ok(&audit(&data, &[], &["checkpoint", "--tree-size", &first.to_string()]));
+    assert_eq!(
+        (latest.origin.as_str(), latest.size),
+        ("csp-ledger/test", second)
+    );
+    let earlier = ok(&audit(
+        &data,
+        &[],
+        &["checkpoint", "--tree-size", &first.to_string()],
+    ));
     let earlier = note::open(&earlier, &key).unwrap();
     assert_eq!(earlier.size, first);
-    let missing = audit(&data, &[], &["checkpoint", "--tree-size", &(first + 1).to_string()]);
+    let missing = audit(
+        &data,
+        &[],
+        &["checkpoint", "--tree-size", &(first + 1).to_string()],
+    );
     assert!(!missing.status.success());
     let body: Value = serde_json::from_slice(&missing.stdout).unwrap();
     assert_eq!(body["code"], "checkpoint_not_found");
 
     // Inclusion of events of the first apply in the earlier tree and the latest one.
-    for (position, checkpoint) in [(1, &earlier), (first, &earlier), (first / 2, &latest), (second, &latest)] {
+    for (position, checkpoint) in [
+        (1, &earlier),
+        (first, &earlier),
+        (first / 2, &latest),
+        (second, &latest),
+    ] {
         let out = ok(&audit(
             &data,
             &[],
-            &["prove", "--position", &position.to_string(), "--tree-size", &checkpoint.size.to_string()],
+            &[
+                "prove",
+                "--position",
+                &position.to_string(),
+                "--tree-size",
+                &checkpoint.size.to_string(),
+            ],
         ));
         let proof: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(proof["position"], position);
-        let hashes: Vec<Hash> = proof["hashes"].as_array().unwrap().iter().map(unhex).collect();
-        merkle::verify_inclusion(&unhex(&proof["leaf_hash"]), position - 1, checkpoint.size, &hashes, &checkpoint.root)
-            .unwrap_or_else(|e| panic!("inclusion of {position} at {}: {e:?}", checkpoint.size));
+        let hashes: Vec<Hash> = proof["hashes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(unhex)
+            .collect();
+        merkle::verify_inclusion(
+            &unhex(&proof["leaf_hash"]),
+            position - 1,
+            checkpoint.size,
+            &hashes,
+            &checkpoint.root,
+        )
+        .unwrap_or_else(|e| panic!("inclusion of {position} at {}: {e:?}", checkpoint.size));
         // A changed leaf does not verify.
         let mut leaf = unhex(&proof["leaf_hash"]);
         leaf[0] ^= 1;
-        assert!(merkle::verify_inclusion(&leaf, position - 1, checkpoint.size, &hashes, &checkpoint.root).is_err());
+        assert!(merkle::verify_inclusion(
+            &leaf,
+            position - 1,
+            checkpoint.size,
+            &hashes,
+            &checkpoint.root
+        )
+        .is_err());
     }
     // Consistency from the earlier checkpoint to the latest.
-    let out = ok(&audit(&data, &[], &["consistency", "--from", &first.to_string()]));
+    let out = ok(&audit(
+        &data,
+        &[],
+        &["consistency", "--from", &first.to_string()],
+    ));
     let proof: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((proof["from"].as_u64(), proof["to"].as_u64()), (Some(first), Some(second)));
-    let hashes: Vec<Hash> = proof["hashes"].as_array().unwrap().iter().map(unhex).collect();
+    assert_eq!(
+        (proof["from"].as_u64(), proof["to"].as_u64()),
+        (Some(first), Some(second))
+    );
+    let hashes: Vec<Hash> = proof["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(unhex)
+        .collect();
     merkle::verify_consistency(first, second, &hashes, &earlier.root, &latest.root).unwrap();
 
     // Bad ranges are JSON errors.
     for args in [
         vec!["prove", "--position", "0"],
         vec!["prove", "--position", &(second + 1).to_string()],
-        vec!["prove", "--position", "1", "--tree-size", &(second + 1).to_string()],
+        vec![
+            "prove",
+            "--position",
+            "1",
+            "--tree-size",
+            &(second + 1).to_string(),
+        ],
         vec!["consistency", "--from", "0"],
         vec!["consistency", "--from", "5", "--to", "4"],
         vec!["prove", "--position", "x"],
@@ -163,7 +224,11 @@ fn apply_signs_a_checkpoint_whose_proofs_verify() {
         let out = audit(&data, &[], &args);
         assert!(!out.status.success(), "{args:?}");
         let body: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!((body["code"].as_str(), body["status"].as_u64()), (Some("invalid_range"), Some(400)), "{args:?}");
+        assert_eq!(
+            (body["code"].as_str(), body["status"].as_u64()),
+            (Some("invalid_range"), Some(400)),
+            "{args:?}"
+        );
     }
 }
 
@@ -188,7 +253,11 @@ fn serve_exits(data: &Path, extra: &[&str]) -> Output {
     let mut command = ledger(data, extra);
     command.args(["serve", "--http", "127.0.0.1:0"]);
     // A server that did not refuse would run forever: the test's timeout is its own.
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = std::time::Instant::now();
     loop {
         if let Some(_status) = child.try_wait().unwrap() {
@@ -197,7 +266,10 @@ fn serve_exits(data: &Path, extra: &[&str]) -> Output {
         if started.elapsed() > std::time::Duration::from_secs(20) {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            panic!("serve did not refuse: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "serve did not refuse: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -223,7 +295,11 @@ fn a_witness_file_refuses_an_older_copy_a_fork_and_a_deleted_store() {
     support::copy_dir(&data, &older);
     ok(&apply(&data, &flags, &workload(100, 4)));
     let size = head(&data);
-    let witnessed = note::open(&std::fs::read_to_string(&witness).unwrap(), &verifier(&data, &flags)).unwrap();
+    let witnessed = note::open(
+        &std::fs::read_to_string(&witness).unwrap(),
+        &verifier(&data, &flags),
+    )
+    .unwrap();
     assert_eq!(witnessed.size, size);
 
     // The real directory still starts.
@@ -235,7 +311,11 @@ fn a_witness_file_refuses_an_older_copy_a_fork_and_a_deleted_store() {
     assert_rollback(&apply(&swapped, &flags, ""), older_size, size);
     assert_rollback(&serve_exits(&swapped, &flags), older_size, size);
     // Without the witness, the older copy is a valid, shorter ledger: that is the attack.
-    ok(&apply(&swapped, &["--signing-key", key.to_str().unwrap()], ""));
+    ok(&apply(
+        &swapped,
+        &["--signing-key", key.to_str().unwrap()],
+        "",
+    ));
 
     // A fork of the same size: the same 300 commands decided again (other times, other
     // hashes) in another directory under the same key.
@@ -259,7 +339,13 @@ fn serve_signs_on_its_timer_and_answers_the_auditors_paths_without_credentials()
     let data = dir.path().join("data");
     ok(&apply(&data, &[], &workload(50, 5)));
     let mut child = ledger(&data, &[])
-        .args(["serve", "--http", "127.0.0.1:0", "--checkpoint-interval-ms", "100"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--checkpoint-interval-ms",
+            "100",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -269,7 +355,10 @@ fn serve_signs_on_its_timer_and_answers_the_auditors_paths_without_credentials()
     for _ in 0..4 {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-        if let Some(listening) = serde_json::from_str::<Value>(&line).ok().and_then(|v| v["listening"].as_str().map(str::to_string)) {
+        if let Some(listening) = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| v["listening"].as_str().map(str::to_string))
+        {
             addr = Some(listening.parse().unwrap());
             break;
         }
@@ -278,22 +367,34 @@ fn serve_signs_on_its_timer_and_answers_the_auditors_paths_without_credentials()
     let admin = std::fs::read_to_string(data.join("admin.key")).unwrap();
     let key = {
         let text = std::fs::read_to_string(data.join("signing.key")).unwrap();
-        csp_ledger_schemas::note::NoteSigner::from_private_key(&text).unwrap().verifier()
+        csp_ledger_schemas::note::NoteSigner::from_private_key(&text)
+            .unwrap()
+            .verifier()
     };
-    let size_before = support::get(addr, "/v1/audit/proof/consistency?from=1").json()["to"].as_u64().unwrap();
+    let size_before = support::get(addr, "/v1/audit/proof/consistency?from=1").json()["to"]
+        .as_u64()
+        .unwrap();
 
     // Commands over HTTP grow the log; the timer signs the new head within a few intervals.
-    let body = format!("[{}]", workload(40, 6).lines().collect::<Vec<_>>().join(","));
+    let body = format!(
+        "[{}]",
+        workload(40, 6).lines().collect::<Vec<_>>().join(",")
+    );
     let posted = csp_ledger_testkit::http::request_once(
         addr,
         "POST",
         "/v1/commands",
-        &[("Content-Type", "application/json"), ("Authorization", &format!("Bearer {}", admin.trim()))],
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &format!("Bearer {}", admin.trim())),
+        ],
         body.as_bytes(),
     )
     .unwrap();
     assert_eq!(posted.status, 200);
-    let head = support::get(addr, "/v1/audit/proof/consistency?from=1").json()["to"].as_u64().unwrap();
+    let head = support::get(addr, "/v1/audit/proof/consistency?from=1").json()["to"]
+        .as_u64()
+        .unwrap();
     assert!(head > size_before);
     let started = std::time::Instant::now();
     let signed = loop {
@@ -305,35 +406,90 @@ fn serve_signs_on_its_timer_and_answers_the_auditors_paths_without_credentials()
                 break checkpoint;
             }
         }
-        assert!(started.elapsed().as_secs() < 10, "no checkpoint of size {head}");
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "no checkpoint of size {head}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     // The one `apply` signed is still there by its size.
-    let earlier = support::get(addr, &format!("/v1/audit/checkpoint?tree_size={size_before}"));
+    let earlier = support::get(
+        addr,
+        &format!("/v1/audit/checkpoint?tree_size={size_before}"),
+    );
     assert_eq!(earlier.status, 200);
     let earlier = note::open(&earlier.body, &key).unwrap();
-    let proof = support::get(addr, &format!("/v1/audit/proof/consistency?from={size_before}&to={head}")).json();
-    let hashes: Vec<Hash> = proof["hashes"].as_array().unwrap().iter().map(unhex).collect();
+    let proof = support::get(
+        addr,
+        &format!("/v1/audit/proof/consistency?from={size_before}&to={head}"),
+    )
+    .json();
+    let hashes: Vec<Hash> = proof["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(unhex)
+        .collect();
     merkle::verify_consistency(size_before, head, &hashes, &earlier.root, &signed.root).unwrap();
-    let proof = support::get(addr, &format!("/v1/audit/proof/inclusion?position=7&tree_size={head}")).json();
-    let hashes: Vec<Hash> = proof["hashes"].as_array().unwrap().iter().map(unhex).collect();
+    let proof = support::get(
+        addr,
+        &format!("/v1/audit/proof/inclusion?position=7&tree_size={head}"),
+    )
+    .json();
+    let hashes: Vec<Hash> = proof["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(unhex)
+        .collect();
     merkle::verify_inclusion(&unhex(&proof["leaf_hash"]), 6, head, &hashes, &signed.root).unwrap();
 
     for (path, status, code) in [
-        ("/v1/audit/checkpoint?tree_size=3", 404, "checkpoint_not_found"),
+        (
+            "/v1/audit/checkpoint?tree_size=3",
+            404,
+            "checkpoint_not_found",
+        ),
         ("/v1/audit/checkpoint?tree_size=x", 400, "invalid_range"),
         ("/v1/audit/proof/inclusion?position=0", 400, "invalid_range"),
         ("/v1/audit/proof/inclusion", 400, "invalid_range"),
-        (&*format!("/v1/audit/proof/inclusion?position=1&tree_size={}", head + 1), 400, "invalid_range"),
-        (&*format!("/v1/audit/proof/inclusion?position={}&tree_size=2", 3), 400, "invalid_range"),
+        (
+            &*format!(
+                "/v1/audit/proof/inclusion?position=1&tree_size={}",
+                head + 1
+            ),
+            400,
+            "invalid_range",
+        ),
+        (
+            &*format!("/v1/audit/proof/inclusion?position={}&tree_size=2", 3),
+            400,
+            "invalid_range",
+        ),
         ("/v1/audit/proof/consistency?from=0", 400, "invalid_range"),
-        ("/v1/audit/proof/consistency?from=9&to=8", 400, "invalid_range"),
-        (&*format!("/v1/audit/proof/consistency?from=1&to={}", head + 1), 400, "invalid_range"),
+        (
+            "/v1/audit/proof/consistency?from=9&to=8",
+            400,
+            "invalid_range",
+        ),
+        (
+            &*format!("/v1/audit/proof/consistency?from=1&to={}", head + 1),
+            400,
+            "invalid_range",
+        ),
     ] {
         let response = support::get(addr, path);
-        assert_eq!((response.status, response.json()["code"].as_str()), (status, Some(code)), "{path}");
+        assert_eq!(
+            (response.status, response.json()["code"].as_str()),
+            (status, Some(code)),
+            "{path}"
+        );
     }
-    let empty = support::get(addr, &format!("/v1/audit/proof/consistency?from={head}&to={head}")).json();
+    let empty = support::get(
+        addr,
+        &format!("/v1/audit/proof/consistency?from={head}&to={head}"),
+    )
+    .json();
     assert_eq!(empty["hashes"], serde_json::json!([]));
 
     // A clean stop signs nothing new (the head was signed); the key stays the same.
@@ -376,7 +532,9 @@ fn forge_checkpoint(data: &Path, key_file: Option<&Path>, id: &str, seal: Option
     let (notary, created) = csp_ledger::notary::Notary::load_or_create(data, &settings).unwrap();
     assert!(!created);
     let real = notary.checkpoint_key();
-    let mut loaded = checkpoint::load_untrusted(data, &real).unwrap().expect("a checkpoint");
+    let mut loaded = checkpoint::load_untrusted(data, &real)
+        .unwrap()
+        .expect("a checkpoint");
     let id: uuid::Uuid = id.parse().unwrap();
     loaded.state.partners.get_mut(&id).unwrap().legal_name = "Forged Partner".into();
     let key = match seal {
@@ -416,7 +574,11 @@ fn a_forged_projection_checkpoint_is_not_served() {
         let (id, name) = first_partner(&data, flags, &lines);
         forge_checkpoint(&data, key_file, &id, seal);
         let (_, served) = first_partner(&data, flags, &lines);
-        let expected = if served_forged { "Forged Partner" } else { name.as_str() };
+        let expected = if served_forged {
+            "Forged Partner"
+        } else {
+            name.as_str()
+        };
         assert_eq!(served, expected, "key file {key_file:?}, seal {seal:?}");
         // `rebuild` tells the auditor which: the refold disagrees with a forged checkpoint.
         if served_forged {

@@ -303,7 +303,9 @@ fn every_operation_documents_every_status_it_can_answer() {
         codes
     };
     for route in csp_ledger::api::query::READ_ROUTES {
-        let mut expected = vec!["200", "400", "401", "403", "408", "414", "431", "500", "503"];
+        let mut expected = vec![
+            "200", "400", "401", "403", "408", "414", "431", "500", "503",
+        ];
         if NOT_FOUND_ROUTES.contains(&route.template) {
             expected.push("404");
         }

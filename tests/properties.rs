@@ -212,15 +212,23 @@ fn run(
     // the same state.
     drop(ledger);
     if let Some(position) = checkpoint_at {
-        let checkpoint = csp_ledger::store::checkpoint::load(dir.path(), &csp_ledger::store::checkpoint::MacKey::PUBLIC)
-            .unwrap()
-            .unwrap();
+        let checkpoint = csp_ledger::store::checkpoint::load(
+            dir.path(),
+            &csp_ledger::store::checkpoint::MacKey::PUBLIC,
+        )
+        .unwrap()
+        .unwrap();
         prop_assert_eq!(checkpoint.position, position);
     }
     let mut ledger = deterministic_ledger(dir.path());
     prop_assert_eq!(ledger.state(), &live);
     // The auditor's rebuild from position 1 agrees with the checkpoint.
-    let report = csp_ledger::store::rebuild::rebuild(ledger.log(), false, &csp_ledger::store::checkpoint::MacKey::PUBLIC).unwrap();
+    let report = csp_ledger::store::rebuild::rebuild(
+        ledger.log(),
+        false,
+        &csp_ledger::store::checkpoint::MacKey::PUBLIC,
+    )
+    .unwrap();
     prop_assert_eq!(report.equal, checkpoint_at.map(|_| true));
     prop_assert_eq!(report.events, live.position);
     // The same commands again change nothing: every one is a duplicate.

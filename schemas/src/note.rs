@@ -86,7 +86,9 @@ impl Checkpoint {
         {
             return Err(bad("the tree size is not a decimal number"));
         }
-        let size: u64 = size.parse().map_err(|_| bad("the tree size is too large"))?;
+        let size: u64 = size
+            .parse()
+            .map_err(|_| bad("the tree size is too large"))?;
         let root = lines.next().ok_or_else(|| bad("no root hash line"))?;
         let root: Hash = STANDARD
             .decode(root)
@@ -239,9 +241,9 @@ impl NoteSigner {
     /// text.
     pub fn from_private_key(text: &str) -> Result<NoteSigner, NoteError> {
         let text = text.trim();
-        let rest = text.strip_prefix("PRIVATE+KEY+").ok_or_else(|| {
-            NoteError::Key("a private key starts with PRIVATE+KEY+".into())
-        })?;
+        let rest = text
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or_else(|| NoteError::Key("a private key starts with PRIVATE+KEY+".into()))?;
         let mut parts = rest.splitn(3, '+');
         let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(NoteError::Key(
@@ -314,10 +316,14 @@ impl NoteSigner {
 
 fn check_text(text: &str) -> Result<(), NoteError> {
     if !text.ends_with('\n') {
-        return Err(NoteError::Malformed("the text does not end in a newline".into()));
+        return Err(NoteError::Malformed(
+            "the text does not end in a newline".into(),
+        ));
     }
     if text.contains('\r') || text.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(NoteError::Malformed("the text holds control characters".into()));
+        return Err(NoteError::Malformed(
+            "the text holds control characters".into(),
+        ));
     }
     Ok(())
 }
@@ -425,7 +431,10 @@ mod tests {
         assert_eq!(note, format!("{GO_TEXT}\n{GO_SIGNATURE}"));
         let verifier: VerifierKey = GO_VERIFIER.parse().unwrap();
         assert_eq!(
-            Note::parse(&note).unwrap().verified_text(&verifier).unwrap(),
+            Note::parse(&note)
+                .unwrap()
+                .verified_text(&verifier)
+                .unwrap(),
             GO_TEXT
         );
         assert_eq!(signer.to_private_key(), GO_SIGNER);
@@ -456,7 +465,14 @@ mod tests {
         let mut doubled = note.clone();
         let line = note.lines().last().unwrap().to_string();
         let mut broken = line.clone();
-        broken.replace_range(line.len() - 4..line.len() - 3, if &line[line.len() - 4..line.len() - 3] == "A" { "B" } else { "A" });
+        broken.replace_range(
+            line.len() - 4..line.len() - 3,
+            if &line[line.len() - 4..line.len() - 3] == "A" {
+                "B"
+            } else {
+                "A"
+            },
+        );
         doubled.push_str(&format!("{broken}\n"));
         assert_eq!(
             open(&doubled, &signer.verifier()),

@@ -408,9 +408,11 @@ async fn read(
             })
             .await;
         let Some(pooled) = pooled else {
-            shared
-                .metrics
-                .query(route_label(&request.path), 429, started.elapsed().as_secs_f64());
+            shared.metrics.query(
+                route_label(&request.path),
+                429,
+                started.elapsed().as_secs_f64(),
+            );
             return busy(&request.path, shared.expensive.max());
         };
         answered = pooled.unwrap_or_else(|| {

@@ -458,7 +458,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .transpose()?,
             &access,
             tls.files(),
-            (max_body_bytes, usize::from(expensive_reads_max), read_wait_ms),
+            (
+                max_body_bytes,
+                usize::from(expensive_reads_max),
+                read_wait_ms,
+            ),
             connections.limits(),
         ),
         Commands::Rebuild { write } => {
@@ -539,11 +543,10 @@ fn audit(
     let log = open_log(dir, options)?;
     let answer = match &command {
         AuditCommand::Key => unreachable!("answered above"),
-        AuditCommand::Checkpoint { tree_size } => {
-            proof::checkpoint(&log, tree_size.as_deref()).map(|note| {
+        AuditCommand::Checkpoint { tree_size } => proof::checkpoint(&log, tree_size.as_deref())
+            .map(|note| {
                 print!("{note}");
-            })
-        }
+            }),
         AuditCommand::Prove {
             position,
             tree_size,

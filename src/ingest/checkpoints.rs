@@ -56,7 +56,10 @@ impl CheckpointPublisher {
 pub fn latest(options: &KafkaOptions) -> Result<Option<String>, IngestError> {
     let consumer: BaseConsumer = options
         .client()
-        .set("group.id", format!("{}.checkpoint-reader", options.group_id))
+        .set(
+            "group.id",
+            format!("{}.checkpoint-reader", options.group_id),
+        )
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "50")
         .create()?;

@@ -21,8 +21,7 @@ use tracing::{debug, warn};
 use crate::ingest::lease::LeaseStatus;
 use crate::store::log::{
     Log, LogError, OutcomeRecord, StoredOutcomeKind, COMMITTED_CURSOR, COMMITTED_POSITION_CURSOR,
-    DLQ_CURSOR, EVENTS_CURSOR,
-    RESULTS_CURSOR,
+    DLQ_CURSOR, EVENTS_CURSOR, RESULTS_CURSOR,
 };
 use crate::store::read::events_with_prev;
 
@@ -370,9 +369,7 @@ impl Publisher {
                     break;
                 }
                 match (dead_letters, record.kind) {
-                    (true, StoredOutcomeKind::DeadLetter) => {
-                        records.push(self.dead_letter(record))
-                    }
+                    (true, StoredOutcomeKind::DeadLetter) => records.push(self.dead_letter(record)),
                     (false, StoredOutcomeKind::DeadLetter) | (true, _) => {}
                     (false, _) => records.push(self.result(record, *seq)?),
                 }

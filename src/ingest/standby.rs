@@ -96,7 +96,6 @@ fn record_of(result: ResultMessage<'_>) -> Option<OutcomeRecord> {
     Some(record)
 }
 
-
 /// Where the term rule stands in this log, stored with the replicated batches (as consumer
 /// offsets, so in the same durable commit as what they describe). Keys without a `/`: never
 /// taken for a topic partition.
@@ -213,7 +212,10 @@ pub fn follow(
         let current = follower.reader.term();
         if current > term {
             // A newer term started already: this lease is stale.
-            warn!(message = "A newer term started before this instance could lead.", term, current);
+            warn!(
+                message = "A newer term started before this instance could lead.",
+                term, current
+            );
             return Ok(false);
         }
         if current < term {
@@ -407,7 +409,11 @@ impl Follower<'_> {
                 }
                 self.state_changed = true;
             }
-            Verdict::TermStarted { term, head, dropped } => {
+            Verdict::TermStarted {
+                term,
+                head,
+                dropped,
+            } => {
                 info!(message = "A term started.", term, head, dropped, by = ?started_by);
                 self.check_not_overtaken(ended, head)?;
                 if started_by == Some(self.instance) {
@@ -430,7 +436,11 @@ impl Follower<'_> {
     fn check_not_overtaken(&mut self, ended: u64, head: u64) -> Result<(), IngestError> {
         let local = self.log.head();
         if local.position > head {
-            warn!(message = "This log holds events no reader accepted.", local = local.position, accepted = head);
+            warn!(
+                message = "This log holds events no reader accepted.",
+                local = local.position,
+                accepted = head
+            );
             return Err(IngestError::Ledger(WriterLedgerError::Forked {
                 position: head + 1,
             }));
@@ -438,7 +448,12 @@ impl Follower<'_> {
         if self.own_term == Some(ended) {
             let final_until = self.own_start.max(self.reader.final_outcome(ended) + 1);
             if local.next_outcome_seq > final_until {
-                warn!(message = "Decisions of this instance's term were never committed.", term = ended, from = final_until, to = local.next_outcome_seq);
+                warn!(
+                    message = "Decisions of this instance's term were never committed.",
+                    term = ended,
+                    from = final_until,
+                    to = local.next_outcome_seq
+                );
                 return Err(IngestError::Ledger(WriterLedgerError::Forked {
                     position: head + 1,
                 }));
@@ -500,7 +515,8 @@ impl Follower<'_> {
                 }
             }
         }
-        if self.events.is_empty() && results.is_empty() && !self.state_changed && offsets.is_empty() {
+        if self.events.is_empty() && results.is_empty() && !self.state_changed && offsets.is_empty()
+        {
             return Ok(());
         }
         if let Some(clean) = self.clean_offset {

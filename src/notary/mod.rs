@@ -93,7 +93,10 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), NotaryError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let temporary = parent.join(format!(".{name}.tmp"));
     let mut file = std::fs::File::create(&temporary).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
@@ -181,8 +184,7 @@ impl Notary {
             ),
             None => {
                 let mut seed = [0u8; 32];
-                getrandom::fill(&mut seed)
-                    .map_err(|e| key_error(format!("no randomness: {e}")))?;
+                getrandom::fill(&mut seed).map_err(|e| key_error(format!("no randomness: {e}")))?;
                 let name = origin.replace(char::is_whitespace, "_").replace('+', "_");
                 let signer =
                     NoteSigner::from_seed(&name, &seed).map_err(|e| key_error(e.to_string()))?;
@@ -250,13 +252,13 @@ impl Notary {
             size,
             root: log.tree_root(size)?,
         };
-        let note = self
-            .signer
-            .sign_checkpoint(&checkpoint)
-            .map_err(|error| NotaryError::Foreign {
-                source_name: "--origin".into(),
-                error,
-            })?;
+        let note =
+            self.signer
+                .sign_checkpoint(&checkpoint)
+                .map_err(|error| NotaryError::Foreign {
+                    source_name: "--origin".into(),
+                    error,
+                })?;
         log.keep_signed_checkpoint(size, &note)?;
         if let Some(witness) = &self.witness {
             replace_file(witness, note.as_bytes())?;

@@ -167,7 +167,9 @@ pub fn load_untrusted(dir: &Path, key: &MacKey) -> Result<Option<Checkpoint>, Lo
     file.take(length)
         .read_to_end(&mut payload)
         .map_err(io_error(&target))?;
-    if payload.len() as u64 != length || key.mac(&header[..56], &payload).verify_slice(&tag).is_err() {
+    if payload.len() as u64 != length
+        || key.mac(&header[..56], &payload).verify_slice(&tag).is_err()
+    {
         tracing::warn!(message = "Ignoring a checkpoint whose MAC does not hold (damaged, forged, or written under another signing key).", path = %target.display());
         return Ok(None);
     }

@@ -31,8 +31,8 @@ use uuid::Uuid;
 pub use super::error::{LogError, ProofError};
 pub use super::layout::*;
 use super::layout::{
-    decode_offsets, decode_outcome_chunk, encode_offsets, event_key, key_position, offset_mark_key,
-    leaf_block_key, outcome_key, round_mark_key, signed_checkpoint_key, tree_key,
+    decode_offsets, decode_outcome_chunk, encode_offsets, event_key, key_position, leaf_block_key,
+    offset_mark_key, outcome_key, round_mark_key, signed_checkpoint_key, tree_key,
 };
 use super::personal::{PersonalStore, StoredPersonal};
 

@@ -34,7 +34,11 @@ pub struct RebuildReport {
 }
 
 /// Refolds from position 1 to the head.
-pub fn rebuild(log: &Log, write: bool, key: &checkpoint::MacKey) -> Result<RebuildReport, LogError> {
+pub fn rebuild(
+    log: &Log,
+    write: bool,
+    key: &checkpoint::MacKey,
+) -> Result<RebuildReport, LogError> {
     let checkpoint = checkpoint::load_untrusted(log.dir(), key)?;
     let head = log.head();
     let started = Instant::now();
