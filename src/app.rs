@@ -151,6 +151,11 @@ fn all_loopback(brokers: &str) -> bool {
     })
 }
 
+/// Whether this instance writes the log: no lease (embedded), or holding it.
+fn writes(lease: &Option<Arc<LeaseStatus>>) -> bool {
+    lease.as_ref().is_none_or(|lease| lease.held())
+}
+
 /// The role reported by /healthz and the `csp_ledger_leader` metric.
 fn role(lease: &Option<Arc<LeaseStatus>>) -> &'static str {
     match lease {
@@ -396,7 +401,7 @@ impl Server {
         if let Some(thread) = notary_thread {
             let _ = thread.join();
         }
-        let was_writing = role(&shared.lease) != "standby";
+        let was_writing = writes(&shared.lease);
         stop.store(true, Ordering::Relaxed);
         for thread in kafka_threads {
             let _ = thread.join();
@@ -477,7 +482,7 @@ fn sign_while_writing(shared: &Shared, notary: &Notary, stop: &AtomicBool) {
             continue;
         }
         waited = Duration::ZERO;
-        if role(&shared.lease) == "standby" {
+        if !writes(&shared.lease) {
             continue;
         }
         sign();
@@ -485,7 +490,7 @@ fn sign_while_writing(shared: &Shared, notary: &Notary, stop: &AtomicBool) {
     // The clean stop's checkpoint, while this instance still writes (the writer stops after
     // the HTTP server and the consumer, so the head may grow a little more; the next
     // leader's first checkpoint covers that).
-    if role(&shared.lease) != "standby" {
+    if writes(&shared.lease) {
         sign();
     }
 }
@@ -512,16 +517,7 @@ fn kafka_loop(shared: &Arc<Shared>, kafka: &KafkaOptions, stop: &Arc<AtomicBool>
                     }
                 };
                 let checked = notary.check_witness(&log).and_then(|()| match &published {
-                    Some(note) => match notary.check(&log, note, &kafka.checkpoints_topic) {
-                        // Another instance of the group signs with its own key: its
-                        // checkpoint says nothing this key can check (share one key, as
-                        // docker-compose does, for the check to hold across instances).
-                        Err(crate::notary::NotaryError::Foreign { error, .. }) => {
-                            tracing::warn!(message = "The latest checkpoint on the checkpoints topic is not signed by this instance's key; not checked. Give every instance of the group the same --signing-key.", error = %error);
-                            Ok(())
-                        }
-                        checked => checked,
-                    },
+                    Some(note) => notary.check_published(&log, note, &kafka.checkpoints_topic),
                     None => Ok(()),
                 });
                 if let Err(error) = checked {

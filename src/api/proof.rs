@@ -65,9 +65,8 @@ pub fn inclusion(
             "position {position} is outside the tree of size {size} (1..={size})"
         )));
     }
-    let leaf = log.leaf_hash(position - 1).map_err(proof_error)?;
-    let hashes = log
-        .inclusion_proof(position - 1, size)
+    let (leaf, hashes) = log
+        .leaf_and_inclusion_proof(position - 1, size)
         .map_err(proof_error)?;
     Ok(json!({
         "position": position,

@@ -7,7 +7,6 @@
 //! checkpoint seen elsewhere, or with another root at its size, is never served or led
 //! (`rollback_detected`). The signing key is a secret: it is never formatted.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use csp_ledger_schemas::note::{self, Checkpoint, NoteError, NoteSigner, VerifierKey};
@@ -81,31 +80,6 @@ fn read_small(path: &Path) -> Result<Option<String>, NotaryError> {
     std::io::Read::read_to_string(&mut std::io::Read::take(file, FILE_BYTES_MAX), &mut text)
         .map_err(io)?;
     Ok(Some(text))
-}
-
-/// Replaces `path` with `bytes` atomically: temporary file, fsync, rename, directory fsync.
-pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), NotaryError> {
-    let io = |source| NotaryError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let temporary = parent.join(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&temporary).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(io)?;
-    std::fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io)
 }
 
 /// Whether `path` lies inside `dir` (both resolved; a missing path is resolved through its
@@ -261,7 +235,7 @@ impl Notary {
                 })?;
         log.keep_signed_checkpoint(size, &note)?;
         if let Some(witness) = &self.witness {
-            replace_file(witness, note.as_bytes())?;
+            crate::store::files::replace_file(witness, &[note.as_bytes()])?;
         }
         tracing::debug!(message = "Signed a checkpoint.", size);
         Ok(Some(note))
@@ -289,6 +263,20 @@ impl Notary {
             return Err(rollback(true));
         }
         Ok(())
+    }
+
+    /// [`Notary::check`] of the latest checkpoint on the group's checkpoints topic. One that
+    /// another key signed is logged and passed: another instance of the group signs with its
+    /// own key, and its checkpoint says nothing this key can check (share one key, as
+    /// docker-compose does, for the check to hold across instances).
+    pub fn check_published(&self, log: &Log, note: &str, topic: &str) -> Result<(), NotaryError> {
+        match self.check(log, note, topic) {
+            Err(NotaryError::Foreign { error, .. }) => {
+                tracing::warn!(message = "The latest checkpoint on the checkpoints topic is not signed by this instance's key; not checked. Give every instance of the group the same --signing-key.", error = %error);
+                Ok(())
+            }
+            checked => checked,
+        }
     }
 
     /// [`Notary::check`] against the witness file, if there is one and it holds a checkpoint.

@@ -9,13 +9,14 @@
 //! library default) is a key everyone knows: a checksum against damage, not against forgery.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use csp_ledger_projections::state::LedgerState;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::store::files::{io_at, replace_file};
 use crate::store::log::{Log, LogError};
 
 /// File name inside the data directory.
@@ -86,13 +87,6 @@ impl Checkpoint {
     }
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
-    move |error| LogError::Io {
-        path: path.to_path_buf(),
-        error,
-    }
-}
-
 pub fn path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
 }
@@ -101,9 +95,6 @@ pub fn path(dir: &Path) -> PathBuf {
 pub fn save(dir: &Path, state: &LedgerState, hash: [u8; 32], key: &MacKey) -> Result<(), LogError> {
     let payload = postcard::to_stdvec(state)
         .map_err(|e| LogError::Contract(format!("checkpoint encoding: {e}")))?;
-    let target = path(dir);
-    let temporary = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-    let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
     let mut header = Vec::with_capacity(8 + 8 + 32 + 8 + 32);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&state.position.to_be_bytes());
@@ -111,14 +102,7 @@ pub fn save(dir: &Path, state: &LedgerState, hash: [u8; 32], key: &MacKey) -> Re
     header.extend_from_slice(&(payload.len() as u64).to_be_bytes());
     let tag: [u8; 32] = key.mac(&header, &payload).finalize().into_bytes().into();
     header.extend_from_slice(&tag);
-    file.write_all(&header).map_err(io_error(&temporary))?;
-    file.write_all(&payload).map_err(io_error(&temporary))?;
-    file.sync_all().map_err(io_error(&temporary))?;
-    drop(file);
-    std::fs::rename(&temporary, &target).map_err(io_error(&target))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
+    replace_file(&path(dir), &[&header, &payload])?;
     Ok(())
 }
 
@@ -166,7 +150,7 @@ pub fn load_untrusted(dir: &Path, key: &MacKey) -> Result<Option<Checkpoint>, Lo
     let mut payload = Vec::with_capacity(length as usize);
     file.take(length)
         .read_to_end(&mut payload)
-        .map_err(io_error(&target))?;
+        .map_err(io_at(&target))?;
     if payload.len() as u64 != length
         || key.mac(&header[..56], &payload).verify_slice(&tag).is_err()
     {

@@ -29,6 +29,7 @@ use sled::IVec;
 use uuid::Uuid;
 
 pub use super::error::{LogError, ProofError};
+use super::files::{io_at, sync_dir};
 pub use super::layout::*;
 use super::layout::{
     decode_offsets, decode_outcome_chunk, encode_offsets, event_key, key_position, leaf_block_key,
@@ -95,19 +96,6 @@ pub fn holds_ledger(dir: &Path) -> bool {
 const SLED_REWRITE_DIR: &str = "sled.rewrite";
 const SLED_REWRITE_COMPLETE: &str = "sled.rewrite.complete";
 const SLED_OLD_DIR: &str = "sled.old";
-
-fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
-    move |error| LogError::Io {
-        path: path.to_path_buf(),
-        error,
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_at(dir))
-}
 
 /// Finishes (or discards) a rewrite of the sled store that a crash interrupted: a complete
 /// rewrite replaces `sled/`, an incomplete one is removed, and the old store is deleted.
@@ -316,11 +304,7 @@ impl Log {
             .and_then(|f| f.sync_all())
             .map_err(io_at(&data))?;
         sync_dir(&new)?;
-        let mark = self.dir.join(SLED_REWRITE_COMPLETE);
-        File::create(&mark)
-            .and_then(|f| f.sync_all())
-            .map_err(io_at(&mark))?;
-        sync_dir(&self.dir)?;
+        super::files::replace_file(&self.dir.join(SLED_REWRITE_COMPLETE), &[])?;
         tracing::info!(message = "Rewrote the sled store into fresh files.", path = %new.display());
         Ok(())
     }
@@ -501,10 +485,16 @@ impl Log {
         merkle::tree_root(&self.stored_tree(self.head().position), size)
     }
 
-    /// The leaf hash of leaf `index` (the event at position `index + 1`), from the stored
-    /// leaf-hash blocks (no event decoded).
-    pub fn leaf_hash(&self, index: u64) -> Result<Hash, ProofError> {
-        self.stored_tree(self.head().position).node(0, index)
+    /// The leaf hash of leaf `index` and its inclusion proof in the tree of size `size`, from
+    /// one read of the stored nodes and the leaf's block (no event decoded).
+    pub fn leaf_and_inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<(Hash, Vec<Hash>), ProofError> {
+        let tree = self.stored_tree(self.head().position);
+        let proof = merkle::prove_inclusion(&tree, index, size)?;
+        Ok((tree.node(0, index)?, proof))
     }
 
     /// The inclusion proof of leaf `index` (the event at position `index + 1`) in the tree of
